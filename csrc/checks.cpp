@@ -1,0 +1,81 @@
+#include "checks.h"
+
+#include <c10/util/Exception.h>
+
+namespace paanet {
+namespace {
+
+void check_feature_list(at::TensorList features, const char* op) {
+  TORCH_CHECK_VALUE(!features.empty(), op, ": `features` must be a non-empty list of tensors");
+  const at::Tensor& first = features[0];
+  for (size_t i = 0; i < features.size(); ++i) {
+    const at::Tensor& f = features[i];
+    TORCH_CHECK_VALUE(f.dim() == 4, op, ": features[", i, "] must be 4-D (B, C, h, w), got shape ",
+                      f.sizes());
+    TORCH_CHECK_VALUE(at::isFloatingType(f.scalar_type()), op, ": features[", i,
+                      "] must be floating point, got ", f.scalar_type());
+    TORCH_CHECK_VALUE(f.scalar_type() == first.scalar_type(), op, ": features[", i, "] has dtype ",
+                      f.scalar_type(), " but features[0] has ", first.scalar_type());
+    TORCH_CHECK_VALUE(f.device() == first.device(), op, ": features[", i, "] is on ", f.device(),
+                      " but features[0] is on ", first.device());
+    TORCH_CHECK_VALUE(f.size(0) == first.size(0), op, ": features[", i, "] has batch ", f.size(0),
+                      " but features[0] has batch ", first.size(0));
+    TORCH_CHECK_VALUE(f.size(1) > 0 && f.size(2) > 0 && f.size(3) > 0, op, ": features[", i,
+                      "] must have non-zero channels, height and width, got shape ", f.sizes());
+  }
+}
+
+void check_like(const at::Tensor& t, const char* arg, const at::Tensor& ref, const char* op) {
+  TORCH_CHECK_VALUE(t.scalar_type() == ref.scalar_type(), op, ": `", arg, "` has dtype ",
+                    t.scalar_type(), " but the features have ", ref.scalar_type());
+  TORCH_CHECK_VALUE(t.device() == ref.device(), op, ": `", arg, "` is on ", t.device(),
+                    " but the features are on ", ref.device());
+}
+
+}  // namespace
+
+void check_mini_decoder_args(at::TensorList features, const at::Tensor& weight,
+                             const at::Tensor& bias, c10::IntArrayRef size) {
+  constexpr const char* op = "paanet_fast.mini_decoder";
+  check_feature_list(features, op);
+  int64_t channels = 0;
+  for (const auto& f : features) channels += f.size(1);
+  TORCH_CHECK_VALUE(weight.dim() == 4 && weight.size(0) == 1 && weight.size(1) == channels &&
+                        weight.size(2) == 3 && weight.size(3) == 3,
+                    op, ": `weight` must have shape (1, ", channels, ", 3, 3) for features with ",
+                    channels, " channels in total, got ", weight.sizes());
+  TORCH_CHECK_VALUE(bias.dim() == 1 && bias.size(0) == 1, op, ": `bias` must have shape (1,), got ",
+                    bias.sizes());
+  check_like(weight, "weight", features[0], op);
+  check_like(bias, "bias", features[0], op);
+  TORCH_CHECK_VALUE(size.size() == 2 && size[0] > 0 && size[1] > 0, op,
+                    ": `size` must be two positive integers (H, W), got ", size);
+}
+
+void check_gam_multiply_args(at::TensorList features, const at::Tensor& gam) {
+  constexpr const char* op = "paanet_fast.gam_multiply";
+  check_feature_list(features, op);
+  TORCH_CHECK_VALUE(gam.dim() == 4 && gam.size(1) == 1, op, ": `gam` must have shape (B, 1, H, W), got ",
+                    gam.sizes());
+  check_like(gam, "gam", features[0], op);
+  TORCH_CHECK_VALUE(gam.size(0) == features[0].size(0), op, ": `gam` has batch ", gam.size(0),
+                    " but the features have batch ", features[0].size(0));
+  for (size_t i = 0; i < features.size(); ++i) {
+    const at::Tensor& f = features[i];
+    TORCH_CHECK_VALUE(gam.size(2) % f.size(2) == 0 && gam.size(3) % f.size(3) == 0, op,
+                      ": the GAM size (", gam.size(2), ", ", gam.size(3),
+                      ") must be an integer multiple of features[", i, "]'s size (", f.size(2), ", ",
+                      f.size(3), ")");
+  }
+}
+
+void check_kernel_dtype(const at::Tensor& t, const char* arg, bool allow_reduced_precision) {
+  const auto st = t.scalar_type();
+  const bool ok = st == at::kFloat || st == at::kDouble ||
+                  (allow_reduced_precision && (st == at::kHalf || st == at::kBFloat16));
+  TORCH_CHECK_VALUE(ok, "paanet_fast: `", arg, "` has dtype ", st, ", which this kernel does not support (",
+                    allow_reduced_precision ? "float16, bfloat16, float32, float64" : "float32, float64",
+                    ")");
+}
+
+}  // namespace paanet

@@ -1,0 +1,115 @@
+// Per-pixel and per-window arithmetic of the two PAANet operators, shared by the CPU kernels
+// (csrc/cpu) and the CUDA kernels (kernels/), so the CPU tests exercise the math the GPU runs.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#define PAANET_HD __host__ __device__ __forceinline__
+#else
+#define PAANET_HD inline
+#endif
+
+namespace paanet {
+
+// One output coordinate of a 1-D linear resize: it reads input i0 with weight w0 and i1 with w1.
+template <typename acc_t>
+struct LinearTap {
+  int64_t i0;
+  int64_t i1;
+  acc_t w0;
+  acc_t w1;
+};
+
+// PyTorch's bilinear resize with align_corners=False and an explicit output size:
+// src = max((dst + 0.5) * in / out - 0.5, 0), neighbours floor(src) and floor(src) + 1 (clamped).
+// Evaluated in the same order as ATen so that float64 results agree to rounding.
+template <typename acc_t>
+PAANET_HD LinearTap<acc_t> linear_tap(int64_t dst, int64_t in_size, int64_t out_size) {
+  const acc_t scale = static_cast<acc_t>(in_size) / static_cast<acc_t>(out_size);
+  acc_t src = scale * (static_cast<acc_t>(dst) + static_cast<acc_t>(0.5)) - static_cast<acc_t>(0.5);
+  if (src < static_cast<acc_t>(0)) src = static_cast<acc_t>(0);
+  int64_t i0 = static_cast<int64_t>(src);  // src >= 0, so truncation is floor
+  if (i0 > in_size - 1) i0 = in_size - 1;
+  const int64_t i1 = i0 + (i0 < in_size - 1 ? 1 : 0);
+  acc_t l1 = src - static_cast<acc_t>(i0);
+  if (l1 > static_cast<acc_t>(1)) l1 = static_cast<acc_t>(1);
+  return {i0, i1, static_cast<acc_t>(1) - l1, l1};
+}
+
+// A range [lo, hi) of output coordinates that contains every output whose LinearTap reads input
+// index `src_index` (as i0 or i1). Conservative: callers recompute the tap and compare, which
+// turns the transposed resize into a gather (deterministic, no atomics).
+PAANET_HD void linear_tap_sources(int64_t src_index, int64_t in_size, int64_t out_size,
+                                  int64_t* lo, int64_t* hi) {
+  const double inv_scale = static_cast<double>(out_size) / static_cast<double>(in_size);
+  int64_t a = static_cast<int64_t>(floor((static_cast<double>(src_index) - 0.5) * inv_scale - 0.5)) - 1;
+  int64_t b = static_cast<int64_t>(ceil((static_cast<double>(src_index) + 1.5) * inv_scale - 0.5)) + 2;
+  if (src_index == 0) a = 0;                    // clamped sources all read index 0
+  if (src_index == in_size - 1) b = out_size;   // and the last index
+  *lo = a < 0 ? 0 : a;
+  *hi = b > out_size ? out_size : b;
+}
+
+// The weight with which output coordinate `dst` reads input `src_index` (0 if it does not).
+template <typename acc_t>
+PAANET_HD acc_t linear_tap_weight(const LinearTap<acc_t>& t, int64_t src_index) {
+  acc_t w = static_cast<acc_t>(0);
+  if (t.i0 == src_index) w += t.w0;
+  if (t.i1 == src_index) w += t.w1;
+  return w;
+}
+
+// Bilinear sample of a 2-D plane (row stride `ry`, column stride `rx`) at separable taps ty, tx.
+template <typename acc_t, typename scalar_t>
+PAANET_HD acc_t bilinear_sample(const scalar_t* plane, int64_t ry, int64_t rx,
+                                const LinearTap<acc_t>& ty, const LinearTap<acc_t>& tx) {
+  const scalar_t* r0 = plane + ty.i0 * ry;
+  const scalar_t* r1 = plane + ty.i1 * ry;
+  return ty.w0 * (tx.w0 * static_cast<acc_t>(r0[tx.i0 * rx]) + tx.w1 * static_cast<acc_t>(r0[tx.i1 * rx])) +
+         ty.w1 * (tx.w0 * static_cast<acc_t>(r1[tx.i0 * rx]) + tx.w1 * static_cast<acc_t>(r1[tx.i1 * rx]));
+}
+
+// The 3x3 tap t = 0..8 of a padding-1 convolution reads the input at (y + dy, x + dx).
+PAANET_HD int tap_dy(int t) { return t / 3 - 1; }
+PAANET_HD int tap_dx(int t) { return t % 3 - 1; }
+
+template <typename acc_t>
+PAANET_HD acc_t stable_sigmoid(acc_t z) {
+  if (z >= static_cast<acc_t>(0)) {
+    return static_cast<acc_t>(1) / (static_cast<acc_t>(1) + exp(-z));
+  }
+  const acc_t e = exp(z);
+  return e / (static_cast<acc_t>(1) + e);
+}
+
+// dL/dZ from the gradients of both outputs of the mini-decoder (logits Z and G = sigmoid(Z)).
+template <typename acc_t>
+PAANET_HD acc_t logit_grad(acc_t grad_logits, acc_t grad_gam, acc_t gam) {
+  return grad_logits + grad_gam * gam * (static_cast<acc_t>(1) - gam);
+}
+
+// Mean of the sy x sx window of the GAM whose top-left element is `g` (strides gy, gx).
+template <typename acc_t, typename scalar_t>
+PAANET_HD acc_t window_mean(const scalar_t* g, int64_t gy, int64_t gx, int64_t sy, int64_t sx) {
+  acc_t sum = static_cast<acc_t>(0);
+  for (int64_t i = 0; i < sy; ++i) {
+    for (int64_t j = 0; j < sx; ++j) sum += static_cast<acc_t>(g[i * gy + j * gx]);
+  }
+  return sum / static_cast<acc_t>(sy * sx);
+}
+
+// The attention factor applied to the features: the pooled GAM, or its complement in a reverse block.
+template <typename acc_t>
+PAANET_HD acc_t attention(acc_t pooled, bool reverse) {
+  return reverse ? static_cast<acc_t>(1) - pooled : pooled;
+}
+
+// d(attention)/d(pooled) = +1 or -1; each GAM pixel of a window receives this / (sy * sx).
+template <typename acc_t>
+PAANET_HD acc_t attention_grad_sign(bool reverse) {
+  return reverse ? static_cast<acc_t>(-1) : static_cast<acc_t>(1);
+}
+
+}  // namespace paanet

@@ -1,0 +1,98 @@
+"""Registry of operator backends and the rule that picks one for a device.
+
+Backends: "reference" (plain PyTorch, always there), "cpp" (compiled CPU kernels), "cuda"
+(compiled CUDA kernels), "triton" (Triton kernels; GPU, or CPU under TRITON_INTERPRET=1).
+"auto" picks, for CPU tensors, cpp; for CUDA tensors, cuda then triton; and falls back to
+reference with one warning when none of those could be loaded.
+"""
+from __future__ import annotations
+
+import importlib
+import warnings
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+KNOWN_BACKENDS = ("reference", "cpp", "cuda", "triton")
+_AUTO_ORDER = {"cpu": ("cpp",), "cuda": ("cuda", "triton")}
+# Modules that register backends when imported; an ImportError leaves the backend unavailable.
+_PROVIDERS = {"cpp": "paanet_fast._compiled", "cuda": "paanet_fast._compiled", "triton": "paanet_fast.triton"}
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One implementation of both operators, for tensors on `device_types`."""
+
+    name: str
+    device_types: frozenset[str]
+    mini_decoder: Callable[..., tuple[torch.Tensor, torch.Tensor]]
+    gam_multiply: Callable[..., list[torch.Tensor]]
+
+
+_registry: dict[str, Backend] = {}
+_unavailable: dict[str, str] = {}
+_warned_fallback: set[str] = set()
+
+
+def register(backend: Backend) -> None:
+    _registry[backend.name] = backend
+    _unavailable.pop(backend.name, None)
+
+
+def mark_unavailable(name: str, why: str) -> None:
+    _unavailable[name] = why
+
+
+def _load(name: str) -> Backend | None:
+    if name not in _registry and name not in _unavailable and name in _PROVIDERS:
+        try:
+            importlib.import_module(_PROVIDERS[name])
+        except ImportError as exc:  # a missing build or missing triton: a reason, not a crash
+            mark_unavailable(name, f"{_PROVIDERS[name]} could not be imported: {exc}")
+        if name not in _registry:
+            _unavailable.setdefault(name, f"{_PROVIDERS[name]} did not register it")
+    return _registry.get(name)
+
+
+def available_backends() -> list[str]:
+    """Names of the backends that can run on this machine (for some device)."""
+    return [name for name in KNOWN_BACKENDS if _load(name) is not None]
+
+
+def unavailable_reason(name: str) -> str | None:
+    _load(name)
+    return _unavailable.get(name)
+
+
+def resolve(name: str | None, device: torch.device) -> Backend:
+    """The backend that computes tensors on `device` for the requested name (None means "auto")."""
+    name = "auto" if name is None else name
+    if name == "auto":
+        for candidate in _AUTO_ORDER.get(device.type, ()):
+            backend = _load(candidate)
+            if backend is not None:
+                return backend
+        if device.type not in _warned_fallback:
+            _warned_fallback.add(device.type)
+            reasons = "; ".join(f"{c}: {_unavailable.get(c)}" for c in _AUTO_ORDER.get(device.type, ()))
+            warnings.warn(f"paanet_fast: no compiled backend for {device.type} tensors ({reasons or 'none exists'}); "
+                          "using the slow reference backend", RuntimeWarning, stacklevel=3)
+        return _registry["reference"]
+    if name not in KNOWN_BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; expected 'auto' or one of {KNOWN_BACKENDS}")
+    backend = _load(name)
+    if backend is None:
+        raise RuntimeError(f"backend {name!r} is not available: {_unavailable.get(name)}")
+    if device.type not in backend.device_types:
+        raise ValueError(f"backend {name!r} computes {sorted(backend.device_types)} tensors, "
+                         f"but the inputs are on {device}")
+    return backend
+
+
+def check_name(name: str | None) -> str:
+    """Validate a backend name without loading anything (for constructors)."""
+    name = "auto" if name is None else name
+    if name != "auto" and name not in KNOWN_BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; expected 'auto' or one of {KNOWN_BACKENDS}")
+    return name

@@ -1,0 +1,86 @@
+"""Builds paanet_fast._C: C++ CPU kernels always, CUDA kernels whenever nvcc and a CUDA build of
+torch are present. The build never looks for a GPU: build machines usually have none.
+
+Environment switches:
+  PAANET_FAST_CUDA=1|0      force (fail if impossible) or skip the CUDA kernels; default: auto.
+  PAANET_FAST_PORTABLE=1    no -march=native (for binaries that travel to other machines).
+  TORCH_CUDA_ARCH_LIST      respected; default "8.0;8.6;8.9;9.0".
+"""
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from setuptools import setup
+
+ROOT = Path(__file__).parent.resolve()
+
+
+def _real_cuda_home() -> str | None:
+    """The CUDA folder of the nvcc on PATH, seeing through wrapper scripts (nvcc reports _HERE_)."""
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        return None
+    try:
+        out = subprocess.run([nvcc, "-v", "--dryrun", "-x", "cu", "-c", os.devnull, "-o", os.devnull],
+                             capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"_HERE_=(\S+)", out.stdout + out.stderr)
+    return str(Path(match.group(1)).parent) if match else None
+
+
+# torch.utils.cpp_extension reads CUDA_HOME when it is imported, so resolve it first.
+if "CUDA_HOME" not in os.environ and "CUDA_PATH" not in os.environ:
+    _home = _real_cuda_home()
+    if _home:
+        os.environ["CUDA_HOME"] = _home
+
+import torch  # noqa: E402
+from torch.utils import cpp_extension  # noqa: E402
+
+
+def _nvidia_wheel_includes() -> list[str]:
+    """CUDA library headers shipped by the nvidia-* wheels that a pip-installed torch depends on."""
+    site = Path(torch.__file__).resolve().parent.parent
+    return [str(p) for p in sorted(site.glob("nvidia/*/include")) if p.is_dir()]
+
+
+def _want_cuda() -> bool:
+    switch = os.environ.get("PAANET_FAST_CUDA", "auto").lower()
+    possible = torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None
+    if switch in ("0", "false", "no", "off"):
+        return False
+    if switch in ("1", "true", "yes", "on") and not possible:
+        sys.exit("PAANET_FAST_CUDA=1 but no CUDA build is possible: "
+                 f"torch.version.cuda={torch.version.cuda}, CUDA_HOME={cpp_extension.CUDA_HOME}")
+    return possible
+
+
+def _extension():
+    cpp_sources = sorted(glob.glob("csrc/**/*.cpp", recursive=True))
+    cxx_flags = ["-O3", "-fopenmp", "-std=c++17"]
+    if os.environ.get("PAANET_FAST_PORTABLE", "0") != "1":
+        cxx_flags.append("-march=native")
+    include_dirs = [str(ROOT / "csrc")]
+    if not _want_cuda():
+        return cpp_extension.CppExtension(
+            "paanet_fast._C", cpp_sources, include_dirs=include_dirs,
+            extra_compile_args={"cxx": cxx_flags}, extra_link_args=["-fopenmp"])
+    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;8.6;8.9;9.0")
+    cu_sources = sorted(glob.glob("kernels/**/*.cu", recursive=True))
+    return cpp_extension.CUDAExtension(
+        "paanet_fast._C", cpp_sources + cu_sources,
+        include_dirs=include_dirs + _nvidia_wheel_includes(),
+        define_macros=[("PAANET_FAST_WITH_CUDA", "1")],
+        extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++17", "-lineinfo"]},
+        extra_link_args=["-fopenmp"])
+
+
+setup(
+    ext_modules=[_extension()],
+    cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
+)
