@@ -62,7 +62,7 @@ def _want_cuda() -> bool:
 
 def _extension():
     cpp_sources = sorted(glob.glob("csrc/**/*.cpp", recursive=True))
-    cxx_flags = ["-O3", "-fopenmp", "-std=c++17"]
+    cxx_flags = ["-O3", "-fopenmp"]
     if os.environ.get("PAANET_FAST_PORTABLE", "0") != "1":
         cxx_flags.append("-march=native")
     include_dirs = [str(ROOT / "csrc")]
@@ -76,7 +76,7 @@ def _extension():
         "paanet_fast._C", cpp_sources + cu_sources,
         include_dirs=include_dirs + _nvidia_wheel_includes(),
         define_macros=[("PAANET_FAST_WITH_CUDA", "1")],
-        extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++17", "-lineinfo"]},
+        extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-lineinfo"]},
         extra_link_args=["-fopenmp"])
 
 

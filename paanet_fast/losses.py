@@ -1,0 +1,85 @@
+"""PAANet's deep-supervision loss: BCE-with-logits + soft IoU on every output (design 1.6)."""
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .model import PAANetOutput
+
+GROUPS = ("final", "aux", "gam")
+
+
+def boundary_weights(target: torch.Tensor, kernel_size: int = 31, strength: float = 5.0) -> torch.Tensor:
+    """PraNet-style pixel weights 1 + strength * |local mean of the mask - mask|: heavy near edges."""
+    local = F.avg_pool2d(target, kernel_size, stride=1, padding=kernel_size // 2, count_include_pad=False)
+    return 1 + strength * (local - target).abs()
+
+
+def bce_iou_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
+                 smooth: float = 1.0) -> torch.Tensor:
+    """Mean over images and channels of BCE-with-logits + (1 - soft IoU), optionally pixel-weighted.
+
+    logits, target (and weight): (B, C, H, W). Computed in float32 from logits, so fp16/bf16 logits
+    neither overflow nor saturate the sigmoid.
+    """
+    logits = logits.float()
+    target = target.float()
+    w = torch.ones_like(target) if weight is None else weight.float()
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    bce = (w * bce).sum(dim=(2, 3)) / w.sum(dim=(2, 3))
+    prob = torch.sigmoid(logits)
+    inter = (w * prob * target).sum(dim=(2, 3))
+    union = (w * (prob + target)).sum(dim=(2, 3)) - inter
+    iou = 1 - (inter + smooth) / (union + smooth)
+    return (bce + iou).mean()
+
+
+class PAANetLoss(nn.Module):
+    """Sum of bce_iou_loss over the final logits, the 3 aux logits and every GAM's logits.
+
+    Args:
+        weights: optional per-group weights {"final": w, "aux": w, "gam": w} (default 1 each:
+            every term equally weighted, as in the paper).
+        boundary_weighted: weight pixels near mask edges more (PraNet's structure loss, computed
+            correctly from logits).
+        smooth: additive smoothing of the soft IoU.
+
+    forward(output, target): output is a PAANetOutput (or plain logits (B, C, H, W)); target is
+    (B, C, H, W) or (B, H, W) with values in [0, 1]. GAMs have one channel: with C > 1 they are
+    supervised by the union of the classes. Returns a scalar.
+    """
+
+    def __init__(self, weights: Mapping[str, float] | None = None, boundary_weighted: bool = False,
+                 smooth: float = 1.0) -> None:
+        super().__init__()
+        weights = dict(weights or {})
+        unknown = set(weights) - set(GROUPS)
+        if unknown:
+            raise ValueError(f"PAANetLoss weights: unknown groups {sorted(unknown)}; expected {GROUPS}")
+        self.weights = {g: float(weights.get(g, 1.0)) for g in GROUPS}
+        self.boundary_weighted = boundary_weighted
+        self.smooth = smooth
+
+    def _term(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        weight = boundary_weights(target) if self.boundary_weighted else None
+        return bce_iou_loss(logits, target, weight, self.smooth)
+
+    def forward(self, output: PAANetOutput | torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if isinstance(output, torch.Tensor):
+            output = PAANetOutput(output, [], [])
+        if target.dim() == 3:
+            target = target.unsqueeze(1)
+        if target.shape != output.logits.shape:
+            raise ValueError(f"PAANetLoss: target shape {tuple(target.shape)} does not match the logits' "
+                             f"{tuple(output.logits.shape)}")
+        target = target.float()
+        gam_target = target.amax(dim=1, keepdim=True)
+        loss = self.weights["final"] * self._term(output.logits, target)
+        for aux in output.aux_logits:
+            loss = loss + self.weights["aux"] * self._term(aux, target)
+        for z in output.gam_logits:
+            loss = loss + self.weights["gam"] * self._term(z, gam_target)
+        return loss

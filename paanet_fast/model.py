@@ -1,0 +1,164 @@
+"""PAANet (design section 1): ResNet encoder, lateral reductions, alternating PAAD blocks, decoder."""
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import ops
+from .backends import check_name
+from .encoder import ResNetEncoder
+
+WIDTHS = (32, 64, 128, 256)  # channels of the four scales after the lateral reductions
+STRIDE = 32  # the coarsest encoder stride: inputs are padded to a multiple of it
+
+
+class PAANetOutput(NamedTuple):
+    """Everything the loss supervises, all at the input's (H, W).
+
+    logits: (B, classes, H, W); aux_logits: 3 x (B, classes, H, W) from decoder levels 2, 3, 4;
+    gam_logits: num_blocks * num_layers x (B, 1, H, W), block-major.
+    """
+
+    logits: torch.Tensor
+    aux_logits: list[torch.Tensor]
+    gam_logits: list[torch.Tensor]
+
+
+def conv_bn(in_channels: int, out_channels: int, kernel_size: int, relu: bool = True) -> nn.Sequential:
+    layers = [nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
+              nn.BatchNorm2d(out_channels)]
+    if relu:
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class PAADBlock(nn.Module):
+    """Progressive alternating attention dense block (paper eqs. 1-3) over all scales at once."""
+
+    def __init__(self, widths: tuple[int, ...], num_layers: int, growth: int, reverse: bool) -> None:
+        super().__init__()
+        self.reverse = reverse
+        self.convs = nn.ModuleList(
+            nn.ModuleList(conv_bn(w + c * growth, growth, 3) for w in widths) for c in range(num_layers))
+        # Only weight and bias are used: the GAM convolution runs inside ops.mini_decoder.
+        self.gam_convs = nn.ModuleList(nn.Conv2d(len(widths) * growth, 1, 3, padding=1) for _ in range(num_layers))
+        self.fuse = nn.ModuleList(conv_bn(w + num_layers * growth, w, 3, relu=False) for w in widths)
+        self.backend = "auto"
+
+    def forward(self, inputs: list[torch.Tensor], size: tuple[int, int]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        history = [[p] for p in inputs]  # per scale: P^0, ..., P^c
+        gam_logits = []
+        for convs, gam_conv in zip(self.convs, self.gam_convs):
+            features = [conv(torch.cat(h[::-1], dim=1)) for conv, h in zip(convs, history)]
+            logits, gam = ops.mini_decoder(features, gam_conv.weight, gam_conv.bias, size, backend=self.backend)
+            attended = ops.gam_multiply(features, gam, self.reverse, backend=self.backend)
+            for h, p in zip(history, attended):
+                h.append(p)
+            gam_logits.append(logits)
+        outputs = [h[0] + fuse(torch.cat(h[::-1], dim=1)) for fuse, h in zip(self.fuse, history)]
+        return outputs, gam_logits
+
+
+class Decoder(nn.Module):
+    """D_4 = out_4; D_v = ConvBNReLU(concat(Up(D_{v+1}), out_v)), Up a 4x4 stride-2 transposed conv."""
+
+    def __init__(self, widths: tuple[int, ...]) -> None:
+        super().__init__()
+        self.ups = nn.ModuleList(nn.ConvTranspose2d(widths[v + 1], widths[v], 4, stride=2, padding=1)
+                                 for v in range(len(widths) - 1))
+        self.fuse = nn.ModuleList(conv_bn(2 * widths[v], widths[v], 3) for v in range(len(widths) - 1))
+
+    def forward(self, outs: list[torch.Tensor]) -> list[torch.Tensor]:
+        decoded = [outs[-1]]
+        for v in range(len(outs) - 2, -1, -1):
+            decoded.insert(0, self.fuse[v](torch.cat([self.ups[v](decoded[0]), outs[v]], dim=1)))
+        return decoded
+
+
+class PAANet(nn.Module):
+    """Progressive alternating attention network (Srivastava et al., 2021).
+
+    Args:
+        encoder_name: "resnet18", "resnet34", "resnet50" or "resnet101" (torchvision).
+        encoder_weights: "imagenet" (torchvision download, cached), a path to a state-dict file, or None.
+        in_channels: channels of the input images.
+        classes: output channels (one logit map per class, sigmoid activation).
+        num_blocks: PAAD blocks; block b (1-based) uses reverse attention when b is even.
+        num_layers: convolution layers (and GAMs) per PAAD block.
+        growth: channels each PAAD layer adds (k).
+        backend: operator backend, "auto", "reference", "cpp", "cuda" or "triton"; settable later.
+
+    forward(x: (B, in_channels, H, W), return_aux=False) -> logits (B, classes, H, W), or a
+    PAANetOutput with the deep-supervision and GAM logits when return_aux is True. Any H, W works:
+    the input is zero-padded to a multiple of 32 and every output cropped back.
+    """
+
+    def __init__(self, encoder_name: str = "resnet50", encoder_weights: str | os.PathLike | None = "imagenet",
+                 in_channels: int = 3, classes: int = 1, num_blocks: int = 2, num_layers: int = 3,
+                 growth: int = 32, backend: str = "auto") -> None:
+        super().__init__()
+        for arg, value in (("classes", classes), ("num_blocks", num_blocks), ("num_layers", num_layers),
+                           ("growth", growth)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{arg} must be a positive integer, got {value!r}")
+        self.encoder = ResNetEncoder(encoder_name, encoder_weights, in_channels)
+        self.lateral = nn.ModuleList(conv_bn(c, w, 1) for c, w in zip(self.encoder.out_channels, WIDTHS))
+        self.blocks = nn.ModuleList(PAADBlock(WIDTHS, num_layers, growth, reverse=(b % 2 == 0))
+                                    for b in range(1, num_blocks + 1))
+        self.decoder = Decoder(WIDTHS)
+        self.head = nn.Conv2d(WIDTHS[0], classes, 1)
+        self.aux_heads = nn.ModuleList(nn.Conv2d(w, classes, 1) for w in WIDTHS[1:])
+        self.config = dict(encoder_name=encoder_name, in_channels=in_channels, classes=classes,
+                           num_blocks=num_blocks, num_layers=num_layers, growth=growth, backend=backend)
+        self.backend = backend
+
+    @property
+    def backend(self) -> str:
+        """The operator backend of every PAAD block; assign to switch (the state dict is unaffected)."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, name: str) -> None:
+        self._backend = check_name(name)
+        self.config["backend"] = self._backend
+        for block in self.blocks:
+            block.backend = self._backend
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"PAANet expects a tensor, got {type(x).__name__}")
+        expected = self.config["in_channels"]
+        if x.dim() != 4:
+            raise ValueError(f"PAANet expects a 4-D input (B, {expected}, H, W), got shape {tuple(x.shape)}")
+        if x.shape[1] != expected:
+            raise ValueError(f"PAANet expects {expected} input channels (B, {expected}, H, W), "
+                             f"got shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise ValueError(f"PAANet expects a floating-point input, got {x.dtype}")
+
+    def forward(self, x: torch.Tensor, return_aux: bool = False) -> torch.Tensor | PAANetOutput:
+        self._check_input(x)
+        height, width = x.shape[-2:]
+        padded = (-(-height // STRIDE) * STRIDE, -(-width // STRIDE) * STRIDE)
+        x = F.pad(x, (0, padded[1] - width, 0, padded[0] - height))
+        feats = [lat(e) for lat, e in zip(self.lateral, self.encoder(x))]
+        gam_logits = []
+        for block in self.blocks:
+            feats, block_gams = block(feats, padded)
+            gam_logits.extend(block_gams)
+        decoded = self.decoder(feats)
+
+        def full_size(t: torch.Tensor) -> torch.Tensor:
+            if tuple(t.shape[-2:]) != padded:
+                t = F.interpolate(t, size=padded, mode="bilinear", align_corners=False)
+            return t[..., :height, :width]
+
+        logits = full_size(self.head(decoded[0]))
+        if not return_aux:
+            return logits
+        aux = [full_size(head(d)) for head, d in zip(self.aux_heads, decoded[1:])]
+        return PAANetOutput(logits, aux, [full_size(z) for z in gam_logits])
