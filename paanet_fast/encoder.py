@@ -77,9 +77,13 @@ class ResNetEncoder(nn.Module):
             state = {k: v for k, v in state.items() if not k.startswith("fc.")}
             if in_channels != 3 and "conv1.weight" in state:
                 state["conv1.weight"] = _adapt_first_conv(state["conv1.weight"], in_channels)
-            missing, unexpected = net.load_state_dict(state, strict=False)
+            source = "ImageNet" if weights == "imagenet" else str(weights)
+            try:
+                missing, unexpected = net.load_state_dict(state, strict=False)
+            except RuntimeError as exc:  # shape mismatches
+                raise RuntimeError(f"encoder weights from {source} do not fit {name}: {exc}") from exc
             if missing or unexpected:
-                raise RuntimeError(f"encoder weights do not fit {name}: missing {missing[:5]}, "
+                raise RuntimeError(f"encoder weights from {source} do not fit {name}: missing {missing[:5]}, "
                                    f"unexpected {unexpected[:5]}")
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.layers = nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4])
