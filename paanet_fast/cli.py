@@ -1,0 +1,141 @@
+"""The `paanet-fast` command line (also `python -m paanet_fast`): train, evaluate, predict."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from .backends import KNOWN_BACKENDS
+from .data import DATASET_NAMES
+from .encoder import ENCODER_NAMES
+from .runtime import AMP_MODES
+
+DATASETS = DATASET_NAMES
+BACKENDS = ("auto", *KNOWN_BACKENDS)
+EPILOG = """examples:
+  paanet-fast train --dataset synthetic --out runs/demo
+  paanet-fast train --dataset kvasir-instrument --data-root data/kvasir-instrument --out runs/kvasir
+  paanet-fast train --out runs/kvasir --resume
+  torchrun --nproc_per_node=2 -m paanet_fast train --dataset dsb2018 --data-root data/dsb --out runs/dsb
+  paanet-fast evaluate --checkpoint runs/kvasir/best.pt --out runs/kvasir/test
+  paanet-fast predict --checkpoint runs/kvasir/best.pt images/ --out predictions
+"""
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _threshold(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _runtime_flags(parser: argparse.ArgumentParser, **defaults) -> None:
+    """--backend, --amp, --device, and (for data-reading commands) --workers."""
+    parser.add_argument("--backend", choices=BACKENDS, help="operator backend (default: auto)", **defaults)
+    parser.add_argument("--amp", choices=AMP_MODES, help="mixed precision (default: none)", **defaults)
+    parser.add_argument("--device", help="auto (default: the GPU if there is one), cpu, cuda, cuda:N", **defaults)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="paanet-fast", description="PAANet segmentation: train, evaluate, predict.",
+                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,predict}")
+
+    # Train flags default to "not given" so that dataset-dependent defaults apply and --resume can
+    # tell the flags the user passed from the ones it should take from the run.
+    unset = {"default": argparse.SUPPRESS}
+    train = commands.add_parser(
+        "train", help="train a PAANet", argument_default=argparse.SUPPRESS,
+        description="Train a PAANet. Real datasets default to the paper's settings (Adam, lr 1e-4, 30 epochs, "
+                    "batch 8, 256x256, resnet50, ImageNet weights); the synthetic set to a run of about ten "
+                    "minutes on two CPU cores (12 epochs, 400 images of 128x128, resnet18 from scratch, lr 1e-3).")
+    train.add_argument("--dataset", choices=DATASETS, help="required unless --resume")
+    train.add_argument("--data-root", help="folder with the dataset's official layout (not for synthetic)")
+    train.add_argument("--out", required=True, help="run folder")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", type=int, help="global batch (split over torchrun processes)")
+    train.add_argument("--image-size", type=int, help="images are resized to N x N")
+    train.add_argument("--lr", type=_positive_float, help="Adam learning rate")
+    train.add_argument("--encoder", choices=ENCODER_NAMES)
+    train.add_argument("--encoder-weights", help="imagenet, none, or a state-dict file")
+    train.add_argument("--seed", type=int, help="seeds the split, the synthetic images, the weights and the augmentation")
+    train.add_argument("--workers", type=int, help="data-loading processes per training process")
+    train.add_argument("--split-file", help="reuse a split.json instead of making a new split")
+    train.add_argument("--num-images", type=int, help="size of the synthetic dataset")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    _runtime_flags(train, **unset)
+
+    evaluate = commands.add_parser("evaluate", help="score a checkpoint: the paper's table, scores.json, per_image.csv")
+    evaluate.add_argument("--checkpoint", required=True)
+    evaluate.add_argument("--dataset", choices=DATASETS, help="default: the checkpoint's dataset")
+    evaluate.add_argument("--data-root", help="default: the checkpoint's")
+    evaluate.add_argument("--split", default="test", choices=("train", "val", "test", "all"),
+                          help="default: test (the checkpoint's own split unless --split-file)")
+    evaluate.add_argument("--split-file")
+    evaluate.add_argument("--out", required=True)
+    evaluate.add_argument("--batch-size", type=int, default=8)
+    evaluate.add_argument("--workers", type=int, default=2)
+    evaluate.add_argument("--threshold", type=_threshold, default=0.5)
+    _runtime_flags(evaluate)
+    evaluate.set_defaults(backend="auto", amp="none", device="auto")
+
+    predict = commands.add_parser("predict", help="mask and overlay PNGs for image files or folders")
+    predict.add_argument("--checkpoint", required=True)
+    predict.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
+    predict.add_argument("--out", required=True)
+    predict.add_argument("--threshold", type=_threshold, default=0.5)
+    _runtime_flags(predict)
+    predict.set_defaults(backend="auto", amp="none", device="auto")
+    return parser
+
+
+def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    from .train import TrainConfig, dataset_defaults, train
+
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "resume")}
+    resume = getattr(args, "resume", False)
+    if not resume and "dataset" not in given:
+        parser.error("train: --dataset is required (unless --resume)")
+    if "data_root" in given and given.get("dataset") == "synthetic":
+        parser.error("train: --data-root is not used with --dataset synthetic")
+    if resume:
+        train(TrainConfig(dataset=given.get("dataset", "synthetic"), out=given["out"]), resume=True, given=given)
+    else:
+        train(TrainConfig(**{**dataset_defaults(given["dataset"]), **given}))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (2 for a usage or data problem)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .checkpoint import RunError
+    from .data import DatasetError
+
+    try:
+        if args.command == "train":
+            _train(args, parser)
+        elif args.command == "evaluate":
+            from .evaluate import evaluate
+
+            evaluate(args.checkpoint, args.out, dataset=args.dataset, data_root=args.data_root, split=args.split,
+                     split_file=args.split_file, batch_size=args.batch_size, workers=args.workers,
+                     backend=args.backend, amp=args.amp, device=args.device, threshold=args.threshold)
+        else:
+            from .predict import predict
+
+            predict(args.checkpoint, args.inputs, args.out, backend=args.backend, device=args.device, amp=args.amp,
+                    threshold=args.threshold)
+    except (DatasetError, RunError) as exc:
+        print(f"paanet-fast {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"paanet-fast {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,132 @@
+"""The built-in dataset: segmentation images generated from a seed, with no files.
+
+Each image has a textured background (random gratings and smooth colour noise), one to four
+target objects (ellipses and wobbly blobs of varied size, colour and contrast, some of them faint)
+and up to two distractors of the same colours that are NOT in the mask (rectangles and thick line
+segments, so a model must learn shape, not just contrast), then blur and sensor noise.
+Image `i` depends only on (seed, i, image_size), so the set is identical for the same seed on
+every machine and in every worker process.
+"""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+NAME = "synthetic"
+_ID_PREFIX = "synthetic_"
+
+
+def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
+    """(size, size) float32 noise with about `cells` features across, roughly unit amplitude."""
+    grid = rng.standard_normal((cells + 1, cells + 1)).astype(np.float32)
+    return np.asarray(Image.fromarray(grid, mode="F").resize((size, size), Image.BICUBIC))
+
+
+def _gratings(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, count: int) -> np.ndarray:
+    """Sum of `count` sinusoidal gratings of random frequency, orientation and phase."""
+    total = np.zeros_like(yy)
+    for _ in range(count):
+        angle = rng.uniform(0, np.pi)
+        period = rng.uniform(4, 40)
+        phase = rng.uniform(0, 2 * np.pi)
+        total += rng.uniform(0.3, 1.0) * np.sin(2 * np.pi * (xx * np.cos(angle) + yy * np.sin(angle)) / period + phase)
+    return total
+
+
+def _background(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    size = yy.shape[0]
+    base = rng.uniform(60, 190, size=3).astype(np.float32)
+    texture = rng.uniform(4, 14) * _gratings(rng, yy, xx, int(rng.integers(1, 4)))
+    tint = rng.standard_normal(3).astype(np.float32)
+    blotches = rng.uniform(8, 25) * _smooth_noise(rng, size, int(rng.integers(2, 7)))
+    return base + texture[..., None] + blotches[..., None] * (0.6 + 0.4 * tint)
+
+
+def _rotated(yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, angle: float) -> tuple[np.ndarray, np.ndarray]:
+    dy, dx = yy - cy, xx - cx
+    return dx * np.cos(angle) + dy * np.sin(angle), -dx * np.sin(angle) + dy * np.cos(angle)
+
+
+def _target(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    """An ellipse or a blob with a wobbly outline, anywhere in the image."""
+    size = yy.shape[0]
+    radius = rng.uniform(0.05, 0.17) * size
+    cy, cx = rng.uniform(0.1, 0.9, size=2) * size
+    u, v = _rotated(yy, xx, cy, cx, rng.uniform(0, np.pi))
+    if rng.random() < 0.5:
+        aspect = rng.uniform(0.45, 1.0)
+        return (u / radius) ** 2 + (v / (radius * aspect)) ** 2 <= 1.0
+    theta = np.arctan2(v, u)
+    outline = np.ones_like(theta)
+    for k in range(2, 6):
+        outline += rng.uniform(0, 0.12) * np.cos(k * theta + rng.uniform(0, 2 * np.pi))
+    return np.hypot(u, v) <= radius * outline
+
+
+def _distractor(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    """A rotated rectangle or a thick line segment: straight edges and corners, never in the mask."""
+    size = yy.shape[0]
+    cy, cx = rng.uniform(0.1, 0.9, size=2) * size
+    u, v = _rotated(yy, xx, cy, cx, rng.uniform(0, np.pi))
+    if rng.random() < 0.5:
+        half_w, half_h = rng.uniform(0.04, 0.14, size=2) * size
+        return (np.abs(u) <= half_w) & (np.abs(v) <= half_h)
+    half_length = rng.uniform(0.12, 0.35) * size
+    half_width = rng.uniform(1.0, 0.03 * size + 1.0)
+    return (np.abs(u) <= half_length) & (np.abs(v) <= half_width)
+
+
+def _paint(rng: np.random.Generator, image: np.ndarray, region: np.ndarray, yy: np.ndarray, xx: np.ndarray) -> None:
+    """Fill `region` with a colour offset from the local background, plus its own fine texture."""
+    if not region.any():
+        return
+    local = image[region].mean(axis=0)
+    direction = rng.standard_normal(3)
+    direction /= np.linalg.norm(direction) + 1e-6
+    contrast = rng.uniform(18, 80) * (1 if rng.random() < 0.5 else -1)
+    texture = rng.uniform(2, 10) * _gratings(rng, yy, xx, 1)[region]
+    image[region] = local + contrast * (0.5 + 0.5 * np.abs(direction)) + texture[:, None]
+
+
+def generate_sample(seed: int, index: int, image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Image `index` of the synthetic set for `seed`: ((S, S, 3) uint8, (S, S) bool), S = image_size."""
+    rng = np.random.default_rng([seed, index])
+    yy, xx = np.mgrid[0:image_size, 0:image_size].astype(np.float32)
+    image = _background(rng, yy, xx)
+    mask = np.zeros((image_size, image_size), dtype=bool)
+    kinds = [True] * int(rng.integers(1, 5)) + [False] * int(rng.integers(0, 3))
+    for is_target in rng.permutation(kinds):
+        region = _target(rng, yy, xx) if is_target else _distractor(rng, yy, xx)
+        _paint(rng, image, region, yy, xx)
+        # Later objects occlude earlier ones, so a distractor on top of a target cuts it.
+        mask = (mask | region) if is_target else (mask & ~region)
+    blurred = Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).filter(
+        ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2)))
+    noisy = np.asarray(blurred, dtype=np.float32) + rng.normal(0, rng.uniform(3, 14), size=image.shape)
+    return np.clip(noisy, 0, 255).astype(np.uint8), mask
+
+
+class SyntheticSource:
+    """`num_images` generated samples with ids synthetic_00000, synthetic_00001, ..."""
+
+    name = NAME
+    official_split = None
+
+    def __init__(self, num_images: int, image_size: int, seed: int) -> None:
+        if num_images < 3:
+            raise ValueError(f"synthetic: num_images must be at least 3 (train/val/test), got {num_images}")
+        if image_size < 16:
+            raise ValueError(f"synthetic: image_size must be at least 16, got {image_size}")
+        self.num_images = num_images
+        self.image_size = image_size
+        self.seed = seed
+        self.root = f"<generated: {num_images} images of {image_size}x{image_size}, seed {seed}>"
+
+    def ids(self) -> list[str]:
+        """Sample ids, sorted."""
+        return [f"{_ID_PREFIX}{i:05d}" for i in range(self.num_images)]
+
+    def load(self, sample_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """(image (S, S, 3) uint8, mask (S, S) bool) of one sample."""
+        index = int(sample_id.removeprefix(_ID_PREFIX))
+        return generate_sample(self.seed, index, self.image_size)

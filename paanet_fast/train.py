@@ -1,0 +1,345 @@
+"""Training: the run folder, the epoch loop, checkpoints and resume, single process or DDP.
+
+Exact resume: the data order comes from DistributedSampler(seed, epoch) and each sample's
+augmentation from (seed, epoch, index) (see data.dataset.sample_seed), so the batches of an
+epoch do not depend on what ran before; the model, optimizer, GradScaler and torch RNG states
+are restored from last.pt, which is written (atomically) after every epoch.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from . import metrics
+from .atomic import write_text
+from .checkpoint import RunError, load_checkpoint, save_checkpoint
+from .data import SegmentationDataset, Source, default_split, open_source, read_split, write_split
+from .data.splits import Split, check_split
+from .data.transforms import PairTransform
+from .evaluate import score_loader
+from .losses import PAANetLoss
+from .model import PAANet
+from .runtime import autocast, pick_device, resolved_backend
+from .visualize import save_sample_panel, save_training_curves
+
+PANEL_SAMPLES = 4
+# The paper's settings for the real datasets; the synthetic set's are sized so that the default
+# run finishes in about ten minutes on two CPU cores and still shows clear learning.
+PAPER_DEFAULTS = {"epochs": 30, "batch_size": 8, "image_size": 256, "lr": 1e-4, "encoder": "resnet50",
+                  "encoder_weights": "imagenet"}
+SYNTHETIC_DEFAULTS = {"epochs": 12, "batch_size": 8, "image_size": 128, "lr": 1e-3, "encoder": "resnet18",
+                      "encoder_weights": "none", "num_images": 400}
+# Flags that may change when resuming a run; every other setting is the run's own.
+RESUME_OVERRIDES = frozenset({"epochs", "workers", "data_root", "device", "backend"})
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (saved as config.json and in every checkpoint)."""
+
+    dataset: str
+    out: str
+    data_root: str | None = None
+    epochs: int = 30
+    batch_size: int = 8
+    image_size: int = 256
+    lr: float = 1e-4
+    encoder: str = "resnet50"
+    encoder_weights: str = "imagenet"  # "imagenet", "none" or a state-dict file
+    backend: str = "auto"
+    seed: int = 0
+    amp: str = "none"
+    workers: int = 2
+    split_file: str | None = None
+    num_images: int = 400  # synthetic dataset only
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "image_size", "num_images"):
+            if getattr(self, name) < 1:
+                raise RunError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.workers < 0:
+            raise RunError(f"--workers must be 0 or more, got {self.workers}")
+        if not self.lr > 0:
+            raise RunError(f"--lr must be positive, got {self.lr}")
+
+
+@dataclass
+class Distributed:
+    """This process's place in a torchrun job (rank 0 of 1 without torchrun)."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def start(cls, device_name: str) -> "Distributed":
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        device = pick_device(device_name, local_rank)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        if world_size > 1:
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        return cls(dist.get_rank() if world_size > 1 else 0, world_size, device)
+
+    def sum(self, *values: float) -> list[float]:
+        """Element-wise sum of `values` over all processes."""
+        tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
+        if self.world_size > 1:
+            dist.all_reduce(tensor)
+        return tensor.tolist()
+
+    def close(self) -> None:
+        if self.world_size > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+class RunLog:
+    """Lines to stdout and to train.log in the run folder, from rank 0 only."""
+
+    def __init__(self, path: Path, enabled: bool) -> None:
+        self.path = path
+        self.enabled = enabled
+
+    def __call__(self, line: str) -> None:
+        if not self.enabled:
+            return
+        tqdm.write(line, file=sys.stdout)
+        with open(self.path, "a") as handle:
+            handle.write(line + "\n")
+
+
+def default_workers() -> int:
+    """Data-loading processes per training process: half the CPU cores of this process's share, at most 8."""
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(0, min(8, (os.cpu_count() or 1) // (2 * local_processes)))
+
+
+def dataset_defaults(dataset: str) -> dict[str, Any]:
+    """The settings a run on `dataset` uses for the flags the user did not pass."""
+    return dict(SYNTHETIC_DEFAULTS if dataset == "synthetic" else PAPER_DEFAULTS, workers=default_workers())
+
+
+def _resumed_config(saved: dict[str, Any], given: dict[str, Any], last: Path) -> TrainConfig:
+    """The saved config with the flags that may change on resume applied; other differing flags are errors."""
+    config = dict(saved)
+    for key, value in given.items():
+        if key in RESUME_OVERRIDES:
+            config[key] = value
+        elif key in config and value != config[key]:
+            raise RunError(f"--{key.replace('_', '-')} {value} differs from the run being resumed ({config[key]}, "
+                           f"see {last}); a resumed run keeps its settings except {sorted(RESUME_OVERRIDES)}")
+    return TrainConfig(**config)
+
+
+def _choose_split(config: TrainConfig, source: Source, resume_state: dict | None) -> Split:
+    if resume_state is not None:
+        return check_split(resume_state["split"], source.ids(), "the split stored in last.pt")
+    if config.split_file is not None:
+        return read_split(Path(config.split_file), source.ids())
+    return default_split(source, config.seed)
+
+
+def _build_model(config: TrainConfig, resuming: bool) -> PAANet:
+    weights = None if resuming or config.encoder_weights == "none" else config.encoder_weights
+    torch.manual_seed(config.seed)
+    try:
+        return PAANet(encoder_name=config.encoder, encoder_weights=weights, backend=config.backend)
+    except (RuntimeError, FileNotFoundError) as exc:  # weights that cannot be loaded: say so plainly
+        raise RunError(str(exc)) from exc
+
+
+def _metrics_csv(history: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(history[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    return buffer.getvalue()
+
+
+@torch.no_grad()
+def _save_panel(model: PAANet, dataset: SegmentationDataset, config: TrainConfig, device: torch.device,
+                epoch: int, path: Path) -> None:
+    """Image, ground truth, prediction and every GAM of the first validation samples."""
+    from .data import tensor_to_image
+
+    items = [dataset[i] for i in range(min(PANEL_SAMPLES, len(dataset)))]
+    images = torch.stack([item["image"] for item in items]).to(device)
+    masks = torch.stack([item["mask"] for item in items]).to(device)
+    model.eval()
+    with autocast(device, config.amp):
+        output = model(images, return_aux=True)
+    dsc = metrics.per_image_scores(output.logits.float(), masks)["dsc"]
+    layers = len(output.gam_logits) // len(model.blocks)
+    gam_titles = [f"GAM b{b + 1}{' rev' if model.blocks[b].reverse else ''} L{c + 1}"
+                  for b in range(len(model.blocks)) for c in range(layers)]
+    gams = torch.sigmoid(torch.stack(output.gam_logits, dim=1).float())[:, :, 0].cpu().numpy()
+    save_sample_panel(
+        images=[tensor_to_image(item["image"]) for item in items],
+        masks=[item["mask"][0].numpy() > 0.5 for item in items],
+        predictions=list((output.logits[:, 0] > 0).cpu().numpy()),
+        gams=list(gams), gam_titles=gam_titles,
+        row_titles=[f"{item['id']}\nDSC {d:.3f}" for item, d in zip(items, dsc.tolist())],
+        path=path, title=f"{config.dataset}: validation samples after epoch {epoch}")
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def train(config: TrainConfig, resume: bool = False, given: dict[str, Any] | None = None) -> list[dict]:
+    """Train as `config` says (or continue the run in config.out with `resume`); return the history.
+
+    `given`: the flags the user passed explicitly, checked against the saved config on resume.
+    Under torchrun every process calls this; only rank 0 writes files and prints.
+    """
+    out = Path(config.out)
+    last_path = out / "last.pt"
+    resume_state = None
+    if resume:
+        resume_state = load_checkpoint(last_path) if last_path.is_file() else None
+        if resume_state is None:
+            raise RunError(f"--resume: there is no {last_path} to resume from")
+        config = _resumed_config(resume_state["config"], given or {}, last_path)
+    elif last_path.exists():
+        raise RunError(f"{out} already holds a run ({last_path}); pass --resume to continue it or choose another --out")
+    proc = Distributed.start(config.device)
+    try:
+        return _train(config, proc, resume_state)
+    finally:
+        proc.close()
+
+
+def _train(config: TrainConfig, proc: Distributed, resume_state: dict | None) -> list[dict]:
+    out = Path(config.out)
+    if proc.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    log = RunLog(out / "train.log", proc.is_main)
+    try:
+        backend = resolved_backend(config.backend, proc.device)
+    except (RuntimeError, ValueError) as exc:
+        raise RunError(f"--backend {config.backend}: {exc}") from exc
+    log(f"device: {proc.device} | backend: {backend} | world size: {proc.world_size}")
+    if config.batch_size % proc.world_size:
+        raise RunError(f"--batch-size {config.batch_size} (the global batch) must be a multiple of the "
+                       f"world size {proc.world_size}")
+    source = open_source(config.dataset, config.data_root, image_size=config.image_size,
+                         num_images=config.num_images, seed=config.seed)
+    split = _choose_split(config, source, resume_state)
+    if proc.is_main:
+        write_split(out / "split.json", split)
+        write_text(out / "config.json", json.dumps(dataclasses.asdict(config), indent=1) + "\n")
+    log(f"{'resuming' if resume_state else 'training'} on {config.dataset} ({source.root}): "
+        + ", ".join(f"{len(ids)} {name}" for name, ids in split.items())
+        + f" | {config.image_size}x{config.image_size}, batch {config.batch_size}, lr {config.lr}, "
+          f"{config.encoder} ({config.encoder_weights}), amp {config.amp}")
+
+    train_set = SegmentationDataset(source, split["train"], PairTransform(config.image_size, train=True), config.seed)
+    val_set = SegmentationDataset(source, split["val"], PairTransform(config.image_size, train=False), config.seed)
+    sampler = DistributedSampler(train_set, num_replicas=proc.world_size, rank=proc.rank, shuffle=True,
+                                 seed=config.seed)
+    pin = proc.device.type == "cuda"
+    train_loader = DataLoader(train_set, batch_size=config.batch_size // proc.world_size, sampler=sampler,
+                              num_workers=config.workers, pin_memory=pin)
+    val_loader = DataLoader(val_set, batch_size=config.batch_size, num_workers=config.workers, pin_memory=pin)
+
+    model = _build_model(config, resume_state is not None).to(proc.device)
+    if proc.world_size > 1 and proc.device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    scaler = torch.amp.GradScaler(proc.device.type, enabled=config.amp == "fp16")
+    history: list[dict] = []
+    best_dsc = -1.0
+    if resume_state is not None:
+        model.load_state_dict(resume_state["model"])
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scaler.load_state_dict(resume_state["scaler"])
+        _set_rng_state(resume_state["rng"])
+        history = list(resume_state["history"])
+        best_dsc = resume_state["best_dsc"]
+    trained = model
+    if proc.world_size > 1:
+        trained = DistributedDataParallel(model, device_ids=[proc.device] if proc.device.type == "cuda" else None)
+    loss_fn = PAANetLoss()
+
+    for epoch in range(len(history) + 1, config.epochs + 1):
+        start = time.perf_counter()
+        sampler.set_epoch(epoch)
+        train_set.set_epoch(epoch)
+        trained.train()
+        loss_sum, seen = 0.0, 0
+        bar = tqdm(train_loader, desc=f"epoch {epoch}/{config.epochs}", unit="batch", disable=not proc.is_main,
+                   dynamic_ncols=True, leave=False)
+        for batch in bar:
+            images = batch["image"].to(proc.device, non_blocking=True)
+            masks = batch["mask"].to(proc.device, non_blocking=True)
+            with autocast(proc.device, config.amp):
+                loss = loss_fn(trained(images, return_aux=True), masks)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            loss_sum += loss.item() * images.shape[0]
+            seen += images.shape[0]
+            rate = seen * proc.world_size / (time.perf_counter() - start)
+            bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{rate:.1f}")
+        bar.close()
+        loss_sum, seen = proc.sum(loss_sum, seen)
+        train_seconds = time.perf_counter() - start
+        if proc.is_main:
+            scored = score_loader(model, val_loader, proc.device, config.amp, loss_fn=loss_fn)
+            summary = metrics.summarize(scored.scores)
+            row = {"epoch": epoch, "train_loss": loss_sum / seen, "val_loss": scored.loss,
+                   **{f"val_{key}": summary[key] for key in ("dsc", "miou", "recall", "precision")},
+                   "lr": optimizer.param_groups[0]["lr"], "train_seconds": train_seconds,
+                   "train_images_per_second": seen / train_seconds}
+            history.append(row)
+            improved = row["val_dsc"] > best_dsc
+            best_dsc = max(best_dsc, row["val_dsc"])
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                     "epoch": epoch, "config": dataclasses.asdict(config), "model_config": dict(model.config),
+                     "split": split, "history": history, "best_dsc": best_dsc, "rng": _rng_state()}
+            # best.pt first: a kill between the two writes then redoes this epoch and rewrites both.
+            if improved:
+                save_checkpoint(out / "best.pt", state)
+            save_checkpoint(out / "last.pt", state)
+            write_text(out / "metrics.csv", _metrics_csv(history))
+            save_training_curves(history, out / "training_curves.png")
+            _save_panel(model, val_set, config, proc.device, epoch, out / "validation_samples.png")
+            log(f"epoch {epoch}/{config.epochs}: train loss {row['train_loss']:.4f}, val loss {row['val_loss']:.4f}, "
+                f"val DSC {row['val_dsc']:.4f}, mIoU {row['val_miou']:.4f}, "
+                f"{row['train_images_per_second']:.1f} img/s, {time.perf_counter() - start:.1f} s"
+                + (" (best)" if improved else ""))
+        else:
+            history.append({"epoch": epoch})
+    if proc.is_main:
+        log(f"done: best val DSC {best_dsc:.4f}; run folder {out}")
+    return history
