@@ -1,0 +1,65 @@
+"""Per-element math shared by the Triton kernels: the Triton twin of csrc/paanet_math.h.
+
+Same formulas, same evaluation order, so the Triton, C++ and CUDA kernels agree with ATen to rounding.
+"""
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def upcast(x):
+    """The accumulation type of a value: float64 stays float64, every other float becomes float32."""
+    if x.dtype == tl.float64:
+        y = x
+    else:
+        y = x.to(tl.float32)
+    return y
+
+
+@triton.jit
+def exact_div(num, den):
+    """IEEE-rounded num / den for two scalars (Triton's float32 `/` may be approximate on GPUs)."""
+    if num.dtype == tl.float64:
+        q = num / den
+    else:
+        q = tl.math.div_rn(num, den)
+    return q
+
+
+@triton.jit
+def resize_scale(in_size, out_size, like):
+    """ATen's in / out ratio of a linear resize with an explicit output size, in `like`'s float type."""
+    return exact_div(tl.cast(in_size, like.dtype), tl.cast(out_size, like.dtype))
+
+
+@triton.jit
+def linear_tap(dst, in_size, out_size, scale):
+    """Source taps of output coordinates `dst` (an int vector) in a linear resize, align_corners=False.
+
+    src = max((dst + 0.5) * scale - 0.5, 0); i0 = floor(src) (at most in_size - 1), i1 = i0 + 1 clamped.
+    Returns (i0, i1, w0, w1). Coordinates outside [0, out_size) - the 3x3 convolution's zero padding -
+    get zero weights and in-range indices, so callers load without masks.
+    """
+    inside = (dst >= 0) & (dst < out_size)
+    src = scale * (dst.to(scale.dtype) + 0.5) - 0.5
+    src = tl.maximum(src, 0.0)
+    i0 = tl.minimum(src.to(tl.int32), in_size - 1)  # src >= 0, so truncation is floor
+    i1 = tl.where(i0 < in_size - 1, i0 + 1, i0)
+    l1 = tl.minimum(src - i0.to(scale.dtype), 1.0)
+    w0 = tl.where(inside, 1.0 - l1, 0.0)
+    w1 = tl.where(inside, l1, 0.0)
+    return i0, i1, w0, w1
+
+
+@triton.jit
+def tap_weight(dst, src_index, in_size, out_size, scale):
+    """The weight with which output coordinate `dst` reads input `src_index` (0 if it does not)."""
+    i0, i1, w0, w1 = linear_tap(dst, in_size, out_size, scale)
+    return tl.where(i0 == src_index, w0, 0.0) + tl.where(i1 == src_index, w1, 0.0)
+
+
+@triton.jit
+def stable_sigmoid(z):
+    """1 / (1 + exp(-z)) without overflow for large |z|."""
+    e = tl.exp(-tl.abs(z))
+    return tl.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))

@@ -1,0 +1,61 @@
+"""How the Triton kernels are compiled and launched: autotuned JIT kernels on a GPU, or the interpreter.
+
+TRITON_INTERPRET=1 (read by Triton when a kernel is decorated, so it must be set before this package
+is imported) runs the kernels in Python on CPU tensors; the test suite uses it on machines without
+a GPU. Autotuning is skipped there (each config would be benchmarked in the slow interpreter) and
+every kernel runs with its interpreter config: large blocks, since the interpreter's cost is per
+program and per operation, not per element.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Sequence
+
+import torch
+import triton
+from torch._subclasses.fake_tensor import FakeTensor
+from torch.library import wrap_triton
+
+
+def _interpreting() -> bool:
+    knobs = getattr(triton, "knobs", None)  # triton >= 3.4; older versions read the environment directly
+    if knobs is not None and hasattr(knobs, "runtime"):
+        return bool(knobs.runtime.interpret)
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+INTERPRET: bool = _interpreting()
+
+# Launch parameters of each interpreted kernel, by kernel id.
+_interpreter_meta: dict[int, dict[str, Any]] = {}
+
+
+def tuned(configs: Sequence[triton.Config], key: list[str], interpreter: dict[str, int]) -> Callable[[Callable], Any]:
+    """@triton.jit + @triton.autotune(configs, key) on a GPU; @triton.jit launched with the
+    constexprs `interpreter` under the interpreter."""
+    def decorate(fn: Callable) -> Any:
+        kernel = triton.jit(fn)
+        if INTERPRET:
+            _interpreter_meta[id(kernel)] = dict(interpreter)
+            return kernel
+        return triton.autotune(configs=list(configs), key=key)(kernel)
+    return decorate
+
+
+def launch(kernel: Any, grid: Callable[[dict[str, Any]], tuple[int, ...]], *args: Any, **constexprs: Any) -> None:
+    """Launch `kernel` over `grid(meta)` in a way torch.compile can trace (torch.library.wrap_triton).
+
+    Under the interpreter the ops are opaque custom ops whose fake kernel is the host function
+    itself, so a launch on fake tensors (shape inference) does nothing.
+    """
+    if INTERPRET:
+        if any(isinstance(a, FakeTensor) for a in args):
+            return
+        kernel[grid](*args, **_interpreter_meta[id(kernel)], **constexprs)
+        return
+    wrap_triton(kernel)[grid](*args, **constexprs)
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 accumulates in float64; float32, float16 and bfloat16 accumulate in float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32

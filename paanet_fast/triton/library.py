@@ -1,0 +1,85 @@
+"""The Triton operators in torch.library (namespace paanet_fast, names prefixed triton_) with autograd.
+
+On a GPU they are torch.library.triton_op: torch.compile traces into them and sees the kernels.
+Under the interpreter they are opaque custom ops (torch.compile cannot trace an interpreted kernel),
+whose fake kernel is the host function itself with the launches skipped.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from . import host
+from ._runtime import INTERPRET
+
+
+def _define(name: str, fn: Callable) -> Any:
+    qualname = f"paanet_fast::{name}"
+    if INTERPRET:
+        op = torch.library.custom_op(qualname, fn, mutates_args=())
+        op.register_fake(fn)
+        return op
+    return torch.library.triton_op(qualname, fn, mutates_args=())
+
+
+def _mini_decoder(features: list[Tensor], weight: Tensor, bias: Tensor, size: list[int]) -> tuple[Tensor, Tensor]:
+    return host.mini_decoder_forward(features, weight, bias, size)
+
+
+def _mini_decoder_backward(grad_logits: Tensor, grad_gam: Tensor, gam: Tensor, features: list[Tensor],
+                           weight: Tensor) -> tuple[list[Tensor], Tensor, Tensor]:
+    return host.mini_decoder_backward(grad_logits, grad_gam, gam, features, weight)
+
+
+def _gam_multiply(features: list[Tensor], gam: Tensor, reverse: bool) -> list[Tensor]:
+    return host.gam_multiply_forward(features, gam, reverse)
+
+
+def _gam_multiply_backward(grad_outputs: list[Tensor], features: list[Tensor], gam: Tensor,
+                           reverse: bool) -> tuple[list[Tensor], Tensor]:
+    return host.gam_multiply_backward(grad_outputs, features, gam, reverse)
+
+
+mini_decoder_op = _define("triton_mini_decoder", _mini_decoder)
+mini_decoder_backward_op = _define("triton_mini_decoder_backward", _mini_decoder_backward)
+gam_multiply_op = _define("triton_gam_multiply", _gam_multiply)
+gam_multiply_backward_op = _define("triton_gam_multiply_backward", _gam_multiply_backward)
+
+
+def _mini_decoder_setup_context(ctx: Any, inputs: tuple, output: tuple[Tensor, Tensor]) -> None:
+    features, weight, _bias, _size = inputs
+    ctx.save_for_backward(output[1], weight, *features)  # G is the only full-resolution tensor kept
+
+
+def _mini_decoder_grad(ctx: Any, grad_logits: Tensor, grad_gam: Tensor) -> tuple:
+    gam, weight, *features = ctx.saved_tensors
+    grad_features, grad_weight, grad_bias = mini_decoder_backward_op(grad_logits, grad_gam, gam, features, weight)
+    return grad_features, grad_weight, grad_bias, None
+
+
+def _gam_multiply_setup_context(ctx: Any, inputs: tuple, output: list[Tensor]) -> None:
+    features, gam, reverse = inputs
+    ctx.reverse = reverse
+    ctx.save_for_backward(gam, *features)
+
+
+def _gam_multiply_grad(ctx: Any, grad_outputs: list[Tensor]) -> tuple:
+    gam, *features = ctx.saved_tensors
+    grad_features, grad_gam = gam_multiply_backward_op(grad_outputs, features, gam, ctx.reverse)
+    return grad_features, grad_gam, None
+
+
+mini_decoder_op.register_autograd(_mini_decoder_grad, setup_context=_mini_decoder_setup_context)
+gam_multiply_op.register_autograd(_gam_multiply_grad, setup_context=_gam_multiply_setup_context)
+
+
+def mini_decoder(features: list[Tensor], weight: Tensor, bias: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """Backend entry point (validated arguments): (logits, gam), each (B, 1, H, W)."""
+    return mini_decoder_op(features, weight, bias, list(size))
+
+
+def gam_multiply(features: list[Tensor], gam: Tensor, reverse: bool) -> list[Tensor]:
+    """Backend entry point (validated arguments): P_v shaped like each F_v."""
+    return gam_multiply_op(features, gam, reverse)
