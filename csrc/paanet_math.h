@@ -90,14 +90,28 @@ PAANET_HD acc_t logit_grad(acc_t grad_logits, acc_t grad_gam, acc_t gam) {
   return grad_logits + grad_gam * gam * (static_cast<acc_t>(1) - gam);
 }
 
-// Mean of the sy x sx window of the GAM whose top-left element is `g` (strides gy, gx).
+// Sum of one window row: sx GAM values at stride gx, added left to right.
+template <typename acc_t, typename scalar_t>
+PAANET_HD acc_t window_row_sum(const scalar_t* g, int64_t gx, int64_t sx) {
+  acc_t sum = static_cast<acc_t>(0);
+  for (int64_t j = 0; j < sx; ++j) sum += static_cast<acc_t>(g[j * gx]);
+  return sum;
+}
+
+// The mean of an sy x sx window from the sum of its values.
+template <typename acc_t>
+PAANET_HD acc_t window_average(acc_t sum, int64_t sy, int64_t sx) {
+  return sum / static_cast<acc_t>(sy * sx);
+}
+
+// Mean of the sy x sx window of the GAM whose top-left element is `g` (strides gy, gx): the row
+// sums added top to bottom. The CUDA kernel computes the row sums in parallel threads and adds
+// them in this same order, so the CPU and GPU kernels round alike.
 template <typename acc_t, typename scalar_t>
 PAANET_HD acc_t window_mean(const scalar_t* g, int64_t gy, int64_t gx, int64_t sy, int64_t sx) {
   acc_t sum = static_cast<acc_t>(0);
-  for (int64_t i = 0; i < sy; ++i) {
-    for (int64_t j = 0; j < sx; ++j) sum += static_cast<acc_t>(g[i * gy + j * gx]);
-  }
-  return sum / static_cast<acc_t>(sy * sx);
+  for (int64_t i = 0; i < sy; ++i) sum += window_row_sum<acc_t>(g + i * gy, gx, sx);
+  return window_average(sum, sy, sx);
 }
 
 // The attention factor applied to the features: the pooled GAM, or its complement in a reverse block.
