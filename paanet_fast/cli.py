@@ -111,6 +111,14 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         train(TrainConfig(**{**dataset_defaults(given["dataset"]), **given}))
 
 
+def _message(exc: Exception) -> str:
+    """The error's own message; for one raised in a DataLoader worker, without the worker's traceback."""
+    message = str(exc)
+    if "Original Traceback" in message:  # torch re-raises worker errors with the traceback in the message
+        message = message.rsplit(f"{type(exc).__name__}: ", 1)[-1].strip()
+    return message
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 for a usage or data problem)."""
     parser = build_parser()
@@ -133,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             predict(args.checkpoint, args.inputs, args.out, backend=args.backend, device=args.device, amp=args.amp,
                     threshold=args.threshold)
     except (DatasetError, RunError) as exc:
-        print(f"paanet-fast {args.command}: error: {exc}", file=sys.stderr)
+        print(f"paanet-fast {args.command}: error: {_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"paanet-fast {args.command}: interrupted", file=sys.stderr)

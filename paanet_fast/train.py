@@ -317,7 +317,7 @@ def _train(config: TrainConfig, proc: Distributed, resume_state: dict | None) ->
         if proc.is_main:
             scored = score_loader(model, val_loader, proc.device, config.amp, loss_fn=loss_fn)
             summary = metrics.summarize(scored.scores)
-            row = {"epoch": epoch, "train_loss": loss_sum / seen, "val_loss": scored.loss,
+            row = {"epoch": epoch, "train_images": int(seen), "train_loss": loss_sum / seen, "val_loss": scored.loss,
                    **{f"val_{key}": summary[key] for key in ("dsc", "miou", "recall", "precision")},
                    "lr": optimizer.param_groups[0]["lr"], "train_seconds": train_seconds,
                    "train_images_per_second": seen / train_seconds}
