@@ -24,15 +24,22 @@ _ELEMENTWISE_CONFIGS = [
 ]
 
 
+# Columns of a GAM window row read at once: contiguous loads, and few loop trips in the interpreter.
+WINDOW_CHUNK = tl.constexpr(8)
+
+
 @triton.jit
 def _attention(gam_ptr, batch, y, x, mask, H, W, sy, sx, REVERSE: tl.constexpr, BLOCK: tl.constexpr):
     """a at low-resolution pixels (batch, y, x): the mean of their sy x sx GAM window, or 1 - it."""
     window = gam_ptr + batch.to(tl.int64) * H * W + (y * sy) * W + x * sx
-    total = upcast(tl.zeros([BLOCK], gam_ptr.dtype.element_ty))
+    chunk = tl.arange(0, WINDOW_CHUNK)
+    total = upcast(tl.zeros([BLOCK, WINDOW_CHUNK], gam_ptr.dtype.element_ty))
     for i in range(0, sy):
-        for j in range(0, sx):
-            total += upcast(tl.load(window + i * W + j, mask=mask, other=0.0))
-    mean = total / tl.cast(sy * sx, total.dtype)
+        for j in range(0, sx, WINDOW_CHUNK):
+            columns = j + chunk
+            total += upcast(tl.load((window + i * W)[:, None] + columns[None, :],
+                                    mask=mask[:, None] & (columns < sx)[None, :], other=0.0))
+    mean = tl.sum(total, axis=1) / tl.cast(sy * sx, total.dtype)
     if REVERSE:
         mean = 1.0 - mean
     return mean
@@ -61,24 +68,28 @@ def _forward_segment(block, f_ptr, out_ptr, C, h, w, gam_ptr, B, H, W,
         tl.store(out_ptr + base + c * plane, (f * a).to(out_ptr.dtype.element_ty), mask=mask)
 
 
-@tuned(_PIXEL_CONFIGS, key=["B", "H", "W"], interpreter={"BLOCK": 1024})
+@tuned(_PIXEL_CONFIGS, key=["B", "H", "W", "NUM_SCALES"], interpreter={"BLOCK": 1024})
 def forward_kernel(gam_ptr,
                    f0_ptr, out0_ptr, c0, h0, w0, f1_ptr, out1_ptr, c1, h1, w1,
                    f2_ptr, out2_ptr, c2, h2, w2, f3_ptr, out3_ptr, c3, h3, w3,
-                   B, H, W, REVERSE: tl.constexpr, BLOCK: tl.constexpr):
-    """P_v = F_v * a_v for up to four scales (unused ones have h = w = 0); grid: blocks of all scales."""
+                   B, H, W, NUM_SCALES: tl.constexpr, REVERSE: tl.constexpr, BLOCK: tl.constexpr):
+    """P_v = F_v * a_v for NUM_SCALES <= 4 scales (the arguments of the others are never read);
+    grid: the blocks of every scale, scale after scale."""
     pid = tl.program_id(0)
     end0 = tl.cdiv(B * h0 * w0, BLOCK)
     end1 = end0 + tl.cdiv(B * h1 * w1, BLOCK)
     end2 = end1 + tl.cdiv(B * h2 * w2, BLOCK)
     if pid < end0:
         _forward_segment(pid, f0_ptr, out0_ptr, c0, h0, w0, gam_ptr, B, H, W, REVERSE, BLOCK)
-    elif pid < end1:
-        _forward_segment(pid - end0, f1_ptr, out1_ptr, c1, h1, w1, gam_ptr, B, H, W, REVERSE, BLOCK)
-    elif pid < end2:
-        _forward_segment(pid - end1, f2_ptr, out2_ptr, c2, h2, w2, gam_ptr, B, H, W, REVERSE, BLOCK)
-    else:
-        _forward_segment(pid - end2, f3_ptr, out3_ptr, c3, h3, w3, gam_ptr, B, H, W, REVERSE, BLOCK)
+    if NUM_SCALES > 1:
+        if (pid >= end0) & (pid < end1):
+            _forward_segment(pid - end0, f1_ptr, out1_ptr, c1, h1, w1, gam_ptr, B, H, W, REVERSE, BLOCK)
+    if NUM_SCALES > 2:
+        if (pid >= end1) & (pid < end2):
+            _forward_segment(pid - end1, f2_ptr, out2_ptr, c2, h2, w2, gam_ptr, B, H, W, REVERSE, BLOCK)
+    if NUM_SCALES > 3:
+        if pid >= end2:
+            _forward_segment(pid - end2, f3_ptr, out3_ptr, c3, h3, w3, gam_ptr, B, H, W, REVERSE, BLOCK)
 
 
 @triton.jit
@@ -102,24 +113,28 @@ def _backward_segment(block, f_ptr, grad_out_ptr, grad_f_ptr, grad_pool_ptr, C, 
     tl.store(grad_pool_ptr + offsets, grad_a / tl.cast(sy * sx, grad_a.dtype), mask=mask)
 
 
-@tuned(_PIXEL_CONFIGS, key=["B", "H", "W"], interpreter={"BLOCK": 1024})
+@tuned(_PIXEL_CONFIGS, key=["B", "H", "W", "NUM_SCALES"], interpreter={"BLOCK": 1024})
 def backward_kernel(gam_ptr,
                     f0_ptr, g0_ptr, gf0_ptr, gp0_ptr, c0, h0, w0, f1_ptr, g1_ptr, gf1_ptr, gp1_ptr, c1, h1, w1,
                     f2_ptr, g2_ptr, gf2_ptr, gp2_ptr, c2, h2, w2, f3_ptr, g3_ptr, gf3_ptr, gp3_ptr, c3, h3, w3,
-                    B, H, W, REVERSE: tl.constexpr, BLOCK: tl.constexpr):
-    """For up to four scales: dF_v (like F_v) and the per-window GAM gradient (B, h_v, w_v), accumulation type."""
+                    B, H, W, NUM_SCALES: tl.constexpr, REVERSE: tl.constexpr, BLOCK: tl.constexpr):
+    """For NUM_SCALES <= 4 scales: dF_v (like F_v) and the per-window GAM gradient (B, h_v, w_v) in the
+    accumulation type; grid as forward_kernel's."""
     pid = tl.program_id(0)
     end0 = tl.cdiv(B * h0 * w0, BLOCK)
     end1 = end0 + tl.cdiv(B * h1 * w1, BLOCK)
     end2 = end1 + tl.cdiv(B * h2 * w2, BLOCK)
     if pid < end0:
         _backward_segment(pid, f0_ptr, g0_ptr, gf0_ptr, gp0_ptr, c0, h0, w0, gam_ptr, B, H, W, REVERSE, BLOCK)
-    elif pid < end1:
-        _backward_segment(pid - end0, f1_ptr, g1_ptr, gf1_ptr, gp1_ptr, c1, h1, w1, gam_ptr, B, H, W, REVERSE, BLOCK)
-    elif pid < end2:
-        _backward_segment(pid - end1, f2_ptr, g2_ptr, gf2_ptr, gp2_ptr, c2, h2, w2, gam_ptr, B, H, W, REVERSE, BLOCK)
-    else:
-        _backward_segment(pid - end2, f3_ptr, g3_ptr, gf3_ptr, gp3_ptr, c3, h3, w3, gam_ptr, B, H, W, REVERSE, BLOCK)
+    if NUM_SCALES > 1:
+        if (pid >= end0) & (pid < end1):
+            _backward_segment(pid - end0, f1_ptr, g1_ptr, gf1_ptr, gp1_ptr, c1, h1, w1, gam_ptr, B, H, W, REVERSE, BLOCK)
+    if NUM_SCALES > 2:
+        if (pid >= end1) & (pid < end2):
+            _backward_segment(pid - end1, f2_ptr, g2_ptr, gf2_ptr, gp2_ptr, c2, h2, w2, gam_ptr, B, H, W, REVERSE, BLOCK)
+    if NUM_SCALES > 3:
+        if pid >= end2:
+            _backward_segment(pid - end2, f3_ptr, g3_ptr, gf3_ptr, gp3_ptr, c3, h3, w3, gam_ptr, B, H, W, REVERSE, BLOCK)
 
 
 @triton.jit

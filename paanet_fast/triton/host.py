@@ -55,10 +55,10 @@ def mini_decoder_forward(features: list[torch.Tensor], weight: torch.Tensor, bia
     gam = new_tensor((B, 1, H, W), weight.dtype, device)
     scale_args = _pad_scales([[r, r.shape[2], r.shape[3]] for r in reduced], [reduced[0], 1, 1])
 
-    def grid(meta: dict) -> tuple[int, int, int]:
-        return triton.cdiv(W, meta["BLOCK_W"]), triton.cdiv(H, meta["BLOCK_H"]), B
+    def grid(meta: dict) -> tuple[int, int]:
+        return triton.cdiv(W, meta["BLOCK_W"]), triton.cdiv(B * H, meta["BLOCK_H"])
 
-    launch(mini_decoder_kernels.forward_kernel, grid, *scale_args, bias, logits, gam, H, W,
+    launch(mini_decoder_kernels.forward_kernel, grid, *scale_args, bias, logits, gam, B, H, W,
            NUM_SCALES=len(reduced))
     return logits, gam
 
@@ -138,9 +138,9 @@ def gam_multiply_forward(features: list[torch.Tensor], gam: torch.Tensor, revers
     outputs = [new_tensor(tuple(f.shape), f.dtype, f.device) for f in features]
     B, _, H, W = gam.shape
     scale_args = _pad_scales([[f, out, f.shape[1], f.shape[2], f.shape[3]] for f, out in zip(features, outputs)],
-                             [features[0], outputs[0], 0, 0, 0])
+                             [features[0], outputs[0], 1, 1, 1])
     launch(gam_kernels.forward_kernel, _gam_grid(features), gam.contiguous(), *scale_args, B, H, W,
-           REVERSE=reverse)
+           NUM_SCALES=len(features), REVERSE=reverse)
     return outputs
 
 
@@ -156,9 +156,10 @@ def gam_multiply_backward(grad_outputs: list[torch.Tensor], features: list[torch
     grad_pools = [new_tensor((B, f.shape[2], f.shape[3]), acc, f.device) for f in features]
     scale_args = _pad_scales([[f, g, gf, gp, f.shape[1], f.shape[2], f.shape[3]]
                               for f, g, gf, gp in zip(features, grad_outputs, grad_features, grad_pools)],
-                             [features[0], grad_outputs[0], grad_features[0], grad_pools[0], 0, 0, 0])
+                             [features[0], grad_outputs[0], grad_features[0], grad_pools[0], 1, 1, 1])
     gam = gam.contiguous()
-    launch(gam_kernels.backward_kernel, _gam_grid(features), gam, *scale_args, B, H, W, REVERSE=reverse)
+    launch(gam_kernels.backward_kernel, _gam_grid(features), gam, *scale_args, B, H, W,
+           NUM_SCALES=len(features), REVERSE=reverse)
     grad_gam = new_tensor(tuple(gam.shape), gam.dtype, gam.device)
     n = grad_gam.numel()
     pool_args = _pad_scales([[gp, gp.shape[1], gp.shape[2]] for gp in grad_pools], [grad_pools[0], 1, 1])

@@ -34,18 +34,19 @@ _ELEMENTWISE_CONFIGS = [
 
 @triton.jit
 def _add_scale(acc, r_ptr, h, w, H, W, batch, ys, xs):
-    """acc (BLOCK_H, BLOCK_W) + sum over the 9 taps of bilinear samples of r (B, 9, h, w) at (ys + dy, xs + dx)."""
+    """acc (BLOCK_H, BLOCK_W) + sum over the 9 taps of bilinear samples of r (B, 9, h, w) at
+    (ys + dy, xs + dx); batch and ys index the tile's rows, xs its columns."""
     scale_y = resize_scale(h, H, acc)
     scale_x = resize_scale(w, W, acc)
     plane = h * w
-    base = r_ptr + batch.to(tl.int64) * 9 * plane
+    sample_base = batch.to(tl.int64) * 9 * plane
     for dy in tl.static_range(3):
         iy0, iy1, wy0, wy1 = linear_tap(ys + (dy - 1), h, H, scale_y)
-        row0 = iy0[:, None] * w
-        row1 = iy1[:, None] * w
+        row0 = (sample_base + iy0 * w)[:, None]
+        row1 = (sample_base + iy1 * w)[:, None]
         for dx in tl.static_range(3):
             ix0, ix1, wx0, wx1 = linear_tap(xs + (dx - 1), w, W, scale_x)
-            tap = base + (dy * 3 + dx) * plane
+            tap = r_ptr + (dy * 3 + dx) * plane
             top = wx0[None, :] * tl.load(tap + row0 + ix0[None, :]) + wx1[None, :] * tl.load(tap + row0 + ix1[None, :])
             bottom = wx0[None, :] * tl.load(tap + row1 + ix0[None, :]) + wx1[None, :] * tl.load(tap + row1 + ix1[None, :])
             acc += wy0[:, None] * top + wy1[:, None] * bottom
@@ -54,14 +55,15 @@ def _add_scale(acc, r_ptr, h, w, H, W, batch, ys, xs):
 
 @tuned(_TILE_CONFIGS, key=["H", "W", "NUM_SCALES"], interpreter={"BLOCK_H": 32, "BLOCK_W": 32})
 def forward_kernel(r0_ptr, h0, w0, r1_ptr, h1, w1, r2_ptr, h2, w2, r3_ptr, h3, w3,
-                   bias_ptr, logits_ptr, gam_ptr, H, W,
+                   bias_ptr, logits_ptr, gam_ptr, B, H, W,
                    NUM_SCALES: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
-    """Logits and GAM (B, 1, H, W) of one (BLOCK_H, BLOCK_W) tile; grid (W tiles, H tiles, B).
+    """Logits and GAM (B, 1, H, W) of one (BLOCK_H, BLOCK_W) tile of the B * H rows; grid (W tiles, B * H tiles).
 
     r*_ptr: reduced features (B, 9, h, w) in the accumulation type, scales beyond NUM_SCALES unused.
     """
-    batch = tl.program_id(2)
-    ys = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    rows = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    batch = tl.minimum(rows // H, B - 1)  # rows past the end read (in-bounds) data of the last sample
+    ys = rows % H
     xs = tl.program_id(0) * BLOCK_W + tl.arange(0, BLOCK_W)
     acc = tl.zeros((BLOCK_H, BLOCK_W), r0_ptr.dtype.element_ty) + tl.load(bias_ptr).to(r0_ptr.dtype.element_ty)
     acc = _add_scale(acc, r0_ptr, h0, w0, H, W, batch, ys, xs)
@@ -71,8 +73,8 @@ def forward_kernel(r0_ptr, h0, w0, r1_ptr, h1, w1, r2_ptr, h2, w2, r3_ptr, h3, w
         acc = _add_scale(acc, r2_ptr, h2, w2, H, W, batch, ys, xs)
     if NUM_SCALES > 3:
         acc = _add_scale(acc, r3_ptr, h3, w3, H, W, batch, ys, xs)
-    offsets = batch.to(tl.int64) * H * W + ys[:, None] * W + xs[None, :]
-    inside = (ys[:, None] < H) & (xs[None, :] < W)
+    offsets = rows.to(tl.int64)[:, None] * W + xs[None, :]
+    inside = (rows < B * H)[:, None] & (xs < W)[None, :]
     tl.store(logits_ptr + offsets, acc.to(logits_ptr.dtype.element_ty), mask=inside)
     tl.store(gam_ptr + offsets, stable_sigmoid(acc).to(gam_ptr.dtype.element_ty), mask=inside)
 

@@ -1,0 +1,11 @@
+"""Suite-wide setup shared by every test module."""
+import os
+
+import torch
+
+# Triton reads TRITON_INTERPRET when a kernel is decorated, i.e. when paanet_fast.triton is first
+# imported (by any test), so it is set here, before any test module is imported. On a machine
+# without a GPU the Triton backend then runs its kernels in the interpreter on CPU tensors; on a
+# GPU machine it stays unset and the kernels are compiled for the GPU.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")

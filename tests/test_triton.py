@@ -1,0 +1,286 @@
+"""The Triton backend against paanet_fast.reference: outputs, gradients, registration, the model.
+
+Without a GPU, tests/conftest.py sets TRITON_INTERPRET=1 and the kernels run in Triton's
+interpreter on CPU tensors (slow, so the shapes are tiny and odd). On a GPU machine the same
+kernels are compiled and checked on CUDA tensors, in every supported dtype, on larger shapes too.
+Every Triton result is compared with the reference evaluated in float64 on the same values, with
+a tolerance per dtype, relative to the largest reference value.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("triton", reason="the triton package is not installed")
+
+import paanet_fast.triton  # noqa: E402,F401  (registers the backend)
+from paanet_fast import PAANet, ops, reference  # noqa: E402
+from paanet_fast.backends import resolve  # noqa: E402
+from paanet_fast.triton import host  # noqa: E402
+from paanet_fast.triton._runtime import INTERPRET  # noqa: E402
+
+# The interpreter reads host memory: numpy's overflow warning is how an out-of-bounds read shows.
+pytestmark = pytest.mark.filterwarnings("error:overflow encountered:RuntimeWarning")
+
+HAS_GPU = torch.cuda.is_available() and not INTERPRET
+interpreted = pytest.mark.skipif(
+    not INTERPRET, reason="Triton computes CPU tensors only under TRITON_INTERPRET=1 (tests/conftest.py sets it "
+                          "when there is no GPU)")
+on_gpu = pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA GPU, with TRITON_INTERPRET unset")
+
+# (device, dtype, tolerance relative to the largest reference value)
+TARGETS = [
+    pytest.param("cpu", torch.float64, 1e-10, marks=interpreted, id="interpreter-float64"),
+    pytest.param("cpu", torch.float32, 1e-5, marks=interpreted, id="interpreter-float32"),
+    pytest.param("cuda", torch.float64, 1e-10, marks=on_gpu, id="cuda-float64"),
+    pytest.param("cuda", torch.float32, 1e-5, marks=on_gpu, id="cuda-float32"),
+    pytest.param("cuda", torch.float16, 2e-3, marks=on_gpu, id="cuda-float16"),
+    pytest.param("cuda", torch.bfloat16, 1.6e-2, marks=on_gpu, id="cuda-bfloat16"),
+]
+DEVICES = [pytest.param("cpu", marks=interpreted, id="interpreter"), pytest.param("cuda", marks=on_gpu, id="cuda")]
+LARGE = pytest.mark.skipif(not HAS_GPU, reason="larger shapes run on a GPU only (the interpreter is slow)")
+
+# (batch, [(C_v, h_v, w_v) per scale], output (H, W)): non-integer ratios, 1x1 scales, the model's
+# strides 4..32, downscaling, and on a GPU shapes that span several tiles.
+MINI_DECODER_CASES = [
+    pytest.param(1, [(3, 5, 7)], (13, 17), id="one-scale"),
+    pytest.param(2, [(3, 5, 7), (2, 3, 4)], (13, 17), id="two-scales"),
+    pytest.param(2, [(3, 2, 2), (2, 1, 1), (1, 6, 5)], (13, 17), id="tiny-scales"),
+    pytest.param(1, [(2, 8, 6), (3, 4, 3), (1, 2, 2), (2, 1, 1)], (32, 24), id="model-strides"),
+    pytest.param(1, [(3, 8, 9), (2, 2, 11)], (5, 4), id="downscale"),
+    pytest.param(2, [(16, 64, 48), (8, 32, 24), (8, 16, 12), (4, 8, 6)], (256, 192), marks=LARGE, id="large"),
+    pytest.param(3, [(5, 37, 23), (7, 11, 50), (2, 101, 3)], (101, 77), marks=LARGE, id="large-odd"),
+]
+# (batch, [(C_v, h_v, w_v)], GAM (H, W)): H, W integer multiples of every h_v, w_v.
+GAM_CASES = [
+    pytest.param(2, [(3, 6, 5), (2, 3, 5), (4, 1, 1), (1, 2, 5)], (12, 15), id="four-scales"),
+    pytest.param(1, [(2, 3, 2)], (9, 10), id="unequal-factors"),
+    pytest.param(1, [(2, 4, 5), (3, 2, 1)], (4, 5), id="factor-one"),
+    pytest.param(2, [(32, 64, 48), (64, 32, 24), (16, 8, 6), (8, 4, 3)], (256, 192), marks=LARGE, id="large"),
+]
+
+
+@pytest.fixture(autouse=True)
+def poisoned_outputs(monkeypatch):
+    """Every buffer the backend allocates starts as NaN, so an element a kernel misses shows up."""
+    def nan_tensor(shape, dtype, device):
+        return torch.full(shape, float("nan"), dtype=dtype, device=device)
+    monkeypatch.setattr(host, "new_tensor", nan_tensor)
+
+
+def _random(gen: torch.Generator, device: str, dtype: torch.dtype, *shape: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
+
+
+def _outputs_and_grads(fn, inputs: list[torch.Tensor], grads: list[torch.Tensor]) -> list[torch.Tensor]:
+    """fn's outputs and the gradients of sum(output * grad) with respect to every input."""
+    leaves = [t.detach().clone().requires_grad_() for t in inputs]
+    outputs = list(fn(leaves))
+    torch.autograd.backward(outputs, grads)
+    return [o.detach() for o in outputs] + [t.grad for t in leaves]
+
+
+def _assert_matches(actual: list[torch.Tensor], expected: list[torch.Tensor], dtype: torch.dtype, tol: float) -> None:
+    assert len(actual) == len(expected)
+    for i, (a, e) in enumerate(zip(actual, expected)):
+        assert a.dtype == dtype and a.shape == e.shape, f"result {i}: {a.dtype} {tuple(a.shape)}"
+        scale = e.abs().max().item()
+        torch.testing.assert_close(a.double(), e.double(), rtol=tol, atol=tol * scale, msg=lambda m: f"result {i}: {m}")
+
+
+def _mini_decoder_problem(batch, scales, size, device, dtype, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    features = [_random(gen, device, dtype, batch, c, h, w) for c, h, w in scales]
+    weight = _random(gen, device, dtype, 1, sum(c for c, _, _ in scales), 3, 3)
+    bias = _random(gen, device, dtype, 1)
+    grads = [_random(gen, device, dtype, batch, 1, *size) for _ in range(2)]
+    return [*features, weight, bias], grads
+
+
+def _mini_decoder_fn(n: int, size, backend: str):
+    return lambda t: ops.mini_decoder(t[:n], t[n], t[n + 1], size, backend=backend)
+
+
+@pytest.mark.parametrize("device,dtype,tol", TARGETS)
+@pytest.mark.parametrize("batch,scales,size", MINI_DECODER_CASES)
+def test_mini_decoder_matches_reference(device, dtype, tol, batch, scales, size):
+    inputs, grads = _mini_decoder_problem(batch, scales, size, device, dtype)
+    actual = _outputs_and_grads(_mini_decoder_fn(len(scales), size, "triton"), inputs, grads)
+    expected = _outputs_and_grads(_mini_decoder_fn(len(scales), size, "reference"),
+                                  [t.double() for t in inputs], [g.double() for g in grads])
+    _assert_matches(actual, expected, dtype, tol)
+
+
+def _gam_problem(batch, scales, size, device, dtype, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    features = [_random(gen, device, dtype, batch, c, h, w) for c, h, w in scales]
+    gam = torch.rand(batch, 1, *size, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
+    grads = [_random(gen, device, dtype, batch, c, h, w) for c, h, w in scales]
+    return [*features, gam], grads
+
+
+def _gam_fn(reverse: bool, backend: str):
+    return lambda t: ops.gam_multiply(t[:-1], t[-1], reverse, backend=backend)
+
+
+@pytest.mark.parametrize("device,dtype,tol", TARGETS)
+@pytest.mark.parametrize("batch,scales,size", GAM_CASES)
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward-attention", "reverse-attention"])
+def test_gam_multiply_matches_reference(device, dtype, tol, batch, scales, size, reverse):
+    inputs, grads = _gam_problem(batch, scales, size, device, dtype)
+    actual = _outputs_and_grads(_gam_fn(reverse, "triton"), inputs, grads)
+    expected = _outputs_and_grads(_gam_fn(reverse, "reference"), [t.double() for t in inputs],
+                                  [g.double() for g in grads])
+    _assert_matches(actual, expected, dtype, tol)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float16, 2e-3), (torch.bfloat16, 1.6e-2)], ids=["float16", "bfloat16"])
+@interpreted
+def test_half_precision_in_the_interpreter(dtype, tol):
+    inputs, grads = _mini_decoder_problem(2, [(3, 5, 7), (2, 3, 4)], (13, 17), "cpu", dtype, seed=1)
+    actual = _outputs_and_grads(_mini_decoder_fn(2, (13, 17), "triton"), inputs, grads)
+    expected = _outputs_and_grads(_mini_decoder_fn(2, (13, 17), "reference"), [t.double() for t in inputs],
+                                  [g.double() for g in grads])
+    _assert_matches(actual, expected, dtype, tol)
+    inputs, grads = _gam_problem(1, [(3, 4, 6), (2, 2, 3)], (8, 12), "cpu", dtype, seed=2)
+    actual = _outputs_and_grads(_gam_fn(True, "triton"), inputs, grads)
+    expected = _outputs_and_grads(_gam_fn(True, "reference"), [t.double() for t in inputs],
+                                  [g.double() for g in grads])
+    _assert_matches(actual, expected, dtype, tol)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_any_layout_and_unused_outputs(device):
+    """channels_last and transposed inputs; gradients reaching only one output of each op."""
+    gen = torch.Generator().manual_seed(3)
+    base = [_random(gen, device, torch.float64, 2, 3, 5, 7), _random(gen, device, torch.float64, 2, 4, 2, 3)]
+    features = [base[0].contiguous(memory_format=torch.channels_last), base[1].transpose(2, 3).contiguous().transpose(2, 3)]
+    assert not features[0].is_contiguous() and not features[1].is_contiguous()
+    weight = _random(gen, device, torch.float64, 1, 7, 3, 3)
+    bias = _random(gen, device, torch.float64, 1)
+    gam = torch.rand(2, 1, 10, 21, generator=gen, dtype=torch.float64).to(device)
+
+    def run(backend):
+        leaves = [t.detach().clone().requires_grad_() for t in (*features, weight, bias, gam)]
+        logits, _ = ops.mini_decoder(leaves[:2], leaves[2], leaves[3], (10, 21), backend=backend)
+        attended = ops.gam_multiply(leaves[:2], leaves[4].transpose(2, 3).contiguous().transpose(2, 3), False,
+                                    backend=backend)
+        (logits.square().sum() + attended[1].sum()).backward()
+        return [logits.detach(), attended[1].detach()] + [t.grad for t in leaves]
+
+    _assert_matches(run("triton"), run("reference"), torch.float64, 1e-10)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gradcheck_float64(device):
+    gen = torch.Generator().manual_seed(4)
+    features = [_random(gen, device, torch.float64, 1, 2, 3, 2).requires_grad_(),
+                _random(gen, device, torch.float64, 1, 1, 2, 1).requires_grad_()]
+    weight = _random(gen, device, torch.float64, 1, 3, 3, 3).requires_grad_()
+    bias = _random(gen, device, torch.float64, 1).requires_grad_()
+    gam = torch.rand(1, 1, 6, 4, generator=gen, dtype=torch.float64).to(device).requires_grad_()
+    assert torch.autograd.gradcheck(lambda *t: ops.mini_decoder(t[:2], t[2], t[3], (7, 5), backend="triton"),
+                                    (*features, weight, bias), fast_mode=True)
+    for reverse in (False, True):
+        assert torch.autograd.gradcheck(lambda *t: tuple(ops.gam_multiply(t[:2], t[2], reverse, backend="triton")),
+                                        (*features, gam), fast_mode=True)
+
+
+def _op_samples(device: str) -> list[tuple]:
+    gen = torch.Generator().manual_seed(5)
+    features = [_random(gen, device, torch.float32, 2, 2, 3, 4), _random(gen, device, torch.float32, 2, 1, 2, 2)]
+    weight = _random(gen, device, torch.float32, 1, 3, 3, 3)
+    bias = _random(gen, device, torch.float32, 1)
+    gam = torch.rand(2, 1, 6, 8, generator=gen).to(device)
+    grad = _random(gen, device, torch.float32, 2, 1, 6, 8)
+    with_grad = [t.clone().requires_grad_() for t in features]
+    lib = torch.ops.paanet_fast
+    return [
+        (lib.triton_mini_decoder.default, (with_grad, weight.clone().requires_grad_(), bias, [6, 8])),
+        (lib.triton_gam_multiply.default, (with_grad, gam.clone().requires_grad_(), True)),
+        (lib.triton_mini_decoder_backward.default, (grad, grad.flip(-1), gam, features, weight)),
+        (lib.triton_gam_multiply_backward.default, ([f.flip(-1) for f in features], features, gam, False)),
+    ]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck(device):
+    for op, args in _op_samples(device):
+        torch.library.opcheck(op, args)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_compile_fullgraph(device):
+    """torch.compile traces through the front end and both ops without a graph break.
+
+    Under the interpreter the ops are opaque and aot_eager checks the tracing; on a GPU Inductor
+    compiles the Triton kernels into the graph.
+    """
+    compile_backend = "inductor" if device == "cuda" else "aot_eager"
+    inputs, grads = _mini_decoder_problem(2, [(3, 5, 7), (2, 3, 4)], (15, 28), device, torch.float32, seed=6)
+
+    def layer(t):
+        logits, gam = ops.mini_decoder(t[:2], t[2], t[3], (15, 28), backend="triton")
+        attended = ops.gam_multiply(t[:2], gam, True, backend="triton")
+        return logits, attended[0].sum() + attended[1].sum()
+
+    torch._dynamo.reset()
+    compiled = torch.compile(layer, fullgraph=True, backend=compile_backend)
+    grads = [grads[0], torch.ones((), device=device)]
+    _assert_matches(_outputs_and_grads(compiled, inputs, grads), _outputs_and_grads(layer, inputs, grads),
+                    torch.float32, 1e-6)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_model_matches_reference_backend(device):
+    """PAANet with the Triton backend against the reference backend, one state dict, training mode."""
+    torch.manual_seed(7)
+    model = PAANet(encoder_name="resnet18", encoder_weights=None, growth=8, backend="reference")
+    model = model.to(device=device, dtype=torch.float64).train()
+    x = torch.randn(2, 3, 27, 30, dtype=torch.float64, device=device)
+
+    def run(backend):
+        model.load_state_dict(state)  # identical parameters and batch-norm statistics for both runs
+        model.backend = backend
+        model.zero_grad()
+        out = model(x, return_aux=True)
+        loss = sum((t * torch.linspace(-1, 1, t.numel(), dtype=t.dtype, device=device).view_as(t)).sum()
+                   for t in [out.logits, *out.aux_logits, *out.gam_logits])
+        loss.backward()
+        return [out.logits, *out.aux_logits, *out.gam_logits] + [p.grad for p in model.parameters()]
+
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    expected = run("reference")
+    actual = run("triton")
+    assert len(actual) == len(expected) and all(a is not None for a in actual)
+    _assert_matches([a.detach() for a in actual], [e.detach() for e in expected], torch.float64, 1e-8)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_more_than_four_scales_is_a_clear_error(device):
+    features = [torch.randn(1, 1, 2, 2, device=device) for _ in range(5)]
+    weight, bias, gam = torch.randn(1, 5, 3, 3, device=device), torch.randn(1, device=device), torch.rand(1, 1, 4, 4, device=device)
+    with pytest.raises(ValueError, match="1 to 4 scales in `features`"):
+        ops.mini_decoder(features, weight, bias, (4, 4), backend="triton")
+    with pytest.raises(ValueError, match="1 to 4 scales in `features`"):
+        ops.gam_multiply(features, gam, backend="triton")
+
+
+def test_backend_devices():
+    """CPU tensors only under the interpreter; otherwise asking for Triton on the CPU says why not."""
+    assert ("cpu" in resolve("triton", torch.device("cuda")).device_types) == INTERPRET
+    if not INTERPRET:
+        with pytest.raises(ValueError, match="'triton' computes"):
+            ops.gam_multiply([torch.randn(1, 1, 2, 2)], torch.rand(1, 1, 4, 4), backend="triton")
+
+
+@on_gpu
+def test_autocast_runs_the_kernels_in_half_precision():
+    """Under autocast the front end casts to float16, and the low-resolution matmuls stay in float32."""
+    inputs, grads = _mini_decoder_problem(2, [(8, 16, 12), (4, 8, 6)], (64, 48), "cuda", torch.float32, seed=8)
+    with torch.autocast("cuda", dtype=torch.float16):
+        logits, gam = ops.mini_decoder(inputs[:2], inputs[2], inputs[3], (64, 48), backend="triton")
+    assert logits.dtype == gam.dtype == torch.float16
+    expected = reference.mini_decoder([f.half().double() for f in inputs[:2]], inputs[2].half().double(),
+                                      inputs[3].half().double(), (64, 48))
+    _assert_matches([logits, gam], list(expected), torch.float16, 2e-3)
