@@ -90,3 +90,13 @@ def test_run_folder_guards(tmp_path):
 def test_encoder_weights_file_that_does_not_exist_is_reported(tmp_path):
     with pytest.raises(RunError, match="nothing.pt does not exist"):
         train(_config(tmp_path, "synthetic", encoder_weights=str(tmp_path / "nothing.pt")))
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_mixed_precision_trains(tmp_path, amp):
+    history = train(_config(tmp_path, "synthetic", amp=amp))
+    assert torch.isfinite(torch.tensor(history[0]["train_loss"]))
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert state["config"]["amp"] == amp
+    assert ("scale" in state["scaler"]) == (amp == "fp16")  # the GradScaler runs for float16 only
+    assert all(v.dtype != torch.float16 and v.dtype != torch.bfloat16 for v in state["model"].values())
