@@ -47,18 +47,22 @@ def _check_features(features: Sequence[torch.Tensor], op: str) -> list[torch.Ten
 def _check_like(t: torch.Tensor, arg: str, ref: torch.Tensor, op: str) -> None:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{op}: `{arg}` must be a tensor, got {type(t).__name__}")
-    if t.dtype != ref.dtype:
+    # Under autocast the float32 parameters meet half-precision features; _autocast casts them all.
+    if t.dtype != ref.dtype and not (t.is_floating_point() and _autocast_dtype(ref.device.type) is not None):
         raise ValueError(f"{op}: `{arg}` has dtype {t.dtype} but the features have {ref.dtype}")
     if t.device != ref.device:
         raise ValueError(f"{op}: `{arg}` is on {t.device} but the features are on {ref.device}")
 
 
-def _autocast(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    device_type = tensors[0].device.type
+def _autocast_dtype(device_type: str) -> torch.dtype | None:
     if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):
-        dtype = torch.get_autocast_dtype(device_type)
-        return [t.to(dtype) for t in tensors]
-    return tensors
+        return torch.get_autocast_dtype(device_type)
+    return None
+
+
+def _autocast(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    dtype = _autocast_dtype(tensors[0].device.type)
+    return tensors if dtype is None else [t.to(dtype) for t in tensors]
 
 
 def mini_decoder(features: Sequence[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor,
