@@ -102,46 +102,42 @@ def _raises_naming(path: Path, open_layout, root: Path, load_all: bool = False) 
     return str(info.value)
 
 
-@pytest.mark.parametrize("name", sorted(OPENERS))
-def test_corrupt_image_is_named(tmp_path, name):
-    make, open_layout = OPENERS[name]
+@pytest.fixture(params=sorted(OPENERS))
+def layout(request, tmp_path):
+    """(name, opener, root, first image, first mask) of a freshly made fake layout."""
+    make, open_layout = OPENERS[request.param]
     make(tmp_path)
-    image, _ = _first_sample(tmp_path, name)
+    return (request.param, open_layout, tmp_path, *_first_sample(tmp_path, request.param))
+
+
+def test_corrupt_image_is_named(layout):
+    _, open_layout, root, image, _ = layout
     image.write_bytes(b"this is not an image")
-    assert "cannot read image" in _raises_naming(image, open_layout, tmp_path)
+    assert "cannot read image" in _raises_naming(image, open_layout, root)
 
 
-@pytest.mark.parametrize("name", sorted(OPENERS))
-def test_truncated_image_is_named_when_loaded(tmp_path, name):
+def test_truncated_image_is_named_when_loaded(layout):
     """A file whose header is fine but whose data is cut off passes the up-front check and fails on load."""
-    make, open_layout = OPENERS[name]
-    make(tmp_path)
-    image, _ = _first_sample(tmp_path, name)
+    _, open_layout, root, image, _ = layout
     data = image.read_bytes()
     image.write_bytes(data[:len(data) // 2])
-    _raises_naming(image, open_layout, tmp_path, load_all=True)
+    _raises_naming(image, open_layout, root, load_all=True)
 
 
-@pytest.mark.parametrize("name", sorted(OPENERS))
-def test_missing_mask_is_named(tmp_path, name):
-    make, open_layout = OPENERS[name]
-    make(tmp_path)
-    image, mask = _first_sample(tmp_path, name)
+def test_missing_mask_is_named(layout):
+    name, open_layout, root, _, mask = layout
     if name == "dsb2018":
         shutil.rmtree(mask.parent)
-        _raises_naming(mask.parent, open_layout, tmp_path)
+        _raises_naming(mask.parent, open_layout, root)
     else:
         mask.unlink()
-        assert "missing mask" in _raises_naming(mask, open_layout, tmp_path)
+        assert "missing mask" in _raises_naming(mask, open_layout, root)
 
 
-@pytest.mark.parametrize("name", sorted(OPENERS))
-def test_image_and_mask_of_different_sizes_are_named(tmp_path, name):
-    make, open_layout = OPENERS[name]
-    make(tmp_path)
-    image, mask = _first_sample(tmp_path, name)
+def test_image_and_mask_of_different_sizes_are_named(layout):
+    _, open_layout, root, image, mask = layout
     Image.fromarray(np.zeros((13, 17), np.uint8)).save(mask)
-    message = _raises_naming(mask, open_layout, tmp_path)
+    message = _raises_naming(mask, open_layout, root)
     assert str(image) in message and "13x17" in message
 
 

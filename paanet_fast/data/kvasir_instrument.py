@@ -32,21 +32,22 @@ def unpack_archive(root: Path, folder: str) -> None:
     archive = root / f"{folder}.tar.gz"
     if target.exists() or not archive.is_file():
         return
-    with tempfile.TemporaryDirectory(prefix=f".unpack-{folder}-", dir=root) as tmp:
-        try:
+    try:
+        with tempfile.TemporaryDirectory(prefix=f".unpack-{folder}-", dir=root) as tmp:
             with tarfile.open(archive, "r:gz") as tar:
                 tar.extractall(tmp, filter="data")
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise DatasetError(f"{NAME}: cannot unpack {archive}: {exc}") from exc
-        top = visible_entries(Path(tmp))
-        nested = [p for p in top if p.is_dir() and p.name == folder]
-        source = nested[0] if nested else Path(tmp)
-        if source == Path(tmp):
-            source = Path(tmp) / folder
-            source.mkdir()
-            for entry in top:
-                shutil.move(str(entry), source / entry.name)
-        os.replace(source, target)
+            top = visible_entries(Path(tmp))
+            nested = [p for p in top if p.is_dir() and p.name == folder]
+            if nested:
+                source = nested[0]
+            else:  # the files sit at the archive's top level
+                source = Path(tmp) / folder
+                source.mkdir()
+                for entry in top:
+                    shutil.move(str(entry), source / entry.name)
+            os.replace(source, target)
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise DatasetError(f"{NAME}: cannot unpack {archive} into {target}: {exc}") from exc
 
 
 def _read_list(path: Path) -> list[str]:
