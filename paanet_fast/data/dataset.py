@@ -24,7 +24,7 @@ class Source(Protocol):
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 RGB -> (3, H, W) float32, normalised with the ImageNet mean and std."""
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255)
+    tensor = torch.tensor(image).permute(2, 0, 1).float().div_(255)  # a copy: `image` may be read-only
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
     return (tensor - mean) / std

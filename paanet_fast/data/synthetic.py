@@ -121,6 +121,8 @@ class SyntheticSource:
         self.image_size = image_size
         self.seed = seed
         self.root = f"<generated: {num_images} images of {image_size}x{image_size}, seed {seed}>"
+        # Generated samples are kept (about 50 KB each at 128x128): later epochs only augment them.
+        self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def ids(self) -> list[str]:
         """Sample ids, sorted."""
@@ -128,5 +130,10 @@ class SyntheticSource:
 
     def load(self, sample_id: str) -> tuple[np.ndarray, np.ndarray]:
         """(image (S, S, 3) uint8, mask (S, S) bool) of one sample."""
-        index = int(sample_id.removeprefix(_ID_PREFIX))
-        return generate_sample(self.seed, index, self.image_size)
+        if sample_id not in self._cache:
+            index = int(sample_id.removeprefix(_ID_PREFIX))
+            sample = generate_sample(self.seed, index, self.image_size)
+            for array in sample:
+                array.setflags(write=False)  # shared by every epoch: nothing may change it in place
+            self._cache[sample_id] = sample
+        return self._cache[sample_id]
