@@ -1,0 +1,61 @@
+"""Compile every Triton kernel of the backend to a CUDA binary without a GPU.
+
+The interpreter runs kernels as Python, so it cannot catch what only the compiler rejects (types,
+constexpr misuse, unsupported operations). Run in a process without TRITON_INTERPRET:
+
+    python tests/triton_compile_check.py [compute capability, default 90]
+
+Prints one line per kernel variant and exits non-zero on the first failure.
+"""
+from __future__ import annotations
+
+import sys
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from paanet_fast.triton import gam_kernels, mini_decoder_kernels
+
+# (input dtype, accumulation dtype) as Triton names them
+DTYPES = [("fp32", "fp32"), ("fp16", "fp32"), ("bf16", "fp32"), ("fp64", "fp64")]
+
+
+def compile_kernel(kernel, target: GPUTarget, pointers: dict[str, str], constexprs: dict, ones: bool) -> None:
+    """Compile `kernel` with pointer element types `pointers`; every other argument is an int32, and
+    with `ones` also the constant 1 (Triton specializes integer arguments equal to 1)."""
+    fn = kernel.fn if hasattr(kernel, "configs") else kernel  # unwrap the autotuner
+    all_ones = {name: 1 for name in fn.arg_names if name not in pointers and name not in constexprs}
+    for extra in ([{}, all_ones] if ones else [{}]):
+        fixed = {**constexprs, **extra}
+        signature = {name: "constexpr" if name in fixed else
+                     ("*" + pointers[name] if name in pointers else "i32") for name in fn.arg_names}
+        triton.compile(ASTSource(fn, signature, fixed), target=target)
+        print(f"ok  {fn.__name__} {pointers.get('gam_ptr', pointers.get('x_ptr', ''))} {fixed}")
+
+
+def main(capability: int) -> None:
+    target = GPUTarget("cuda", capability, 32)
+    for dtype, acc in DTYPES:
+        ones = dtype == "fp32"
+        md = mini_decoder_kernels
+        compile_kernel(md.forward_kernel, target,
+                       {**{f"r{v}_ptr": acc for v in range(4)}, "bias_ptr": dtype, "logits_ptr": dtype, "gam_ptr": dtype},
+                       {"NUM_SCALES": 4, "BLOCK_H": 16, "BLOCK_W": 32}, ones)
+        compile_kernel(md.logit_grad_kernel, target,
+                       {"grad_logits_ptr": dtype, "grad_gam_ptr": dtype, "gam_ptr": dtype, "out_ptr": acc}, {"BLOCK": 1024}, ones)
+        compile_kernel(md.resize_transpose_kernel, target, {"x_ptr": acc, "out_ptr": acc}, {"BLOCK_I": 8, "BLOCK_M": 32}, ones)
+        gam_pointers = {"gam_ptr": dtype}
+        for v in range(4):
+            gam_pointers.update({f"f{v}_ptr": dtype, f"out{v}_ptr": dtype, f"g{v}_ptr": dtype, f"gf{v}_ptr": dtype,
+                                 f"gp{v}_ptr": acc})
+        for reverse in (False, True):
+            constexprs = {"NUM_SCALES": 4, "REVERSE": reverse, "BLOCK": 256}
+            compile_kernel(gam_kernels.forward_kernel, target, gam_pointers, constexprs, ones)
+            compile_kernel(gam_kernels.backward_kernel, target, gam_pointers, constexprs, ones)
+        compile_kernel(gam_kernels.gam_grad_kernel, target, {**{f"gp{v}_ptr": acc for v in range(4)}, "out_ptr": dtype},
+                       {"NUM_SCALES": 4, "BLOCK": 1024}, ones)
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 90)
