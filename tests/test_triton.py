@@ -154,6 +154,29 @@ def test_half_precision_in_the_interpreter(dtype, tol):
     _assert_matches(actual, expected, dtype, tol)
 
 
+@interpreted
+def test_small_tiles_in_the_interpreter(monkeypatch):
+    """Blocks far smaller than the problem, as on a GPU: many programs, partial tiles at every edge,
+    GAM blocks that do not divide a scale's pixels (the interpreter's own blocks cover these shapes whole)."""
+    from paanet_fast.triton import _runtime, gam_kernels, mini_decoder_kernels
+    small = {mini_decoder_kernels.forward_kernel: {"BLOCK_H": 8, "BLOCK_W": 8},
+             mini_decoder_kernels.logit_grad_kernel: {"BLOCK": 32},
+             mini_decoder_kernels.resize_transpose_kernel: {"BLOCK_I": 4, "BLOCK_M": 32},
+             gam_kernels.forward_kernel: {"BLOCK": 16}, gam_kernels.backward_kernel: {"BLOCK": 16},
+             gam_kernels.gam_grad_kernel: {"BLOCK": 64}}
+    for kernel, meta in small.items():
+        monkeypatch.setitem(_runtime._interpreter_meta, id(kernel), meta)
+    inputs, grads = _mini_decoder_problem(2, [(3, 5, 7), (2, 3, 4), (1, 9, 2)], (13, 17), "cpu", torch.float64, seed=9)
+    actual = _outputs_and_grads(_mini_decoder_fn(3, (13, 17), "triton"), inputs, grads)
+    expected = _outputs_and_grads(_mini_decoder_fn(3, (13, 17), "reference"), inputs, grads)
+    _assert_matches(actual, expected, torch.float64, 1e-10)
+    inputs, grads = _gam_problem(2, [(3, 6, 5), (2, 3, 5), (4, 1, 1), (1, 2, 5)], (12, 15), "cpu", torch.float64, seed=10)
+    for reverse in (False, True):
+        actual = _outputs_and_grads(_gam_fn(reverse, "triton"), inputs, grads)
+        expected = _outputs_and_grads(_gam_fn(reverse, "reference"), inputs, grads)
+        _assert_matches(actual, expected, torch.float64, 1e-10)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_any_layout_and_unused_outputs(device):
     """channels_last and transposed inputs; gradients reaching only one output of each op."""
@@ -233,7 +256,7 @@ def test_torch_compile_fullgraph(device):
     compiled = torch.compile(layer, fullgraph=True, backend=compile_backend)
     grads = [grads[0], torch.ones((), device=device)]
     _assert_matches(_outputs_and_grads(compiled, inputs, grads), _outputs_and_grads(layer, inputs, grads),
-                    torch.float32, 1e-6)
+                    torch.float32, 1e-5)
 
 
 @pytest.mark.parametrize("device", DEVICES)
