@@ -170,7 +170,8 @@ def test_small_tiles_in_the_interpreter(monkeypatch):
     actual = _outputs_and_grads(_mini_decoder_fn(3, (13, 17), "triton"), inputs, grads)
     expected = _outputs_and_grads(_mini_decoder_fn(3, (13, 17), "reference"), inputs, grads)
     _assert_matches(actual, expected, torch.float64, 1e-10)
-    inputs, grads = _gam_problem(2, [(3, 6, 5), (2, 3, 5), (4, 1, 1), (1, 2, 5)], (12, 15), "cpu", torch.float64, seed=10)
+    inputs, grads = _gam_problem(2, [(3, 6, 5), (2, 3, 5), (4, 1, 1), (1, 2, 5)], (12, 15), "cpu", torch.float64,
+                                 seed=10)
     for reverse in (False, True):
         actual = _outputs_and_grads(_gam_fn(reverse, "triton"), inputs, grads)
         expected = _outputs_and_grads(_gam_fn(reverse, "reference"), inputs, grads)
@@ -182,7 +183,8 @@ def test_any_layout_and_unused_outputs(device):
     """channels_last and transposed inputs; gradients reaching only one output of each op."""
     gen = torch.Generator().manual_seed(3)
     base = [_random(gen, device, torch.float64, 2, 3, 5, 7), _random(gen, device, torch.float64, 2, 4, 2, 3)]
-    features = [base[0].contiguous(memory_format=torch.channels_last), base[1].transpose(2, 3).contiguous().transpose(2, 3)]
+    features = [base[0].contiguous(memory_format=torch.channels_last),
+                base[1].transpose(2, 3).contiguous().transpose(2, 3)]
     assert not features[0].is_contiguous() and not features[1].is_contiguous()
     weight = _random(gen, device, torch.float64, 1, 7, 3, 3)
     bias = _random(gen, device, torch.float64, 1)
@@ -292,7 +294,8 @@ def test_model_matches_reference_backend(device):
 @pytest.mark.parametrize("device", DEVICES)
 def test_more_than_four_scales_is_a_clear_error(device):
     features = [torch.randn(1, 1, 2, 2, device=device) for _ in range(5)]
-    weight, bias, gam = torch.randn(1, 5, 3, 3, device=device), torch.randn(1, device=device), torch.rand(1, 1, 4, 4, device=device)
+    weight, bias = torch.randn(1, 5, 3, 3, device=device), torch.randn(1, device=device)
+    gam = torch.rand(1, 1, 4, 4, device=device)
     with pytest.raises(ValueError, match="1 to 4 scales in `features`"):
         ops.mini_decoder(features, weight, bias, (4, 4), backend="triton")
     with pytest.raises(ValueError, match="1 to 4 scales in `features`"):

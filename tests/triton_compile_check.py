@@ -39,12 +39,14 @@ def main(capability: int) -> None:
     for dtype, acc in DTYPES:
         ones = dtype == "fp32"
         md = mini_decoder_kernels
-        compile_kernel(md.forward_kernel, target,
-                       {**{f"r{v}_ptr": acc for v in range(4)}, "bias_ptr": dtype, "logits_ptr": dtype, "gam_ptr": dtype},
+        outputs = {"bias_ptr": dtype, "logits_ptr": dtype, "gam_ptr": dtype}
+        compile_kernel(md.forward_kernel, target, {**{f"r{v}_ptr": acc for v in range(4)}, **outputs},
                        {"NUM_SCALES": 4, "BLOCK_H": 16, "BLOCK_W": 32}, ones)
         compile_kernel(md.logit_grad_kernel, target,
-                       {"grad_logits_ptr": dtype, "grad_gam_ptr": dtype, "gam_ptr": dtype, "out_ptr": acc}, {"BLOCK": 1024}, ones)
-        compile_kernel(md.resize_transpose_kernel, target, {"x_ptr": acc, "out_ptr": acc}, {"BLOCK_I": 8, "BLOCK_M": 32}, ones)
+                       {"grad_logits_ptr": dtype, "grad_gam_ptr": dtype, "gam_ptr": dtype, "out_ptr": acc},
+                       {"BLOCK": 1024}, ones)
+        compile_kernel(md.resize_transpose_kernel, target, {"x_ptr": acc, "out_ptr": acc},
+                       {"BLOCK_I": 8, "BLOCK_M": 32}, ones)
         gam_pointers = {"gam_ptr": dtype}
         for v in range(4):
             gam_pointers.update({f"f{v}_ptr": dtype, f"out{v}_ptr": dtype, f"g{v}_ptr": dtype, f"gf{v}_ptr": dtype,

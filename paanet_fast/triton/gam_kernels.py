@@ -128,13 +128,16 @@ def backward_kernel(gam_ptr,
         _backward_segment(pid, f0_ptr, g0_ptr, gf0_ptr, gp0_ptr, c0, h0, w0, gam_ptr, B, H, W, REVERSE, BLOCK)
     if NUM_SCALES > 1:
         if (pid >= end0) & (pid < end1):
-            _backward_segment(pid - end0, f1_ptr, g1_ptr, gf1_ptr, gp1_ptr, c1, h1, w1, gam_ptr, B, H, W, REVERSE, BLOCK)
+            _backward_segment(pid - end0, f1_ptr, g1_ptr, gf1_ptr, gp1_ptr, c1, h1, w1, gam_ptr, B, H, W,
+                              REVERSE, BLOCK)
     if NUM_SCALES > 2:
         if (pid >= end1) & (pid < end2):
-            _backward_segment(pid - end1, f2_ptr, g2_ptr, gf2_ptr, gp2_ptr, c2, h2, w2, gam_ptr, B, H, W, REVERSE, BLOCK)
+            _backward_segment(pid - end1, f2_ptr, g2_ptr, gf2_ptr, gp2_ptr, c2, h2, w2, gam_ptr, B, H, W,
+                              REVERSE, BLOCK)
     if NUM_SCALES > 3:
         if pid >= end2:
-            _backward_segment(pid - end2, f3_ptr, g3_ptr, gf3_ptr, gp3_ptr, c3, h3, w3, gam_ptr, B, H, W, REVERSE, BLOCK)
+            _backward_segment(pid - end2, f3_ptr, g3_ptr, gf3_ptr, gp3_ptr, c3, h3, w3, gam_ptr, B, H, W,
+                              REVERSE, BLOCK)
 
 
 @triton.jit

@@ -6,6 +6,8 @@ or a torch op. Accumulation is float32 (float64 for float64 inputs); outputs kee
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import triton
 
@@ -44,7 +46,8 @@ def _pad_scales(per_scale: list[list], filler: list) -> list:
 
 def mini_decoder_forward(features: list[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor,
                          size: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits, gam), each (B, 1, H, W), from n <= 4 features (B, C_v, h_v, w_v), weight (1, sum C_v, 3, 3), bias (1,)."""
+    """(logits, gam), each (B, 1, H, W), from n <= 4 features (B, C_v, h_v, w_v), weight (1, sum C_v, 3, 3)
+    and bias (1,)."""
     _check_scale_count(features, "mini_decoder")
     B, (H, W), device = features[0].shape[0], size, features[0].device
     acc = accumulation_dtype(weight.dtype)
@@ -123,7 +126,8 @@ def mini_decoder_backward(grad_logits: torch.Tensor, grad_gam: torch.Tensor, gam
     return grad_features, grad_weight, grad_bias
 
 
-def _gam_grid(features: list[torch.Tensor]):
+def _gam_grid(features: list[torch.Tensor]) -> Callable[[dict], tuple[int]]:
+    """One program per block of low-resolution pixels, every scale's blocks one after the other."""
     B = features[0].shape[0]
 
     def grid(meta: dict) -> tuple[int]:

@@ -47,8 +47,10 @@ def _add_scale(acc, r_ptr, h, w, H, W, batch, ys, xs):
         for dx in range(0, 3):
             ix0, ix1, wx0, wx1 = linear_tap(xs + (dx - 1), w, W, scale_x)
             tap = r_ptr + (dy * 3 + dx) * plane
-            top = wx0[None, :] * tl.load(tap + row0 + ix0[None, :]) + wx1[None, :] * tl.load(tap + row0 + ix1[None, :])
-            bottom = wx0[None, :] * tl.load(tap + row1 + ix0[None, :]) + wx1[None, :] * tl.load(tap + row1 + ix1[None, :])
+            left = tap + ix0[None, :]
+            right = tap + ix1[None, :]
+            top = wx0[None, :] * tl.load(left + row0) + wx1[None, :] * tl.load(right + row0)
+            bottom = wx0[None, :] * tl.load(left + row1) + wx1[None, :] * tl.load(right + row1)
             acc += wy0[:, None] * top + wy1[:, None] * bottom
     return acc
 
@@ -85,7 +87,8 @@ def logit_grad_kernel(grad_logits_ptr, grad_gam_ptr, gam_ptr, out_ptr, n, BLOCK:
     offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offsets < n
     g = upcast(tl.load(gam_ptr + offsets, mask=mask))
-    dz = upcast(tl.load(grad_logits_ptr + offsets, mask=mask)) + upcast(tl.load(grad_gam_ptr + offsets, mask=mask)) * g * (1.0 - g)
+    grad_logits = upcast(tl.load(grad_logits_ptr + offsets, mask=mask))
+    dz = grad_logits + upcast(tl.load(grad_gam_ptr + offsets, mask=mask)) * g * (1.0 - g)
     tl.store(out_ptr + offsets, dz.to(out_ptr.dtype.element_ty), mask=mask)
 
 
