@@ -55,9 +55,14 @@ def _load(name: str) -> Backend | None:
     return _registry.get(name)
 
 
+def _device_usable(device_type: str) -> bool:
+    return device_type == "cpu" or (device_type == "cuda" and torch.cuda.is_available())
+
+
 def available_backends() -> list[str]:
-    """Names of the backends that can run on this machine (for some device)."""
-    return [name for name in KNOWN_BACKENDS if _load(name) is not None]
+    """Names of the backends that can run on this machine: loaded, and a device they compute is present."""
+    return [name for name in KNOWN_BACKENDS
+            if (b := _load(name)) is not None and any(_device_usable(d) for d in b.device_types)]
 
 
 def unavailable_reason(name: str) -> str | None:
@@ -85,8 +90,10 @@ def resolve(name: str | None, device: torch.device) -> Backend:
     if backend is None:
         raise RuntimeError(f"backend {name!r} is not available: {_unavailable.get(name)}")
     if device.type not in backend.device_types:
+        hint = " (Triton runs CPU tensors only under TRITON_INTERPRET=1, set before importing paanet_fast)" \
+            if name == "triton" and device.type == "cpu" else ""
         raise ValueError(f"backend {name!r} computes {sorted(backend.device_types)} tensors, "
-                         f"but the inputs are on {device}")
+                         f"but the inputs are on {device}{hint}")
     return backend
 
 
