@@ -61,6 +61,29 @@ inline unsigned int grid_for(int64_t items) {
   return static_cast<unsigned int>(std::max<int64_t>(1, std::min<int64_t>((items + kThreads - 1) / kThreads, cap)));
 }
 
+// One thread per work item, all scales of a batch in one grid-stride loop: item i of scale v runs
+// batch.scale[v].run(i - start[v]). Work is a descriptor with a `__device__ void run(int64_t) const`.
+template <typename Work>
+__global__ void __launch_bounds__(kThreads) per_item_kernel(const __grid_constant__ ScaleBatch<Work> batch) {
+  const int64_t n = batch.total();
+  for (int64_t item = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; item < n;
+       item += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int v = batch.scale_of(item);
+    batch.scale[v].run(item - batch.start[v]);
+  }
+}
+
+// Launches per_item_kernel over work[v] with items[v] work items each, on the current stream.
+template <typename Work>
+void launch_per_item(const std::vector<Work>& work, const std::vector<int64_t>& items) {
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  for_each_batch(work, items, [&](const ScaleBatch<Work>& batch, bool, bool) {
+    if (batch.total() == 0) return;
+    per_item_kernel<Work><<<grid_for(batch.total()), kThreads, 0, stream>>>(batch);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
 // A (B, 1, H, W) map of any strides (the GAM, its gradients, the logits' gradient).
 template <typename T>
 struct MapView {

@@ -203,6 +203,9 @@ std::vector<at::Tensor> gam_multiply_cuda(at::TensorList features, const at::Ten
 // ---------------------------------------------------------------------------------------------
 // Backward: dot[b, y, x] = sum_c dP_v[b, c, y, x] F_v[b, c, y, x], then dG
 
+// Work items of a scale: packs of N pixels along the width when the width is the packed
+// dimension, single pixels otherwise. Every path adds the channels in order c = 0, 1, ..., so the
+// sums do not depend on the layout.
 template <typename scalar_t, typename acc_t>
 struct DotScale {
   const scalar_t* grad;  // dP_v
@@ -210,65 +213,48 @@ struct DotScale {
   acc_t* out;            // (B, h, w) contiguous
   Layout layout;
   int64_t channels, h, w;
+
+  static constexpr int N = Pack<scalar_t>::kSize;
+
+  int64_t items(int64_t B) const { return layout.packed && !layout.channels_inner ? B * h * (w / N) : B * h * w; }
+
+  __device__ void run(int64_t local) const {
+    const Layout& l = layout;
+    if (l.packed && !l.channels_inner) {  // N neighbouring pixels per thread
+      const int64_t packs = w / N;
+      const int64_t x = (local % packs) * N, row = local / packs, y = row % h, b = row / h;
+      const int64_t base = b * l.sb + y * l.sy + x;
+      acc_t sum[N];
+#pragma unroll
+      for (int j = 0; j < N; ++j) sum[j] = static_cast<acc_t>(0);
+      for (int64_t c = 0; c < channels; ++c) {
+        const Pack<scalar_t> g = *reinterpret_cast<const Pack<scalar_t>*>(grad + base + c * l.sc);
+        const Pack<scalar_t> f = *reinterpret_cast<const Pack<scalar_t>*>(feat + base + c * l.sc);
+#pragma unroll
+        for (int j = 0; j < N; ++j) sum[j] += static_cast<acc_t>(g.v[j]) * static_cast<acc_t>(f.v[j]);
+      }
+#pragma unroll
+      for (int j = 0; j < N; ++j) out[row * w + x + j] = sum[j];
+      return;
+    }
+    const int64_t x = local % w, row = local / w, y = row % h, b = row / h;
+    const int64_t base = b * l.sb + y * l.sy + x * l.sx;
+    acc_t sum = static_cast<acc_t>(0);
+    if (l.packed) {  // channels inner: N channels per load
+      for (int64_t c = 0; c < channels; c += N) {
+        const Pack<scalar_t> g = *reinterpret_cast<const Pack<scalar_t>*>(grad + base + c);
+        const Pack<scalar_t> f = *reinterpret_cast<const Pack<scalar_t>*>(feat + base + c);
+#pragma unroll
+        for (int j = 0; j < N; ++j) sum += static_cast<acc_t>(g.v[j]) * static_cast<acc_t>(f.v[j]);
+      }
+    } else {
+      for (int64_t c = 0; c < channels; ++c) {
+        sum += static_cast<acc_t>(grad[base + c * l.sc]) * static_cast<acc_t>(feat[base + c * l.sc]);
+      }
+    }
+    out[local] = sum;
+  }
 };
-
-// Work items of a scale: packs of N pixels along the width when the width is the packed
-// dimension, single pixels otherwise.
-template <typename scalar_t>
-int64_t dot_items(const Layout& l, int64_t B, int64_t h, int64_t w) {
-  return l.packed && !l.channels_inner ? B * h * (w / Pack<scalar_t>::kSize) : B * h * w;
-}
-
-// Every path adds the channels in order c = 0, 1, ..., so the sums do not depend on the layout.
-template <typename scalar_t, typename acc_t>
-__device__ void channel_dot(const DotScale<scalar_t, acc_t>& s, int64_t local) {
-  constexpr int N = Pack<scalar_t>::kSize;
-  const Layout& l = s.layout;
-  if (l.packed && !l.channels_inner) {  // N neighbouring pixels per thread
-    const int64_t packs = s.w / N;
-    const int64_t x = (local % packs) * N, row = local / packs, y = row % s.h, b = row / s.h;
-    const int64_t base = b * l.sb + y * l.sy + x;
-    acc_t sum[N];
-#pragma unroll
-    for (int j = 0; j < N; ++j) sum[j] = static_cast<acc_t>(0);
-    for (int64_t c = 0; c < s.channels; ++c) {
-      const Pack<scalar_t> g = *reinterpret_cast<const Pack<scalar_t>*>(s.grad + base + c * l.sc);
-      const Pack<scalar_t> f = *reinterpret_cast<const Pack<scalar_t>*>(s.feat + base + c * l.sc);
-#pragma unroll
-      for (int j = 0; j < N; ++j) sum[j] += static_cast<acc_t>(g.v[j]) * static_cast<acc_t>(f.v[j]);
-    }
-#pragma unroll
-    for (int j = 0; j < N; ++j) s.out[row * s.w + x + j] = sum[j];
-    return;
-  }
-  const int64_t x = local % s.w, row = local / s.w, y = row % s.h, b = row / s.h;
-  const int64_t base = b * l.sb + y * l.sy + x * l.sx;
-  acc_t sum = static_cast<acc_t>(0);
-  if (l.packed) {  // channels inner: N channels per load
-    for (int64_t c = 0; c < s.channels; c += N) {
-      const Pack<scalar_t> g = *reinterpret_cast<const Pack<scalar_t>*>(s.grad + base + c);
-      const Pack<scalar_t> f = *reinterpret_cast<const Pack<scalar_t>*>(s.feat + base + c);
-#pragma unroll
-      for (int j = 0; j < N; ++j) sum += static_cast<acc_t>(g.v[j]) * static_cast<acc_t>(f.v[j]);
-    }
-  } else {
-    for (int64_t c = 0; c < s.channels; ++c) {
-      sum += static_cast<acc_t>(s.grad[base + c * l.sc]) * static_cast<acc_t>(s.feat[base + c * l.sc]);
-    }
-  }
-  s.out[local] = sum;
-}
-
-template <typename scalar_t, typename acc_t>
-__global__ void __launch_bounds__(kThreads) channel_dot_kernel(
-    const __grid_constant__ ScaleBatch<DotScale<scalar_t, acc_t>> batch) {
-  const int64_t n = batch.total();
-  for (int64_t item = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; item < n;
-       item += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int v = batch.scale_of(item);
-    channel_dot(batch.scale[v], item - batch.start[v]);
-  }
-}
 
 // The channel sums of one scale, (B, h, w), and its GAM windows.
 template <typename acc_t>
@@ -322,12 +308,9 @@ void launch_gam_grad(const std::vector<at::Tensor>& grads, const std::vector<at:
     dots.push_back({g.const_data_ptr<scalar_t>(), feats[v].const_data_ptr<scalar_t>(),
                     buffers.back().mutable_data_ptr<acc_t>(), l, g.size(1), h, w});
     windows.push_back({buffers.back().const_data_ptr<acc_t>(), h, w, H / h, W / w});
-    items.push_back(dot_items<scalar_t>(l, B, h, w));
+    items.push_back(dots.back().items(B));
   }
-  for_each_batch(dots, items, [&](const ScaleBatch<DotScale<scalar_t, acc_t>>& batch, bool, bool) {
-    channel_dot_kernel<scalar_t, acc_t><<<grid_for(batch.total()), kThreads, 0, stream>>>(batch);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
+  launch_per_item(dots, items);
   at::Tensor carry;
   if (windows.size() > static_cast<size_t>(kMaxScalesPerLaunch)) carry = at::empty({B, H, W}, buffers[0].options());
   acc_t* carry_ptr = carry.defined() ? carry.mutable_data_ptr<acc_t>() : nullptr;

@@ -228,74 +228,57 @@ __global__ void __launch_bounds__(kThreads) logit_grad_kernel(MapView<scalar_t> 
   }
 }
 
-// Rows pass of the transposed resize of one scale:
+// Rows pass of the transposed resize of one scale, one thread per output element:
 //   V[b, dy + 1, i, X] = sum_{P reading row i, Y = P - dy in [0, H)} wy(P, i) dZ[b, Y, X]
-// out is (B, 3, h, W) contiguous.
+// V is (B, 3, h, W) contiguous.
 template <typename acc_t>
 struct RowsPass {
+  const acc_t* dz;  // (B, H, W)
   acc_t* out;
-  int64_t h;
-};
+  int64_t h, H, W;
 
-template <typename acc_t>
-__global__ void __launch_bounds__(kThreads) transposed_rows_kernel(const __grid_constant__ ScaleBatch<RowsPass<acc_t>> batch,
-                                                                    const acc_t* __restrict__ dz, int64_t H, int64_t W) {
-  const int64_t n = batch.total();
-  for (int64_t item = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; item < n;
-       item += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int v = batch.scale_of(item);
-    const RowsPass<acc_t>& s = batch.scale[v];
-    const int64_t local = item - batch.start[v];
-    const int64_t X = local % W, i = (local / W) % s.h, dy = (local / (W * s.h)) % 3 - 1, b = local / (3 * W * s.h);
+  __device__ void run(int64_t local) const {
+    const int64_t X = local % W, i = (local / W) % h, dy = (local / (W * h)) % 3 - 1, b = local / (3 * W * h);
     int64_t lo, hi;
-    linear_tap_sources(i, s.h, H, &lo, &hi);
+    linear_tap_sources(i, h, H, &lo, &hi);
     const acc_t* column = dz + b * H * W + X;
     acc_t sum = static_cast<acc_t>(0);
     for (int64_t P = lo; P < hi; ++P) {
-      const int64_t Yo = P - dy;
-      if (Yo < 0 || Yo >= H) continue;
-      const acc_t w = linear_tap_weight(linear_tap<acc_t>(P, s.h, H), i);
-      if (w != static_cast<acc_t>(0)) sum += w * column[Yo * W];
+      const int64_t Y = P - dy;
+      if (Y < 0 || Y >= H) continue;
+      const acc_t w = linear_tap_weight(linear_tap<acc_t>(P, h, H), i);
+      if (w != static_cast<acc_t>(0)) sum += w * column[Y * W];
     }
-    s.out[local] = sum;
+    out[local] = sum;
   }
-}
+};
 
-// Columns pass: D[b, t, i, j] = sum_{Q reading column j, X = Q - dx_t in [0, W)} wx(Q, j) V[b, dy_t + 1, i, X],
+// Columns pass, one thread per output element:
+//   D[b, t, i, j] = sum_{Q reading column j, X = Q - dx_t in [0, W)} wx(Q, j) V[b, dy_t + 1, i, X]
 // written through D's strides (D has the memory format of F_v).
 template <typename acc_t>
 struct ColumnsPass {
-  const acc_t* rows;
+  const acc_t* rows;  // V of RowsPass
   acc_t* d;
-  int64_t h, w;
+  int64_t h, w, W;
   int64_t sb, st, sy, sx;
-};
 
-template <typename acc_t>
-__global__ void __launch_bounds__(kThreads) transposed_columns_kernel(
-    const __grid_constant__ ScaleBatch<ColumnsPass<acc_t>> batch, int64_t W) {
-  const int64_t n = batch.total();
-  for (int64_t item = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; item < n;
-       item += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int v = batch.scale_of(item);
-    const ColumnsPass<acc_t>& s = batch.scale[v];
-    const int64_t local = item - batch.start[v];
-    const int64_t j = local % s.w, i = (local / s.w) % s.h, t = (local / (s.w * s.h)) % kTaps,
-                  b = local / (kTaps * s.w * s.h);
+  __device__ void run(int64_t local) const {
+    const int64_t j = local % w, i = (local / w) % h, t = (local / (w * h)) % kTaps, b = local / (kTaps * w * h);
     const int64_t dx = tap_dx(static_cast<int>(t));
-    const acc_t* row = s.rows + ((b * 3 + tap_dy(static_cast<int>(t)) + 1) * s.h + i) * W;
+    const acc_t* row = rows + ((b * 3 + tap_dy(static_cast<int>(t)) + 1) * h + i) * W;
     int64_t lo, hi;
-    linear_tap_sources(j, s.w, W, &lo, &hi);
+    linear_tap_sources(j, w, W, &lo, &hi);
     acc_t sum = static_cast<acc_t>(0);
     for (int64_t Q = lo; Q < hi; ++Q) {
-      const int64_t Xo = Q - dx;
-      if (Xo < 0 || Xo >= W) continue;
-      const acc_t w = linear_tap_weight(linear_tap<acc_t>(Q, s.w, W), j);
-      if (w != static_cast<acc_t>(0)) sum += w * row[Xo];
+      const int64_t X = Q - dx;
+      if (X < 0 || X >= W) continue;
+      const acc_t wx = linear_tap_weight(linear_tap<acc_t>(Q, w, W), j);
+      if (wx != static_cast<acc_t>(0)) sum += wx * row[X];
     }
-    s.d[b * s.sb + t * s.st + i * s.sy + j * s.sx] = sum;
+    d[b * sb + t * st + i * sy + j * sx] = sum;
   }
-}
+};
 
 // dZ (B, H, W) in the compute dtype.
 at::Tensor logit_grads(const at::Tensor& grad_logits, const at::Tensor& grad_gam, const at::Tensor& gam,
@@ -317,36 +300,27 @@ at::Tensor logit_grads(const at::Tensor& grad_logits, const at::Tensor& grad_gam
 template <typename acc_t>
 void launch_transposed_resize(const at::Tensor& dz, const std::vector<at::Tensor>& d_planes) {
   const int64_t B = dz.size(0), H = dz.size(1), W = dz.size(2);
-  if (B == 0) return;
   std::vector<int64_t> row_items, column_items;
+  int64_t total_rows = 0;
   for (const auto& d : d_planes) {
     row_items.push_back(B * 3 * d.size(2) * W);
     column_items.push_back(d.numel());
+    total_rows += row_items.back();
   }
-  int64_t total_rows = 0;
-  for (int64_t n : row_items) total_rows += n;
   const at::Tensor rows = cpu::poisoned_if_testing(at::empty({total_rows}, dz.options()));
-  std::vector<RowsPass<acc_t>> row_descs;
-  std::vector<ColumnsPass<acc_t>> column_descs;
+  std::vector<RowsPass<acc_t>> row_passes;
+  std::vector<ColumnsPass<acc_t>> column_passes;
   int64_t offset = 0;
   for (size_t v = 0; v < d_planes.size(); ++v) {
     const at::Tensor& d = d_planes[v];
     acc_t* out = rows.mutable_data_ptr<acc_t>() + offset;
-    row_descs.push_back({out, d.size(2)});
-    column_descs.push_back({out, d.mutable_data_ptr<acc_t>(), d.size(2), d.size(3), d.stride(0), d.stride(1),
-                            d.stride(2), d.stride(3)});
+    row_passes.push_back({dz.const_data_ptr<acc_t>(), out, d.size(2), H, W});
+    column_passes.push_back({out, d.mutable_data_ptr<acc_t>(), d.size(2), d.size(3), W, d.stride(0), d.stride(1),
+                             d.stride(2), d.stride(3)});
     offset += row_items[v];
   }
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  for_each_batch(row_descs, row_items, [&](const ScaleBatch<RowsPass<acc_t>>& batch, bool, bool) {
-    transposed_rows_kernel<acc_t><<<grid_for(batch.total()), kThreads, 0, stream>>>(batch, dz.const_data_ptr<acc_t>(),
-                                                                                    H, W);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-  for_each_batch(column_descs, column_items, [&](const ScaleBatch<ColumnsPass<acc_t>>& batch, bool, bool) {
-    transposed_columns_kernel<acc_t><<<grid_for(batch.total()), kThreads, 0, stream>>>(batch, W);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
+  launch_per_item(row_passes, row_items);
+  launch_per_item(column_passes, column_items);
 }
 
 std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> mini_decoder_backward_cuda(

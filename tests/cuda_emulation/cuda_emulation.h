@@ -1,0 +1,118 @@
+// Just enough of the CUDA runtime to run the kernels of kernels/*.cu on the CPU, for the tests of
+// a machine without a GPU (tests/test_cuda_emulated.py). A launch runs one std::thread per CUDA
+// thread of a block, so __syncthreads is a real barrier between concurrently running threads, and
+// runs the blocks one after another, so a block's __shared__ arrays can be function statics.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <barrier>
+#include <cstdint>
+#include <exception>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+struct dim3 {
+  unsigned int x, y, z;
+  dim3(unsigned int x_ = 1, unsigned int y_ = 1, unsigned int z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+using cudaStream_t = void*;
+inline thread_local dim3 threadIdx, blockIdx, blockDim, gridDim;
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __grid_constant__
+#define __shared__ static
+#undef CUDA_KERNEL_ASSERT
+#define CUDA_KERNEL_ASSERT(cond) TORCH_CHECK(cond, "device-side assertion failed: " #cond)
+#define C10_CUDA_KERNEL_LAUNCH_CHECK() \
+  do {                                 \
+  } while (0)
+
+namespace emulation {
+
+inline std::barrier<>* block_barrier = nullptr;
+inline std::vector<unsigned char> dynamic_shared_storage;
+inline unsigned char* dynamic_shared = nullptr;
+
+// `kernel<<<grid, block, shared_bytes, stream>>>(args...)` is rewritten to
+// `emulation::Launch(grid, block, shared_bytes, stream)(kernel, args...)`.
+struct Launch {
+  dim3 grid, block;
+  size_t shared_bytes;
+
+  Launch(dim3 g, dim3 b, size_t s = 0, cudaStream_t = nullptr) : grid(g), block(b), shared_bytes(s) {}
+
+  template <typename Kernel, typename... Args>
+  void operator()(Kernel kernel, Args... args) const {
+    // The limits a real launch enforces.
+    TORCH_CHECK(grid.x > 0 && grid.y > 0 && grid.z > 0, "launch with an empty grid");
+    TORCH_CHECK(grid.y <= 65535 && grid.z <= 65535, "grid.y or grid.z over 65535");
+    TORCH_CHECK(shared_bytes <= 48 * 1024, "over 48 KiB of dynamic shared memory without opting in");
+    const unsigned int threads = block.x * block.y * block.z;
+    TORCH_CHECK(threads > 0 && threads <= 1024, "block of ", threads, " threads");
+    dynamic_shared_storage.assign(shared_bytes + 16, 0xFF);  // NaN-like garbage, not zeros
+    const uintptr_t address = reinterpret_cast<uintptr_t>(dynamic_shared_storage.data());
+    dynamic_shared = dynamic_shared_storage.data() + (16 - address % 16) % 16;
+    std::barrier<> barrier(threads);
+    block_barrier = &barrier;
+    std::exception_ptr failure;
+    std::mutex failure_mutex;
+    std::vector<std::thread> pool;
+    for (unsigned int t = 0; t < threads; ++t) {
+      pool.emplace_back([&, t] {
+        threadIdx = dim3(t % block.x, (t / block.x) % block.y, t / (block.x * block.y));
+        blockDim = block;
+        gridDim = grid;
+        try {
+          for (unsigned int z = 0; z < grid.z; ++z) {
+            for (unsigned int y = 0; y < grid.y; ++y) {
+              for (unsigned int x = 0; x < grid.x; ++x) {
+                blockIdx = dim3(x, y, z);
+                kernel(args...);
+                barrier.arrive_and_wait();  // the block is done before the next reuses its shared memory
+              }
+            }
+          }
+        } catch (...) {  // a failed device assertion: leave the barrier so the others finish, report it
+          {
+            const std::lock_guard<std::mutex> lock(failure_mutex);
+            if (!failure) failure = std::current_exception();
+          }
+          barrier.arrive_and_drop();
+        }
+      });
+    }
+    for (auto& thread : pool) thread.join();
+    if (failure) std::rethrow_exception(failure);
+  }
+};
+
+}  // namespace emulation
+
+inline void __syncthreads() { emulation::block_barrier->arrive_and_wait(); }
+
+namespace at {
+namespace cuda {
+struct DeviceProperties {
+  int multiProcessorCount = 2;
+};
+inline DeviceProperties* getCurrentDeviceProperties() {
+  static DeviceProperties properties;
+  return &properties;
+}
+inline cudaStream_t getCurrentCUDAStream() { return nullptr; }
+}  // namespace cuda
+}  // namespace at
+
+namespace c10 {
+namespace cuda {
+struct CUDAGuard {
+  explicit CUDAGuard(c10::Device) {}
+};
+}  // namespace cuda
+}  // namespace c10

@@ -1,0 +1,184 @@
+"""The CUDA kernel sources (kernels/*.cu) run on the CPU, against paanet_fast.reference.
+
+This machine has no GPU, so the kernels are compiled as C++ against tests/cuda_emulation/
+cuda_emulation.h: each launch runs one thread per CUDA thread of a block with real barriers, and
+the blocks one after another. The kernel sources are used unchanged but for three mechanical
+rewrites (launch syntax, dynamic shared memory, dispatch key), so the indexing, tiling, staging,
+chunking over scales and every layout path of the GPU code are checked here; only what the
+hardware adds (memory alignment faults, warp scheduling) is left to tests/test_cuda.py on a GPU.
+The build is cached by torch.utils.cpp_extension; a rebuild takes a minute or two.
+"""
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils import cpp_extension
+
+from paanet_fast import reference
+
+ROOT = Path(__file__).resolve().parent.parent
+TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+DTYPES = [pytest.param(dtype, id=str(dtype).removeprefix("torch.")) for dtype in TOLERANCE]
+LAUNCH = re.compile(r"([A-Za-z_]\w*(?:<[\w, ]*>)?)<<<(.*?)>>>\(", re.S)
+
+
+def _emulated(source: str) -> tuple[str, int]:
+    """`source` with its launches, dynamic shared memory and CUDA registrations made CPU code."""
+    source, launches = LAUNCH.subn(r"emulation::Launch(\2)(\1, ", source)
+    source = re.sub(r"extern __shared__[^;]*?(\w+)\[\];", r"unsigned char* \1 = emulation::dynamic_shared;", source)
+    source = source.replace("TORCH_LIBRARY_IMPL(paanet_fast, CUDA, m)", "TORCH_LIBRARY_IMPL(paanet_cuda_emulated, CPU, m)")
+    return source, launches
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    """Keeps the file's time stamp when its text is unchanged, so that ninja does not rebuild it."""
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+
+
+@pytest.fixture(scope="module")
+def emulated():
+    """torch.ops.paanet_cuda_emulated: the CUDA kernels, registered for CPU tensors."""
+    out = Path(tempfile.gettempdir()) / "paanet_fast_cuda_emulation"
+    out.mkdir(exist_ok=True)
+    common = (ROOT / "kernels/common.cuh").read_text()
+    for header in ("ATen/cuda/CUDAContext.h", "c10/cuda/CUDAException.h", "c10/cuda/CUDAGuard.h"):
+        common = common.replace(f"#include <{header}>\n", "")
+    common = common.replace("#include <ATen/ATen.h>\n", '#include <ATen/ATen.h>\n#include "cuda_emulation.h"\n', 1)
+    common, launches = _emulated(common)
+    sources = []
+    for kernel_file in sorted((ROOT / "kernels").glob("*.cu")):
+        text, found = _emulated(kernel_file.read_text())
+        launches += found
+        assert "<<<" not in text, f"{kernel_file.name}: a launch the rewrite does not recognise"
+        sources.append(out / f"{kernel_file.stem}.cpp")
+        _write_if_changed(sources[-1], text)
+    assert launches >= 5, "the kernels' launches were not found"
+    _write_if_changed(out / "common.cuh", common)
+    schemas = (ROOT / "csrc/ops.cpp").read_text().replace("TORCH_LIBRARY(paanet_fast, m)",
+                                                          "TORCH_LIBRARY(paanet_cuda_emulated, m)")
+    _write_if_changed(out / "schemas.cpp", schemas)
+    cpp_extension.load(
+        "paanet_cuda_emulated",
+        [str(s) for s in sources] + [str(out / "schemas.cpp"), str(ROOT / "csrc/checks.cpp"), str(ROOT / "csrc/low_res.cpp")],
+        extra_include_paths=[str(out), str(ROOT / "tests/cuda_emulation"), str(ROOT / "csrc")],
+        extra_cflags=["-O1", "-std=c++20", "-fno-strict-aliasing", "-Wno-unknown-pragmas"],
+        is_python_module=False)
+    return torch.ops.paanet_cuda_emulated
+
+
+@pytest.fixture(autouse=True)
+def poisoned_outputs(monkeypatch):
+    monkeypatch.setenv("PAANET_FAST_POISON", "1")  # outputs start as NaN: a skipped element shows
+
+
+def _random(gen: torch.Generator, dtype: torch.dtype, *shape: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=gen, dtype=torch.float64).to(dtype)
+
+
+def _assert_close(actual, expected, dtype: torch.dtype) -> None:
+    tol = TOLERANCE[dtype]
+    for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
+        assert a.dtype == dtype and a.shape == e.shape, f"result {i}: {a.dtype} {tuple(a.shape)}"
+        torch.testing.assert_close(a.double(), e.double(), rtol=tol, atol=tol * e.abs().max().item(),
+                                   msg=lambda m: f"result {i}: {m}")
+
+
+def _reference_with_grads(fn, inputs, grads):
+    leaves = [t.detach().double().requires_grad_() for t in inputs]
+    outputs = list(fn(leaves))
+    torch.autograd.backward(outputs, [g.double() for g in grads])
+    return outputs, [leaf.grad for leaf in leaves]
+
+
+def _check_mini_decoder(ops, features, weight, bias, size, grad_logits, grad_gam, dtype):
+    n = len(features)
+    expected, expected_grads = _reference_with_grads(
+        lambda t: reference.mini_decoder(t[:n], t[n], t[n + 1], size), [*features, weight, bias],
+        [grad_logits, grad_gam])
+    logits, gam = ops.mini_decoder(features, weight, bias, list(size))
+    _assert_close([logits, gam], expected, dtype)
+    # The backward is given the reference's G, so that only its own rounding is measured.
+    dfeatures, dweight, dbias = ops.mini_decoder_backward(grad_logits, grad_gam, expected[1].detach().to(dtype),
+                                                          features, weight)
+    _assert_close([*dfeatures, dweight, dbias], expected_grads, dtype)
+    assert [d.stride() for d in dfeatures] == [torch.empty_like(f).stride() for f in features]
+
+
+def _check_gam_multiply(ops, features, gam, reverse, grads, dtype):
+    expected, expected_grads = _reference_with_grads(
+        lambda t: reference.gam_multiply(t[:-1], t[-1], reverse), [*features, gam], grads)
+    outputs = ops.gam_multiply(features, gam, reverse)
+    _assert_close(outputs, expected, dtype)
+    assert [o.stride() for o in outputs] == [torch.empty_like(f).stride() for f in features]
+    dfeatures, dgam = ops.gam_multiply_backward(grads, features, gam, reverse)
+    _assert_close([*dfeatures, dgam], expected_grads, dtype)
+
+
+MINI_DECODER_CASES = [
+    pytest.param(1, [(3, 5, 7)], (21, 35), id="one-scale"),
+    pytest.param(2, [(4, 9, 9), (2, 5, 5), (1, 3, 3)], (37, 40), id="odd"),
+    pytest.param(1, [(2, 40, 50), (3, 4, 4)], (17, 23), id="downscale-unstaged"),
+    pytest.param(1, [(1, 2, 2)] * 18, (9, 11), id="18-scales"),
+]
+GAM_CASES = [
+    pytest.param(2, [(5, 8, 12), (3, 4, 6), (2, 1, 3)], (16, 24), id="three-scales"),
+    pytest.param(1, [(16, 8, 16), (8, 4, 8)], (32, 64), id="packed"),
+    pytest.param(1, [(3, 2, 300), (2, 1, 600)], (40, 600), id="row-sum-rounds-and-tiles"),
+    pytest.param(1, [(3, 2, 2)] * 18, (8, 8), id="18-scales"),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch,scales,size", MINI_DECODER_CASES)
+def test_mini_decoder(emulated, dtype, batch, scales, size):
+    gen = torch.Generator().manual_seed(0)
+    features = [_random(gen, dtype, batch, c, h, w) for c, h, w in scales]
+    weight = _random(gen, dtype, 1, sum(c for c, _, _ in scales), 3, 3)
+    bias = _random(gen, dtype, 1)
+    grads = [_random(gen, dtype, batch, 1, *size) for _ in range(2)]
+    _check_mini_decoder(emulated, features, weight, bias, size, *grads, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch,scales,size", GAM_CASES)
+@pytest.mark.parametrize("reverse", [False, True], ids=["attention", "reverse-attention"])
+def test_gam_multiply(emulated, dtype, batch, scales, size, reverse):
+    gen = torch.Generator().manual_seed(1)
+    features = [_random(gen, dtype, batch, c, h, w) for c, h, w in scales]
+    gam = torch.rand(batch, 1, *size, generator=gen, dtype=torch.float64).to(dtype)
+    grads = [_random(gen, dtype, *f.shape) for f in features]
+    _check_gam_multiply(emulated, features, gam, reverse, grads, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16], ids=["float64", "float16"])
+def test_any_layout(emulated, dtype):
+    """channels_last (packed), sliced and transposed features; expanded and transposed gradients and GAM."""
+    gen = torch.Generator().manual_seed(2)
+    wide = _random(gen, dtype, 2, 16, 8, 24)
+    features = [wide.contiguous(memory_format=torch.channels_last), wide[:, 1::2, :, :12],
+                _random(gen, dtype, 2, 3, 16, 4).transpose(2, 3)]
+    weight, bias = _random(gen, dtype, 1, 27, 3, 3), _random(gen, dtype, 1)
+    grad_logits = torch.full((), 0.5, dtype=dtype).expand(2, 1, 32, 48)
+    grad_gam = _random(gen, dtype, 2, 1, 48, 32).transpose(2, 3)
+    _check_mini_decoder(emulated, features, weight, bias, (32, 48), grad_logits, grad_gam, dtype)
+    gam = torch.rand(2, 1, 48, 32, generator=gen, dtype=torch.float64).to(dtype).transpose(2, 3)
+    grads = [torch.full((), -1.5, dtype=dtype).expand_as(features[0]),
+             _random(gen, dtype, *features[1].shape).contiguous(memory_format=torch.channels_last),
+             _random(gen, dtype, *features[2].shape)]
+    _check_gam_multiply(emulated, features, gam, True, grads, dtype)
+
+
+def test_zero_batch(emulated):
+    features, weight = [torch.randn(0, 2, 3, 3)], torch.randn(1, 2, 3, 3)
+    logits, gam = emulated.mini_decoder(features, weight, torch.randn(1), [6, 6])
+    dfeatures, dweight, dbias = emulated.mini_decoder_backward(logits, gam, gam, features, weight)
+    assert logits.shape == (0, 1, 6, 6) and dfeatures[0].shape == (0, 2, 3, 3)
+    assert not dweight.any() and not dbias.any()
+    outputs = emulated.gam_multiply(features, torch.rand(0, 1, 6, 6), True)
+    dfeatures, dgam = emulated.gam_multiply_backward(outputs, features, torch.rand(0, 1, 6, 6), True)
+    assert outputs[0].shape == dfeatures[0].shape == (0, 2, 3, 3) and dgam.shape == (0, 1, 6, 6)
