@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
@@ -119,8 +120,30 @@ def _message(exc: Exception) -> str:
     return message
 
 
+def _restart_with_passive_openmp_threads() -> None:
+    """Re-run this command with OMP_WAIT_POLICY=PASSIVE unless the user chose a policy.
+
+    PyTorch's OpenMP threads otherwise spin while they wait for each other; on a machine whose
+    cores are shared with other work (a 2-core laptop, a busy CI box) a spinning thread that has
+    lost its core stalls every parallel region, and training gets several times slower. libgomp
+    reads the policy only when it is loaded, which happened when `paanet_fast` imported torch, so
+    the process has to start again for it to take effect.
+    """
+    if "OMP_WAIT_POLICY" in os.environ:
+        return
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "paanet_fast", *sys.argv[1:]])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (2 for a usage or data problem)."""
+    """Run the command line; returns the exit status (2 for a usage or data problem).
+
+    `argv` None means the program's own arguments (the console script and `python -m`); only
+    then may the process restart itself to set the OpenMP wait policy.
+    """
+    if argv is None:
+        _restart_with_passive_openmp_threads()
     parser = build_parser()
     args = parser.parse_args(argv)
     from .checkpoint import RunError
