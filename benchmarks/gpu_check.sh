@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# One command for a GPU machine: build the extension with its CUDA kernels, run the GPU cases of
+# the test suite, then time both operators and a training step (benchmarks/gpu_report.py).
+#
+#   bash benchmarks/gpu_check.sh [gpu_report.py options]      e.g. --skip-compile-model
+#
+# Environment: PYTHON (default python3), TORCH_CUDA_ARCH_LIST (default: this card's
+# architecture only, which builds several times faster than the full list), MAX_JOBS, OUT (the
+# report and the build log are also written there). Exits non-zero when the build, a test or a
+# benchmark failed. Compiling the reference model with torch.compile takes minutes; pass
+# --skip-compile-model where the command has a time limit.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+status=0
+
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader || true
+"$PYTHON" -c "import torch, sys; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'python', sys.version.split()[0])"
+arch=$("$PYTHON" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print('%d.%d' % torch.cuda.get_device_capability())") || exit 1
+export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-$arch}
+export MAX_JOBS=${MAX_JOBS:-$(nproc)}
+
+echo "== build (TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST)"
+start=$SECONDS
+log=${OUT:-${TMPDIR:-/tmp}}/build.log
+if ! PAANET_FAST_CUDA=1 "$PYTHON" -m pip install --no-build-isolation --no-deps -e . > "$log" 2>&1; then
+  tail -n 40 "$log"
+  echo "build failed"
+  exit 1
+fi
+echo "built in $((SECONDS - start)) s"
+
+echo "== GPU tests"
+tests=(tests/test_cuda.py)
+for f in tests/test_triton*.py; do [ -e "$f" ] && tests+=("$f"); done
+CI=true "$PYTHON" -m pytest -q -rs -p no:cacheprovider "${tests[@]}" tests/test_cuda_registration.py || status=1
+
+echo "== timings"
+"$PYTHON" benchmarks/gpu_report.py "$@" || status=1
+exit $status
