@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="train a PAANet", argument_default=argparse.SUPPRESS,
         description="Train a PAANet. Real datasets default to the paper's settings (Adam, lr 1e-4, 30 epochs, "
                     "batch 8, 256x256, resnet50, ImageNet weights); the synthetic set to a run of about ten "
-                    "minutes on two CPU cores (12 epochs, 400 images of 128x128, resnet18 from scratch, lr 1e-3).")
+                    "minutes on two CPU cores (10 epochs, 400 images of 128x128, resnet18 from scratch, lr 1e-3).")
     train.add_argument("--dataset", choices=DATASETS, help="required unless --resume")
     train.add_argument("--data-root", help="folder with the dataset's official layout (not for synthetic)")
     train.add_argument("--out", required=True, help="run folder")

@@ -41,7 +41,7 @@ PANEL_SAMPLES = 4
 # run finishes in about ten minutes on two CPU cores and still shows clear learning.
 PAPER_DEFAULTS = {"epochs": 30, "batch_size": 8, "image_size": 256, "lr": 1e-4, "encoder": "resnet50",
                   "encoder_weights": "imagenet"}
-SYNTHETIC_DEFAULTS = {"epochs": 12, "batch_size": 8, "image_size": 128, "lr": 1e-3, "encoder": "resnet18",
+SYNTHETIC_DEFAULTS = {"epochs": 10, "batch_size": 8, "image_size": 128, "lr": 1e-3, "encoder": "resnet18",
                       "encoder_weights": "none", "num_images": 400}
 # Flags that may change when resuming a run; every other setting is the run's own.
 RESUME_OVERRIDES = frozenset({"epochs", "workers", "data_root", "device", "backend"})

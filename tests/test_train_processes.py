@@ -29,7 +29,7 @@ def _epochs(path):
 
 def test_kill_9_during_training_then_resume_finishes_the_run(tmp_path):
     out = tmp_path / "run"
-    process = subprocess.Popen(_train_command(out, *TINY_FLAGS, "--epochs", "4"), env=ENV,
+    process = subprocess.Popen(_train_command(out, *TINY_FLAGS, "--epochs", "3"), env=ENV,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
     while not (out / "last.pt").exists():
@@ -40,15 +40,15 @@ def test_kill_9_during_training_then_resume_finishes_the_run(tmp_path):
     process.wait()
     process.stderr.close()
     killed_at = torch.load(out / "last.pt", weights_only=True)
-    assert process.returncode == -signal.SIGKILL and killed_at["epoch"] < 4, "the run ended before the kill"
+    assert process.returncode == -signal.SIGKILL and killed_at["epoch"] < 3, "the run ended before the kill"
     rows_before = killed_at["history"]
 
     resumed = subprocess.run(_train_command(out, "--resume"), env=ENV, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     final = torch.load(out / "last.pt", weights_only=True)
-    assert final["epoch"] == 4 and _epochs(out / "metrics.csv") == [1, 2, 3, 4]
+    assert final["epoch"] == 3 and _epochs(out / "metrics.csv") == [1, 2, 3]
     assert final["history"][:len(rows_before)] == rows_before  # continued, not restarted
-    assert f"epoch {killed_at['epoch'] + 1}/4" in resumed.stdout and "epoch 1/4" not in resumed.stdout
+    assert f"epoch {killed_at['epoch'] + 1}/3" in resumed.stdout and "epoch 1/3" not in resumed.stdout
 
 
 @pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
