@@ -238,6 +238,75 @@ def train(config: TrainConfig, resume: bool = False, given: dict[str, Any] | Non
         proc.close()
 
 
+@dataclass
+class _Run:
+    """The state of a training run that its epochs share."""
+
+    config: TrainConfig
+    proc: Distributed
+    log: RunLog
+    split: Split
+    model: PAANet
+    trained: torch.nn.Module  # the model, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    loss_fn: PAANetLoss
+    history: list[dict]
+    best_dsc: float
+
+    @property
+    def out(self) -> Path:
+        return Path(self.config.out)
+
+    def train_epoch(self, epoch: int, loader: DataLoader) -> tuple[float, int]:
+        """One pass over this process's shard; returns (summed loss * images, images) over all processes."""
+        self.trained.train()
+        loss_sum, seen, start = 0.0, 0, time.perf_counter()
+        bar = tqdm(loader, desc=f"epoch {epoch}/{self.config.epochs}", unit="batch", disable=not self.proc.is_main,
+                   dynamic_ncols=True, leave=False)
+        for batch in bar:
+            images = batch["image"].to(self.proc.device, non_blocking=True)
+            masks = batch["mask"].to(self.proc.device, non_blocking=True)
+            with autocast(self.proc.device, self.config.amp):
+                loss = self.loss_fn(self.trained(images, return_aux=True), masks)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            loss_sum += loss.item() * images.shape[0]
+            seen += images.shape[0]
+            rate = seen * self.proc.world_size / (time.perf_counter() - start)
+            bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{rate:.1f}")
+        bar.close()
+        loss_sum, seen = self.proc.sum(loss_sum, seen)
+        return loss_sum, int(seen)
+
+    def finish_epoch(self, epoch: int, loss_sum: float, seen: int, train_seconds: float,
+                     val_set: SegmentationDataset, val_loader: DataLoader) -> dict:
+        """Validate, then write the checkpoints, metrics.csv and the pictures (rank 0 only)."""
+        scored = score_loader(self.model, val_loader, self.proc.device, self.config.amp, loss_fn=self.loss_fn)
+        summary = metrics.summarize(scored.scores)
+        row = {"epoch": epoch, "train_images": seen, "train_loss": loss_sum / seen, "val_loss": scored.loss,
+               **{f"val_{key}": summary[key] for key in ("dsc", "miou", "recall", "precision")},
+               "lr": self.optimizer.param_groups[0]["lr"], "train_seconds": train_seconds,
+               "train_images_per_second": seen / train_seconds}
+        self.history.append(row)
+        improved = row["val_dsc"] > self.best_dsc
+        self.best_dsc = max(self.best_dsc, row["val_dsc"])
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scaler": self.scaler.state_dict(), "epoch": epoch, "config": dataclasses.asdict(self.config),
+                 "model_config": dict(self.model.config), "split": self.split, "history": self.history,
+                 "best_dsc": self.best_dsc, "rng": _rng_state()}
+        # best.pt first: a kill between the two writes then redoes this epoch and rewrites both.
+        if improved:
+            save_checkpoint(self.out / "best.pt", state)
+        save_checkpoint(self.out / "last.pt", state)
+        write_text(self.out / "metrics.csv", _metrics_csv(self.history))
+        save_training_curves(self.history, self.out / "training_curves.png")
+        _save_panel(self.model, val_set, self.config, self.proc.device, epoch, self.out / "validation_samples.png")
+        return {**row, "improved": improved}
+
+
 def _train(config: TrainConfig, proc: Distributed, resume_state: dict | None) -> list[dict]:
     out = Path(config.out)
     if proc.is_main:
@@ -276,70 +345,30 @@ def _train(config: TrainConfig, proc: Distributed, resume_state: dict | None) ->
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     scaler = torch.amp.GradScaler(proc.device.type, enabled=config.amp == "fp16")
-    history: list[dict] = []
-    best_dsc = -1.0
     if resume_state is not None:
         model.load_state_dict(resume_state["model"])
         optimizer.load_state_dict(resume_state["optimizer"])
         scaler.load_state_dict(resume_state["scaler"])
         _set_rng_state(resume_state["rng"])
-        history = list(resume_state["history"])
-        best_dsc = resume_state["best_dsc"]
     trained = model
     if proc.world_size > 1:
         trained = DistributedDataParallel(model, device_ids=[proc.device] if proc.device.type == "cuda" else None)
-    loss_fn = PAANetLoss()
+    run = _Run(config, proc, log, split, model, trained, optimizer, scaler, PAANetLoss(),
+               history=list(resume_state["history"]) if resume_state else [],
+               best_dsc=resume_state["best_dsc"] if resume_state else -1.0)
 
-    for epoch in range(len(history) + 1, config.epochs + 1):
+    for epoch in range(len(run.history) + 1, config.epochs + 1):
         start = time.perf_counter()
         sampler.set_epoch(epoch)
         train_set.set_epoch(epoch)
-        trained.train()
-        loss_sum, seen = 0.0, 0
-        bar = tqdm(train_loader, desc=f"epoch {epoch}/{config.epochs}", unit="batch", disable=not proc.is_main,
-                   dynamic_ncols=True, leave=False)
-        for batch in bar:
-            images = batch["image"].to(proc.device, non_blocking=True)
-            masks = batch["mask"].to(proc.device, non_blocking=True)
-            with autocast(proc.device, config.amp):
-                loss = loss_fn(trained(images, return_aux=True), masks)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            loss_sum += loss.item() * images.shape[0]
-            seen += images.shape[0]
-            rate = seen * proc.world_size / (time.perf_counter() - start)
-            bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{rate:.1f}")
-        bar.close()
-        loss_sum, seen = proc.sum(loss_sum, seen)
-        train_seconds = time.perf_counter() - start
-        if proc.is_main:
-            scored = score_loader(model, val_loader, proc.device, config.amp, loss_fn=loss_fn)
-            summary = metrics.summarize(scored.scores)
-            row = {"epoch": epoch, "train_images": int(seen), "train_loss": loss_sum / seen, "val_loss": scored.loss,
-                   **{f"val_{key}": summary[key] for key in ("dsc", "miou", "recall", "precision")},
-                   "lr": optimizer.param_groups[0]["lr"], "train_seconds": train_seconds,
-                   "train_images_per_second": seen / train_seconds}
-            history.append(row)
-            improved = row["val_dsc"] > best_dsc
-            best_dsc = max(best_dsc, row["val_dsc"])
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                     "epoch": epoch, "config": dataclasses.asdict(config), "model_config": dict(model.config),
-                     "split": split, "history": history, "best_dsc": best_dsc, "rng": _rng_state()}
-            # best.pt first: a kill between the two writes then redoes this epoch and rewrites both.
-            if improved:
-                save_checkpoint(out / "best.pt", state)
-            save_checkpoint(out / "last.pt", state)
-            write_text(out / "metrics.csv", _metrics_csv(history))
-            save_training_curves(history, out / "training_curves.png")
-            _save_panel(model, val_set, config, proc.device, epoch, out / "validation_samples.png")
-            log(f"epoch {epoch}/{config.epochs}: train loss {row['train_loss']:.4f}, val loss {row['val_loss']:.4f}, "
-                f"val DSC {row['val_dsc']:.4f}, mIoU {row['val_miou']:.4f}, "
-                f"{row['train_images_per_second']:.1f} img/s, {time.perf_counter() - start:.1f} s"
-                + (" (best)" if improved else ""))
-        else:
-            history.append({"epoch": epoch})
-    if proc.is_main:
-        log(f"done: best val DSC {best_dsc:.4f}; run folder {out}")
-    return history
+        loss_sum, seen = run.train_epoch(epoch, train_loader)
+        if not proc.is_main:
+            run.history.append({"epoch": epoch})
+            continue
+        row = run.finish_epoch(epoch, loss_sum, seen, time.perf_counter() - start, val_set, val_loader)
+        log(f"epoch {epoch}/{config.epochs}: train loss {row['train_loss']:.4f}, val loss {row['val_loss']:.4f}, "
+            f"val DSC {row['val_dsc']:.4f}, mIoU {row['val_miou']:.4f}, "
+            f"{row['train_images_per_second']:.1f} img/s, {time.perf_counter() - start:.1f} s"
+            + (" (best)" if row["improved"] else ""))
+    log(f"done: best val DSC {run.best_dsc:.4f}; run folder {out}")
+    return run.history
