@@ -134,6 +134,6 @@ def evaluate(checkpoint: str | Path, out: str | Path, dataset: str | None = None
     title = (f"PAANet ({config['encoder']}, epoch {state['epoch']}) on {dataset}, {split} split: "
              f"{len(ids)} images at {config['image_size']}x{config['image_size']}, threshold {threshold}")
     print(format_table(summary, title))
-    print(f"speed: {timer.images_per_second:.1f} images/s on {torch_device} ({TIMING_NOTE}; batch {batch_size})")
+    print(f"speed: {timer.images_per_second:.1f} images/s on {torch_device}, batch {batch_size}: {TIMING_NOTE}")
     print(f"wrote {out / 'scores.json'} and {out / 'per_image.csv'}")
     return result
