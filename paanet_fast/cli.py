@@ -133,7 +133,7 @@ def _restart_with_passive_openmp_threads() -> None:
         return
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     sys.stdout.flush()
-    os.execv(sys.executable, [sys.executable, "-m", "paanet_fast", *sys.argv[1:]])
+    os.execv(sys.executable, sys.orig_argv)  # the same command line, interpreter flags included
 
 
 def main(argv: Sequence[str] | None = None) -> int:
