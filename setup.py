@@ -4,7 +4,7 @@ torch are present. The build never looks for a GPU: build machines usually have 
 Environment switches:
   PAANET_FAST_CUDA=1|0      force (fail if impossible) or skip the CUDA kernels; default: auto.
   PAANET_FAST_PORTABLE=1    no -march=native (for binaries that travel to other machines).
-  TORCH_CUDA_ARCH_LIST      respected; default "8.0;8.6;8.9;9.0".
+  TORCH_CUDA_ARCH_LIST      respected; default "8.0;8.6;8.9;9.0+PTX" (PTX so newer cards JIT it).
 """
 import glob
 import os
@@ -70,7 +70,7 @@ def _extension():
         return cpp_extension.CppExtension(
             "paanet_fast._C", cpp_sources, include_dirs=include_dirs,
             extra_compile_args={"cxx": cxx_flags}, extra_link_args=["-fopenmp"])
-    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;8.6;8.9;9.0")
+    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;8.6;8.9;9.0+PTX")
     cu_sources = sorted(glob.glob("kernels/**/*.cu", recursive=True))
     return cpp_extension.CUDAExtension(
         "paanet_fast._C", cpp_sources + cu_sources,
