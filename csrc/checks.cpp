@@ -32,18 +32,32 @@ void check_like(const at::Tensor& t, const char* arg, const at::Tensor& ref, con
                     " but the features are on ", ref.device());
 }
 
-}  // namespace
-
-void check_mini_decoder_args(at::TensorList features, const at::Tensor& weight,
-                             const at::Tensor& bias, c10::IntArrayRef size) {
-  constexpr const char* op = "paanet_fast.mini_decoder";
-  check_feature_list(features, op);
+void check_weight(at::TensorList features, const at::Tensor& weight, const char* op) {
   int64_t channels = 0;
   for (const auto& f : features) channels += f.size(1);
   TORCH_CHECK_VALUE(weight.dim() == 4 && weight.size(0) == 1 && weight.size(1) == channels &&
                         weight.size(2) == 3 && weight.size(3) == 3,
                     op, ": `weight` must have shape (1, ", channels, ", 3, 3) for features with ",
                     channels, " channels in total, got ", weight.sizes());
+}
+
+// A full-resolution (B, 1, H, W) map of the features' batch and dtype; `like` fixes H and W.
+void check_full_res_map(const at::Tensor& t, const char* arg, const at::Tensor& like,
+                        at::TensorList features, const char* op) {
+  TORCH_CHECK_VALUE(t.dim() == 4 && t.size(0) == features[0].size(0) && t.size(1) == 1 &&
+                        t.size(2) == like.size(2) && t.size(3) == like.size(3),
+                    op, ": `", arg, "` must have shape (", features[0].size(0), ", 1, ", like.size(2),
+                    ", ", like.size(3), "), got ", t.sizes());
+  check_like(t, arg, features[0], op);
+}
+
+}  // namespace
+
+void check_mini_decoder_args(at::TensorList features, const at::Tensor& weight,
+                             const at::Tensor& bias, c10::IntArrayRef size) {
+  constexpr const char* op = "paanet_fast.mini_decoder";
+  check_feature_list(features, op);
+  check_weight(features, weight, op);
   TORCH_CHECK_VALUE(bias.dim() == 1 && bias.size(0) == 1, op, ": `bias` must have shape (1,), got ",
                     bias.sizes());
   check_like(weight, "weight", features[0], op);
@@ -66,6 +80,33 @@ void check_gam_multiply_args(at::TensorList features, const at::Tensor& gam) {
                       ": the GAM size (", gam.size(2), ", ", gam.size(3),
                       ") must be an integer multiple of features[", i, "]'s size (", f.size(2), ", ",
                       f.size(3), ")");
+  }
+}
+
+void check_mini_decoder_backward_args(const at::Tensor& grad_logits, const at::Tensor& grad_gam,
+                                      const at::Tensor& gam, at::TensorList features,
+                                      const at::Tensor& weight) {
+  constexpr const char* op = "paanet_fast.mini_decoder_backward";
+  check_feature_list(features, op);
+  check_weight(features, weight, op);
+  check_like(weight, "weight", features[0], op);
+  TORCH_CHECK_VALUE(gam.dim() == 4, op, ": `gam` must have shape (B, 1, H, W), got ", gam.sizes());
+  check_full_res_map(gam, "gam", gam, features, op);
+  check_full_res_map(grad_logits, "grad_logits", gam, features, op);
+  check_full_res_map(grad_gam, "grad_gam", gam, features, op);
+}
+
+void check_gam_multiply_backward_args(at::TensorList grad_outputs, at::TensorList features,
+                                      const at::Tensor& gam) {
+  check_gam_multiply_args(features, gam);
+  constexpr const char* op = "paanet_fast.gam_multiply_backward";
+  TORCH_CHECK_VALUE(grad_outputs.size() == features.size(), op, ": got ", grad_outputs.size(),
+                    " grad_outputs for ", features.size(), " features");
+  for (size_t i = 0; i < features.size(); ++i) {
+    TORCH_CHECK_VALUE(grad_outputs[i].sizes() == features[i].sizes(), op, ": grad_outputs[", i,
+                      "] must have the shape of features[", i, "] ", features[i].sizes(), ", got ",
+                      grad_outputs[i].sizes());
+    check_like(grad_outputs[i], "grad_outputs", features[0], op);
   }
 }
 

@@ -15,6 +15,16 @@ void check_mini_decoder_args(at::TensorList features, const at::Tensor& weight,
 // features as above; gam (B, 1, H, W) with H and W integer multiples of every h_v and w_v.
 void check_gam_multiply_args(at::TensorList features, const at::Tensor& gam);
 
+// The backward entry points: the forward's checks on features and weight, plus grad_logits,
+// grad_gam and gam all (B, 1, H, W) of the features' dtype and batch.
+void check_mini_decoder_backward_args(const at::Tensor& grad_logits, const at::Tensor& grad_gam,
+                                      const at::Tensor& gam, at::TensorList features,
+                                      const at::Tensor& weight);
+
+// The forward's checks, plus one grad_outputs[i] shaped like and of the dtype of each features[i].
+void check_gam_multiply_backward_args(at::TensorList grad_outputs, at::TensorList features,
+                                      const at::Tensor& gam);
+
 // The dtypes a compiled kernel accepts, for its error message.
 void check_kernel_dtype(const at::Tensor& t, const char* arg, bool allow_reduced_precision);
 

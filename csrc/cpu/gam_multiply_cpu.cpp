@@ -1,0 +1,266 @@
+// CPU kernels of paanet_fast::gam_multiply and paanet_fast::gam_multiply_backward (design 2.2).
+//
+// All scales run in one parallel loop over (scale, sample, low-res row). The pooled GAM of a row
+// is computed on the fly from its sy x sx windows and never stored; the backward keeps only the
+// low-resolution window gradients and writes dG once per GAM pixel, summed over the scales.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+#include "checks.h"
+#include "cpu/cpu_common.h"
+#include "paanet_math.h"
+
+namespace paanet {
+namespace {
+
+// A 4-D tensor (B, C, h, w) of any strides, addressed by raw pointer.
+template <typename scalar_t>
+struct Strided4d {
+  scalar_t* data;
+  int64_t sb, sc, sy, sx;
+
+  explicit Strided4d(const at::Tensor& t)
+      : data(t.data_ptr<scalar_t>()), sb(t.stride(0)), sc(t.stride(1)), sy(t.stride(2)), sx(t.stride(3)) {}
+
+  scalar_t* at(int64_t b, int64_t c, int64_t y) const { return data + b * sb + c * sc + y * sy; }
+};
+
+// One scale: its features (B, C, h, w) and the GAM windows (sy x sx) that pool onto it.
+template <typename scalar_t>
+struct Scale {
+  Strided4d<scalar_t> f;
+  int64_t channels, h, w, win_y, win_x;
+
+  Scale(const at::Tensor& features, const at::Tensor& gam)
+      : f(features), channels(features.size(1)), h(features.size(2)), w(features.size(3)),
+        win_y(gam.size(2) / features.size(2)), win_x(gam.size(3) / features.size(3)) {}
+};
+
+// a[x] = attention factor of the windows of row y of a scale, x in [0, w). The win_y GAM rows
+// are summed column by column first (contiguous, vectorised along the GAM width), then each
+// group of win_x columns: the same sums as paanet::window_mean, without its short strided loops.
+template <typename scalar_t, typename acc_t>
+void attention_row(const Strided4d<scalar_t>& g, const Scale<scalar_t>& s, int64_t b, int64_t y,
+                   bool reverse, std::vector<acc_t>& column_sums, acc_t* a) {
+  const int64_t W = s.w * s.win_x;
+  column_sums.assign(W, static_cast<acc_t>(0));
+  for (int64_t i = 0; i < s.win_y; ++i) {
+    const scalar_t* row = g.at(b, 0, y * s.win_y + i);
+    for (int64_t X = 0; X < W; ++X) column_sums[X] += static_cast<acc_t>(row[X * g.sx]);
+  }
+  const acc_t count = static_cast<acc_t>(s.win_y * s.win_x);
+  for (int64_t x = 0; x < s.w; ++x) {
+    acc_t sum = 0;
+    for (int64_t j = 0; j < s.win_x; ++j) sum += column_sums[x * s.win_x + j];
+    a[x] = attention(sum / count, reverse);
+  }
+}
+
+// Runs body(std::true_type) when the inner loop's operands are all contiguous along it, so that
+// the compiler sees unit strides and vectorises; body(std::false_type) otherwise.
+template <typename Body>
+void unit_stride_dispatch(bool unit, Body&& body) {
+  if (unit) {
+    body(std::true_type{});
+  } else {
+    body(std::false_type{});
+  }
+}
+
+// Whether the features' innermost dimension is the width (NCHW-like) rather than the channels.
+template <typename scalar_t>
+bool width_inner(const Strided4d<scalar_t>& t) { return t.sx <= t.sc; }
+
+template <typename scalar_t>
+void forward_kernel(at::TensorList features, const at::Tensor& gam, bool reverse,
+                    const std::vector<at::Tensor>& outputs) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t B = gam.size(0);
+  const Strided4d<scalar_t> g(gam);
+  std::vector<Scale<scalar_t>> scales;
+  std::vector<Strided4d<scalar_t>> outs;
+  cpu::ScaleRanges rows;  // (b, y) per scale
+  for (size_t v = 0; v < features.size(); ++v) {
+    scales.emplace_back(features[v], gam);
+    outs.emplace_back(outputs[v]);
+    rows.add(B * features[v].size(2));
+  }
+  const int64_t row_work = features[0].size(1) * features[0].size(3) + gam.size(3) * scales[0].win_y;
+  at::parallel_for(0, rows.total(), cpu::grain_for(row_work), [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> a, column_sums;
+    for (int64_t i = begin; i < end; ++i) {
+      const size_t v = rows.scale_of(i);
+      const Scale<scalar_t>& s = scales[v];
+      const Strided4d<scalar_t>& out = outs[v];
+      const int64_t local = i - rows.start(v), b = local / s.h, y = local % s.h;
+      a.resize(s.w);
+      attention_row(g, s, b, y, reverse, column_sums, a.data());
+      if (width_inner(s.f)) {
+        unit_stride_dispatch(out.sx == 1 && s.f.sx == 1, [&](auto unit) {
+          const int64_t out_sx = unit ? 1 : out.sx, f_sx = unit ? 1 : s.f.sx;
+          for (int64_t c = 0; c < s.channels; ++c) {
+            const scalar_t* src = s.f.at(b, c, y);
+            scalar_t* dst = out.at(b, c, y);
+            for (int64_t x = 0; x < s.w; ++x) dst[x * out_sx] = static_cast<scalar_t>(src[x * f_sx] * a[x]);
+          }
+        });
+      } else {
+        unit_stride_dispatch(out.sc == 1 && s.f.sc == 1, [&](auto unit) {
+          const int64_t out_sc = unit ? 1 : out.sc, f_sc = unit ? 1 : s.f.sc;
+          for (int64_t x = 0; x < s.w; ++x) {
+            const scalar_t* src = s.f.at(b, 0, y) + x * s.f.sx;
+            scalar_t* dst = out.at(b, 0, y) + x * out.sx;
+            for (int64_t c = 0; c < s.channels; ++c) dst[c * out_sc] = static_cast<scalar_t>(src[c * f_sc] * a[x]);
+          }
+        });
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void backward_kernel(at::TensorList grad_outputs, at::TensorList features, const at::Tensor& gam,
+                     bool reverse, const std::vector<at::Tensor>& grad_features, const at::Tensor& grad_gam) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t B = gam.size(0), H = gam.size(2), W = gam.size(3);
+  const Strided4d<scalar_t> g(gam);
+  std::vector<Scale<scalar_t>> scales;
+  std::vector<Strided4d<scalar_t>> dps, dfs;
+  cpu::ScaleRanges rows;  // (b, y) per scale
+  for (size_t v = 0; v < features.size(); ++v) {
+    scales.emplace_back(features[v], gam);
+    dps.emplace_back(grad_outputs[v]);
+    dfs.emplace_back(grad_features[v]);
+    rows.add(B * features[v].size(2));
+  }
+  // window_grad[v][(b * h + y) * w + x]: d(loss)/d(GAM pixel) for every pixel of that window.
+  std::vector<std::vector<acc_t>> window_grad(scales.size());
+  for (size_t v = 0; v < scales.size(); ++v) window_grad[v].resize(B * scales[v].h * scales[v].w);
+  const acc_t sign = attention_grad_sign<acc_t>(reverse);
+
+  const int64_t row_work = 2 * features[0].size(1) * features[0].size(3) + W * scales[0].win_y;
+  at::parallel_for(0, rows.total(), cpu::grain_for(row_work), [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> a, column_sums;
+    for (int64_t i = begin; i < end; ++i) {
+      const size_t v = rows.scale_of(i);
+      const Scale<scalar_t>& s = scales[v];
+      const Strided4d<scalar_t>&dp = dps[v], &df = dfs[v];
+      const int64_t local = i - rows.start(v), b = local / s.h, y = local % s.h;
+      a.resize(s.w);
+      attention_row(g, s, b, y, reverse, column_sums, a.data());
+      acc_t* da = window_grad[v].data() + local * s.w;  // sum_c dP * F, then scaled
+      std::fill(da, da + s.w, static_cast<acc_t>(0));
+      if (width_inner(s.f)) {
+        unit_stride_dispatch(dp.sx == 1 && df.sx == 1 && s.f.sx == 1, [&](auto unit) {
+          const int64_t dp_sx = unit ? 1 : dp.sx, df_sx = unit ? 1 : df.sx, f_sx = unit ? 1 : s.f.sx;
+          for (int64_t c = 0; c < s.channels; ++c) {
+            const scalar_t* dpr = dp.at(b, c, y);
+            const scalar_t* fr = s.f.at(b, c, y);
+            scalar_t* dfr = df.at(b, c, y);
+            for (int64_t x = 0; x < s.w; ++x) {
+              const acc_t grad = static_cast<acc_t>(dpr[x * dp_sx]);
+              dfr[x * df_sx] = static_cast<scalar_t>(grad * a[x]);
+              da[x] += grad * static_cast<acc_t>(fr[x * f_sx]);
+            }
+          }
+        });
+      } else {
+        unit_stride_dispatch(dp.sc == 1 && df.sc == 1 && s.f.sc == 1, [&](auto unit) {
+          const int64_t dp_sc = unit ? 1 : dp.sc, df_sc = unit ? 1 : df.sc, f_sc = unit ? 1 : s.f.sc;
+          for (int64_t x = 0; x < s.w; ++x) {
+            const scalar_t* dpr = dp.at(b, 0, y) + x * dp.sx;
+            const scalar_t* fr = s.f.at(b, 0, y) + x * s.f.sx;
+            scalar_t* dfr = df.at(b, 0, y) + x * df.sx;
+            acc_t sum = 0;
+            for (int64_t c = 0; c < s.channels; ++c) {
+              const acc_t grad = static_cast<acc_t>(dpr[c * dp_sc]);
+              dfr[c * df_sc] = static_cast<scalar_t>(grad * a[x]);
+              sum += grad * static_cast<acc_t>(fr[c * f_sc]);
+            }
+            da[x] = sum;
+          }
+        });
+      }
+      const acc_t scale = sign / static_cast<acc_t>(s.win_y * s.win_x);
+      for (int64_t x = 0; x < s.w; ++x) da[x] *= scale;
+    }
+  });
+
+  // dG row Y = sum over scales of that scale's window gradients, each repeated win_x times along
+  // the row. A scale's expanded row serves win_y consecutive GAM rows, so it is kept until then.
+  const Strided4d<scalar_t> dg(grad_gam);
+  const size_t n = scales.size();
+  at::parallel_for(0, B * H, cpu::grain_for(static_cast<int64_t>(n) * W), [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> expanded(n * W), acc(W);
+    std::vector<int64_t> expanded_row(n, -1);  // (b * h + y) of the low-res row held in `expanded`
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t b = i / H, Y = i % H;
+      std::fill(acc.begin(), acc.end(), static_cast<acc_t>(0));
+      for (size_t v = 0; v < n; ++v) {
+        const Scale<scalar_t>& s = scales[v];
+        acc_t* row = expanded.data() + v * W;
+        const int64_t low_res_row = b * s.h + Y / s.win_y;
+        if (expanded_row[v] != low_res_row) {
+          const acc_t* da = window_grad[v].data() + low_res_row * s.w;
+          for (int64_t x = 0; x < s.w; ++x) std::fill(row + x * s.win_x, row + (x + 1) * s.win_x, da[x]);
+          expanded_row[v] = low_res_row;
+        }
+        for (int64_t X = 0; X < W; ++X) acc[X] += row[X];
+      }
+      scalar_t* out = dg.at(b, 0, Y);
+      for (int64_t X = 0; X < W; ++X) out[X * dg.sx] = static_cast<scalar_t>(acc[X]);
+    }
+  });
+}
+
+std::vector<at::Tensor> gam_multiply_cpu(at::TensorList features, const at::Tensor& gam, bool reverse) {
+  check_gam_multiply_args(features, gam);
+  check_kernel_dtype(features[0], "features", /*allow_reduced_precision=*/true);
+  const at::ScalarType dtype = features[0].scalar_type();
+  if (cpu::is_reduced_precision(dtype)) {
+    const auto outputs = gam_multiply_cpu(cpu::to_dtype(features, at::kFloat), gam.to(at::kFloat), reverse);
+    return cpu::with_layouts_of(cpu::to_dtype(outputs, dtype), features);
+  }
+  std::vector<at::Tensor> outputs;
+  for (const auto& f : features) outputs.push_back(cpu::poisoned_if_testing(at::empty_like(f)));
+  AT_DISPATCH_FLOATING_TYPES(dtype, "gam_multiply_cpu", [&] {
+    forward_kernel<scalar_t>(features, gam, reverse, outputs);
+  });
+  return outputs;
+}
+
+std::tuple<std::vector<at::Tensor>, at::Tensor> gam_multiply_backward_cpu(
+    at::TensorList grad_outputs, at::TensorList features, const at::Tensor& gam, bool reverse) {
+  check_gam_multiply_backward_args(grad_outputs, features, gam);
+  check_kernel_dtype(features[0], "features", /*allow_reduced_precision=*/true);
+  const at::ScalarType dtype = features[0].scalar_type();
+  if (cpu::is_reduced_precision(dtype)) {
+    auto [dfeatures, dgam] = gam_multiply_backward_cpu(cpu::to_dtype(grad_outputs, at::kFloat),
+                                                       cpu::to_dtype(features, at::kFloat),
+                                                       gam.to(at::kFloat), reverse);
+    return {cpu::with_layouts_of(cpu::to_dtype(dfeatures, dtype), features),
+            cpu::with_layout_of(dgam.to(dtype), gam)};
+  }
+  std::vector<at::Tensor> dfeatures;
+  for (const auto& f : features) dfeatures.push_back(cpu::poisoned_if_testing(at::empty_like(f)));
+  at::Tensor dgam = cpu::poisoned_if_testing(at::empty_like(gam));
+  AT_DISPATCH_FLOATING_TYPES(dtype, "gam_multiply_backward_cpu", [&] {
+    backward_kernel<scalar_t>(grad_outputs, features, gam, reverse, dfeatures, dgam);
+  });
+  return {dfeatures, dgam};
+}
+
+}  // namespace
+}  // namespace paanet
+
+TORCH_LIBRARY_IMPL(paanet_fast, CPU, m) {
+  m.impl("gam_multiply", &paanet::gam_multiply_cpu);
+  m.impl("gam_multiply_backward", &paanet::gam_multiply_backward_cpu);
+}
