@@ -1,0 +1,102 @@
+"""The compiled backends "cpp" (and "cuda" when the extension has CUDA kernels).
+
+Importing this module loads paanet_fast._C, whose static initialisers define the four
+torch.ops.paanet_fast operators and their CPU (and CUDA) kernels. Here they get what torch.compile
+and autograd need: fake kernels (shapes and strides only, SymInt-friendly) and autograd formulas
+that call the backward operators. An ImportError of the extension propagates on purpose:
+paanet_fast.backends records it as the reason the backends are unavailable.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from . import _C  # noqa: F401  (registers the operators)
+from .backends import Backend, mark_unavailable, register
+
+_ops = torch.ops.paanet_fast
+
+
+# --- fake kernels: output metadata exactly as the compiled kernels produce it ---------------------
+
+@torch.library.register_fake("paanet_fast::mini_decoder")
+def _mini_decoder_fake(features: Sequence[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor,
+                       size: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    logits = features[0].new_empty((features[0].shape[0], 1, size[0], size[1]))
+    return logits, torch.empty_like(logits)
+
+
+@torch.library.register_fake("paanet_fast::mini_decoder_backward")
+def _mini_decoder_backward_fake(grad_logits: torch.Tensor, grad_gam: torch.Tensor, gam: torch.Tensor,
+                                features: Sequence[torch.Tensor], weight: torch.Tensor
+                                ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    return [torch.empty_like(f) for f in features], torch.empty_like(weight), weight.new_empty((1,))
+
+
+@torch.library.register_fake("paanet_fast::gam_multiply")
+def _gam_multiply_fake(features: Sequence[torch.Tensor], gam: torch.Tensor, reverse: bool) -> list[torch.Tensor]:
+    return [torch.empty_like(f) for f in features]
+
+
+@torch.library.register_fake("paanet_fast::gam_multiply_backward")
+def _gam_multiply_backward_fake(grad_outputs: Sequence[torch.Tensor], features: Sequence[torch.Tensor],
+                                gam: torch.Tensor, reverse: bool) -> tuple[list[torch.Tensor], torch.Tensor]:
+    return [torch.empty_like(f) for f in features], torch.empty_like(gam)
+
+
+# --- autograd: save the low-resolution inputs (and G), recompute the rest in the backward op -----
+
+def _mini_decoder_setup(ctx, inputs, output) -> None:
+    features, weight, _bias, _size = inputs
+    _logits, gam = output
+    ctx.save_for_backward(gam, weight, *features)
+
+
+def _mini_decoder_backward(ctx, grad_logits: torch.Tensor | None, grad_gam: torch.Tensor | None):
+    gam, weight, *features = ctx.saved_tensors
+    # A None gradient means that output did not reach the loss: it contributes zero.
+    grad_logits = torch.zeros_like(gam) if grad_logits is None else grad_logits
+    grad_gam = torch.zeros_like(gam) if grad_gam is None else grad_gam
+    grad_features, grad_weight, grad_bias = _ops.mini_decoder_backward(grad_logits, grad_gam, gam, features, weight)
+    return list(grad_features), grad_weight, grad_bias, None
+
+
+def _gam_multiply_setup(ctx, inputs, output) -> None:
+    features, gam, reverse = inputs
+    ctx.reverse = reverse
+    ctx.save_for_backward(gam, *features)
+
+
+def _gam_multiply_backward(ctx, grad_outputs: Sequence[torch.Tensor | None]):
+    gam, *features = ctx.saved_tensors
+    grad_outputs = [torch.zeros_like(f) if g is None else g for g, f in zip(grad_outputs, features)]
+    grad_features, grad_gam = _ops.gam_multiply_backward(grad_outputs, features, gam, ctx.reverse)
+    return list(grad_features), grad_gam, None
+
+
+torch.library.register_autograd("paanet_fast::mini_decoder", _mini_decoder_backward,
+                                setup_context=_mini_decoder_setup)
+torch.library.register_autograd("paanet_fast::gam_multiply", _gam_multiply_backward,
+                                setup_context=_gam_multiply_setup)
+
+
+# --- backends ------------------------------------------------------------------------------------
+
+def mini_decoder(features: list[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor,
+                 size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, gam), each (B, 1, H, W), from the compiled kernels (arguments validated by ops)."""
+    return _ops.mini_decoder(features, weight, bias, [size[0], size[1]])
+
+
+def gam_multiply(features: list[torch.Tensor], gam: torch.Tensor, reverse: bool) -> list[torch.Tensor]:
+    """F_v * pooled(G) (or 1 - pooled(G)) for every scale, from the compiled kernels."""
+    return list(_ops.gam_multiply(features, gam, reverse))
+
+
+register(Backend("cpp", frozenset({"cpu"}), mini_decoder, gam_multiply))
+if torch._C._dispatch_has_kernel_for_dispatch_key("paanet_fast::mini_decoder", "CUDA"):
+    register(Backend("cuda", frozenset({"cuda"}), mini_decoder, gam_multiply))
+else:
+    mark_unavailable("cuda", "paanet_fast._C was built without CUDA kernels (no nvcc or a CPU-only torch "
+                             "at build time, or PAANET_FAST_CUDA=0)")
