@@ -45,6 +45,8 @@ at::Tensor scale_weight(const at::Tensor& weight, int64_t offset, int64_t channe
 
 // r_v[b, t, y, x] = sum_c w_v[c, t] F_v[b, c, y, x], shape (B, 9, h, w), any strides. Low
 // resolution, so F_v may be copied by reshape when it is neither NCHW- nor NHWC-contiguous.
+// Explicit mm/bmm rather than at::matmul: matmul picks its algorithm by requires_grad, so eager
+// and torch.compile calls (which differ in that) would round differently.
 at::Tensor reduce_channels(const at::Tensor& f, const at::Tensor& w_v) {
   const int64_t B = f.size(0), C = f.size(1), h = f.size(2), w = f.size(3);
   if (is_channels_last(f)) {
@@ -52,7 +54,7 @@ at::Tensor reduce_channels(const at::Tensor& f, const at::Tensor& w_v) {
         .view({B, h, w, kTaps})
         .permute({0, 3, 1, 2});
   }
-  return at::matmul(w_v.t(), f.reshape({B, C, h * w})).view({B, kTaps, h, w});
+  return at::bmm(w_v.t().expand({B, kTaps, C}), f.reshape({B, C, h * w})).view({B, kTaps, h, w});
 }
 
 // The taps of a 1-D resize along the width as separate arrays (vectorisable gathers), with the
@@ -365,8 +367,8 @@ std::pair<at::Tensor, at::Tensor> feature_and_weight_grads(const at::Tensor& f, 
     return {df, at::mm(f_mat.t(), d_mat)};
   }
   const at::Tensor d_mat = d.view({B, kTaps, h * w});
-  at::Tensor df = at::matmul(w_v, d_mat).view({B, C, h, w});
-  at::Tensor dw = at::matmul(f.reshape({B, C, h * w}), d_mat.transpose(1, 2)).sum(0);
+  at::Tensor df = at::bmm(w_v.expand({B, C, kTaps}), d_mat).view({B, C, h, w});
+  at::Tensor dw = at::bmm(f.reshape({B, C, h * w}), d_mat.transpose(1, 2)).sum(0);
   return {df, dw};
 }
 

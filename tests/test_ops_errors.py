@@ -1,0 +1,207 @@
+"""Bad inputs raise clear errors naming the argument, both in the Python front end
+(paanet_fast.ops) and in the C++ entry points (torch.ops.paanet_fast.*); backend selection errors
+and the auto -> reference fallback."""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from paanet_fast import backends, ops, reference
+from paanet_fast.backends import available_backends
+
+HAS_CPP = "cpp" in available_backends()
+needs_cpp = pytest.mark.skipif(not HAS_CPP, reason="paanet_fast._C is not built")
+
+
+def features(dtype=torch.float32, batch=2):
+    return [torch.rand(batch, 3, 4, 6, dtype=dtype), torch.rand(batch, 2, 2, 3, dtype=dtype)]
+
+
+def weight(channels=5, dtype=torch.float32):
+    return torch.rand(1, channels, 3, 3, dtype=dtype)
+
+
+def bias(dtype=torch.float32):
+    return torch.rand(1, dtype=dtype)
+
+
+def gam(batch=2, size=(8, 12), dtype=torch.float32):
+    return torch.rand(batch, 1, *size, dtype=dtype)
+
+
+# (case id, features, weight, bias, size, error type, message pattern)
+BAD_MINI_DECODER = [
+    ("integer features", [f.long() for f in features()], weight(), bias(), (8, 8), ValueError,
+     r"features\[0\] must be floating point"),
+    ("mixed feature dtypes", [features()[0], features(torch.float64)[1]], weight(), bias(), (8, 8), ValueError,
+     r"features\[1\] has dtype"),
+    ("weight dtype", features(), weight(dtype=torch.float64), bias(), (8, 8), ValueError, r"`weight` has dtype"),
+    ("bias dtype", features(), weight(), bias(torch.float64), (8, 8), ValueError, r"`bias` has dtype"),
+    ("weight channels", features(), weight(channels=4), bias(), (8, 8), ValueError,
+     r"`weight` must have shape \(1, 5, 3, 3\)"),
+    ("weight kernel size", features(), torch.rand(1, 5, 5, 5), bias(), (8, 8), ValueError,
+     r"`weight` must have shape \(1, 5, 3, 3\)"),
+    ("weight outputs", features(), torch.rand(2, 5, 3, 3), bias(), (8, 8), ValueError, r"`weight` must have shape"),
+    ("bias shape", features(), weight(), torch.rand(2), (8, 8), ValueError, r"`bias` must have shape \(1,\)"),
+    ("3-D features", [features()[0][0], features()[1]], weight(), bias(), (8, 8), ValueError,
+     r"features\[0\] must be 4-D"),
+    ("batch mismatch", [features()[0], features(batch=3)[1]], weight(), bias(), (8, 8), ValueError,
+     r"features\[1\] has batch 3"),
+    ("empty list", [], torch.rand(1, 0, 3, 3), bias(), (8, 8), ValueError, r"non-empty list"),
+    ("zero-size scale", [features()[0], torch.rand(2, 2, 0, 3)], weight(), bias(), (8, 8), ValueError,
+     r"features\[1\] must have non-zero"),
+    ("zero output size", features(), weight(), bias(), (0, 8), ValueError, r"`size` must be two positive"),
+]
+
+BAD_GAM_MULTIPLY = [
+    ("integer features", [f.long() for f in features()], gam(), ValueError, r"features\[0\] must be floating point"),
+    ("mixed feature dtypes", [features()[0], features(torch.float64)[1]], gam(), ValueError,
+     r"features\[1\] has dtype"),
+    ("gam dtype", features(), gam(dtype=torch.float64), ValueError, r"`gam` has dtype"),
+    ("3-D features", [features()[0][0], features()[1]], gam(), ValueError, r"features\[0\] must be 4-D"),
+    ("batch mismatch", [features()[0], features(batch=3)[1]], gam(), ValueError, r"features\[1\] has batch 3"),
+    ("gam batch", features(), gam(batch=3), ValueError, r"`gam` has batch 3"),
+    ("gam channels", features(), torch.rand(2, 2, 8, 12), ValueError, r"`gam` must have shape \(B, 1, H, W\)"),
+    ("3-D gam", features(), torch.rand(2, 8, 12), ValueError, r"`gam` must have shape \(B, 1, H, W\)"),
+    ("gam not a multiple", features(), gam(size=(8, 10)), ValueError,
+     r"GAM size \(8, 10\) must be an integer multiple of features\[0\]'s size \(4, 6\)"),
+    ("empty list", [], gam(), ValueError, r"non-empty list"),
+]
+
+
+def _ids(cases):
+    return [c[0] for c in cases]
+
+
+# --- Python front end -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", ["reference", pytest.param("cpp", marks=needs_cpp)])
+@pytest.mark.parametrize("case", BAD_MINI_DECODER, ids=_ids(BAD_MINI_DECODER))
+def test_front_end_rejects_bad_mini_decoder_inputs(case, backend):
+    _, feats, w, b, size, error, message = case
+    with pytest.raises(error, match=message):
+        ops.mini_decoder(feats, w, b, size, backend=backend)
+
+
+@pytest.mark.parametrize("backend", ["reference", pytest.param("cpp", marks=needs_cpp)])
+@pytest.mark.parametrize("case", BAD_GAM_MULTIPLY, ids=_ids(BAD_GAM_MULTIPLY))
+def test_front_end_rejects_bad_gam_multiply_inputs(case, backend):
+    _, feats, g, error, message = case
+    with pytest.raises(error, match=message):
+        ops.gam_multiply(feats, g, backend=backend)
+
+
+def test_front_end_rejects_wrong_argument_types():
+    with pytest.raises(TypeError, match=r"`features` must be a list of tensors"):
+        ops.mini_decoder(features()[0], weight(3), bias(), (8, 8))
+    with pytest.raises(TypeError, match=r"features\[1\] must be a tensor"):
+        ops.gam_multiply([features()[0], "x"], gam())
+    with pytest.raises(TypeError, match=r"`reverse` must be a bool"):
+        ops.gam_multiply(features(), gam(), reverse=1)
+    with pytest.raises(ValueError, match=r"`size` must be two positive integers"):
+        ops.mini_decoder(features(), weight(), bias(), (8, 8, 8))
+
+
+# --- C++ entry points (the same checks, reached without the front end) -----------------------------
+
+@needs_cpp
+@pytest.mark.parametrize("case", BAD_MINI_DECODER, ids=_ids(BAD_MINI_DECODER))
+def test_cpp_entry_rejects_bad_mini_decoder_inputs(case):
+    _, feats, w, b, size, error, message = case
+    with pytest.raises(error, match=message):
+        torch.ops.paanet_fast.mini_decoder(feats, w, b, list(size))
+
+
+@needs_cpp
+@pytest.mark.parametrize("case", BAD_GAM_MULTIPLY, ids=_ids(BAD_GAM_MULTIPLY))
+def test_cpp_entry_rejects_bad_gam_multiply_inputs(case):
+    _, feats, g, error, message = case
+    with pytest.raises(error, match=message):
+        torch.ops.paanet_fast.gam_multiply(feats, g, False)
+
+
+@needs_cpp
+def test_cpp_entry_rejects_dtypes_without_a_kernel():
+    float8 = getattr(torch, "float8_e4m3fn", None)
+    if float8 is None:
+        pytest.skip("this torch has no float8 dtype")
+    feats = [f.to(float8) for f in features()]
+    with pytest.raises(ValueError, match=r"`features` has dtype .*which this kernel does not support"):
+        torch.ops.paanet_fast.mini_decoder(feats, weight().to(float8), bias().to(float8), [8, 8])
+    with pytest.raises(ValueError, match=r"`features` has dtype .*which this kernel does not support"):
+        torch.ops.paanet_fast.gam_multiply(feats, gam().to(float8), True)
+
+
+@needs_cpp
+def test_cpp_backward_entries_reject_bad_inputs():
+    feats, w, g = features(), weight(), gam()
+    grad = torch.rand_like(g)
+    md_backward = torch.ops.paanet_fast.mini_decoder_backward
+    gm_backward = torch.ops.paanet_fast.gam_multiply_backward
+    with pytest.raises(ValueError, match=r"`grad_logits` must have shape \(2, 1, 8, 12\)"):
+        md_backward(grad[:, :, :7], grad, g, feats, w)
+    with pytest.raises(ValueError, match=r"`grad_gam` has dtype"):
+        md_backward(grad, grad.double(), g, feats, w)
+    with pytest.raises(ValueError, match=r"`gam` must have shape \(2, 1, 8, 12\)"):
+        md_backward(grad, grad, torch.rand(2, 2, 8, 12), feats, w)
+    with pytest.raises(ValueError, match=r"`weight` must have shape \(1, 5, 3, 3\)"):
+        md_backward(grad, grad, g, feats, weight(4))
+    with pytest.raises(ValueError, match=r"got 1 grad_outputs for 2 features"):
+        gm_backward(feats[:1], feats, g, False)
+    with pytest.raises(ValueError, match=r"grad_outputs\[1\] must have the shape of features\[1\]"):
+        gm_backward([feats[0], feats[0]], feats, g, False)
+    with pytest.raises(ValueError, match=r"GAM size \(8, 10\) must be an integer multiple"):
+        gm_backward(feats, feats, gam(size=(8, 10)), False)
+
+
+# --- backend selection ----------------------------------------------------------------------------
+
+def test_unknown_backend_is_rejected():
+    with pytest.raises(ValueError, match=r"unknown backend 'fast'"):
+        ops.mini_decoder(features(), weight(), bias(), (8, 8), backend="fast")
+    with pytest.raises(ValueError, match=r"unknown backend 'fast'"):
+        ops.gam_multiply(features(), gam(), backend="fast")
+
+
+@pytest.fixture
+def without_compiled_backends(monkeypatch):
+    """The registry as it is when paanet_fast._C failed to load (the build itself is left alone)."""
+    monkeypatch.setattr(backends, "_registry", {"reference": backends._registry["reference"]})
+    monkeypatch.setattr(backends, "_unavailable", {"cpp": "paanet_fast._compiled could not be imported: test"})
+    monkeypatch.setattr(backends, "_warned_fallback", set())
+
+
+def test_explicit_unavailable_backend_raises_with_the_reason(without_compiled_backends):
+    with pytest.raises(RuntimeError, match=r"backend 'cpp' is not available: .*could not be imported: test"):
+        ops.mini_decoder(features(), weight(), bias(), (8, 8), backend="cpp")
+    with pytest.raises(RuntimeError, match=r"backend 'cpp' is not available"):
+        ops.gam_multiply(features(), gam(), backend="cpp")
+
+
+def test_auto_falls_back_to_the_reference_with_one_warning(without_compiled_backends):
+    feats, w, b, g = features(), weight(), bias(), gam()
+    with pytest.warns(RuntimeWarning, match=r"no compiled backend for cpu tensors .*could not be imported"):
+        logits, _ = ops.mini_decoder(feats, w, b, (8, 12))
+    torch.testing.assert_close(logits, reference.mini_decoder(feats, w, b, (8, 12))[0], rtol=0, atol=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the second call is silent
+        products = ops.gam_multiply(feats, g, backend="auto")
+    for p, e in zip(products, reference.gam_multiply(feats, g)):
+        torch.testing.assert_close(p, e, rtol=0, atol=0)
+
+
+@needs_cpp
+def test_auto_uses_the_compiled_backend_on_cpu():
+    assert backends.resolve(None, torch.device("cpu")).name == "cpp"
+    assert backends.resolve("auto", torch.device("cpu")).name == "cpp"
+
+
+@needs_cpp
+def test_cuda_backend_is_registered_exactly_when_the_extension_has_cuda_kernels():
+    has_kernels = torch._C._dispatch_has_kernel_for_dispatch_key("paanet_fast::mini_decoder", "CUDA")
+    backends.available_backends()  # loads the providers
+    assert ("cuda" in backends._registry) == has_kernels
+    if not has_kernels:
+        assert "without CUDA kernels" in backends.unavailable_reason("cuda")
