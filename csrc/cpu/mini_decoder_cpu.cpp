@@ -162,48 +162,42 @@ void vertical_accumulate(const acc_t* hrows, const std::vector<LinearTap<acc_t>>
   }
 }
 
+// Writes the logits; the caller applies the sigmoid. Two parallel loops in all (not one pair per
+// sample): each loop waits for its slowest thread, which on a busy machine costs a time slice.
 template <typename scalar_t>
-void forward_kernel(const std::vector<at::Tensor>& planes, scalar_t bias, at::Tensor& logits,
-                    at::Tensor& gam) {
+void forward_kernel(const std::vector<at::Tensor>& planes, scalar_t bias, at::Tensor& logits) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t B = logits.size(0), H = logits.size(2), W = logits.size(3);
   std::vector<ScalePlanes<scalar_t, acc_t>> scales;
-  cpu::ScaleRanges rows;  // 3 horizontal rows (dy = -1, 0, 1) per low-res row, per scale
+  cpu::ScaleRanges rows;  // (b, dy, y): 3 horizontal rows (dy = -1, 0, 1) per low-res row
   for (const auto& p : planes) {
     scales.emplace_back(p, H, W);
-    rows.add(3 * p.size(2));
+    rows.add(B * 3 * p.size(2));
   }
-  // One sample at a time so that its horizontal rows (3 x sum h_v x W) stay in cache for the
-  // vertical pass that reads each of them several times.
   std::vector<acc_t> hrows(rows.total() * W), zeros(W, static_cast<acc_t>(0));
+  at::parallel_for(0, rows.total(), cpu::grain_for(9 * 2 * W), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const size_t v = rows.scale_of(i);
+      const int64_t local = i - rows.start(v), h = scales[v].h;
+      const int64_t b = local / (3 * h), dy = (local / h) % 3 - 1;
+      horizontal_row(scales[v], b, static_cast<int>(dy), local % h, W, hrows.data() + i * W);
+    }
+  });
   scalar_t* z_out = logits.data_ptr<scalar_t>();
-  for (int64_t b = 0; b < B; ++b) {
-    at::parallel_for(0, rows.total(), cpu::grain_for(9 * 2 * W), [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        const size_t v = rows.scale_of(i);
-        const int64_t local = i - rows.start(v);
-        const int64_t h = scales[v].h;
-        horizontal_row(scales[v], b, static_cast<int>(local / h) - 1, local % h, W, hrows.data() + i * W);
+  at::parallel_for(0, B * H, cpu::grain_for(static_cast<int64_t>(scales.size()) * 6 * W),
+                   [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> acc(W);
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t b = i / H, Y = i % H;
+      std::fill(acc.begin(), acc.end(), static_cast<acc_t>(bias));
+      for (size_t v = 0; v < scales.size(); ++v) {
+        const acc_t* sample_rows = hrows.data() + (rows.start(v) + b * 3 * scales[v].h) * W;
+        vertical_accumulate(sample_rows, scales[v].ytaps, scales[v].h, Y, H, W, zeros.data(), acc.data());
       }
-    });
-    at::parallel_for(0, H, cpu::grain_for(static_cast<int64_t>(scales.size()) * 6 * W),
-                     [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> acc(W);
-      for (int64_t Y = begin; Y < end; ++Y) {
-        std::fill(acc.begin(), acc.end(), static_cast<acc_t>(bias));
-        for (size_t v = 0; v < scales.size(); ++v) {
-          vertical_accumulate(hrows.data() + rows.start(v) * W, scales[v].ytaps, scales[v].h, Y, H, W,
-                              zeros.data(), acc.data());
-        }
-        scalar_t* z = z_out + (b * H + Y) * W;
-        for (int64_t X = 0; X < W; ++X) z[X] = static_cast<scalar_t>(acc[X]);
-      }
-    });
-    // ATen's vectorised sigmoid on this sample's logits while they are still in cache: the same
-    // function as the reference's torch.sigmoid, and several times faster than a scalar exp.
-    at::Tensor gam_b = gam[b];
-    at::sigmoid_out(gam_b, logits[b]);
-  }
+      scalar_t* z = z_out + i * W;
+      for (int64_t X = 0; X < W; ++X) z[X] = static_cast<scalar_t>(acc[X]);
+    }
+  });
 }
 
 std::tuple<at::Tensor, at::Tensor> mini_decoder_cpu(at::TensorList features, const at::Tensor& weight,
@@ -227,8 +221,11 @@ std::tuple<at::Tensor, at::Tensor> mini_decoder_cpu(at::TensorList features, con
   at::Tensor logits = cpu::poisoned_if_testing(at::empty({B, 1, H, W}, features[0].options()));
   at::Tensor gam = cpu::poisoned_if_testing(at::empty({B, 1, H, W}, features[0].options()));
   AT_DISPATCH_FLOATING_TYPES(dtype, "mini_decoder_cpu", [&] {
-    forward_kernel<scalar_t>(planes, bias.item<scalar_t>(), logits, gam);
+    forward_kernel<scalar_t>(planes, bias.item<scalar_t>(), logits);
   });
+  // ATen's vectorised sigmoid (the function the reference calls): a scalar exp per pixel in the
+  // kernel would cost more than the rest of the full-resolution pass.
+  at::sigmoid_out(gam, logits);
   return {logits, gam};
 }
 
