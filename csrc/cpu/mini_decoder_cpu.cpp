@@ -174,13 +174,16 @@ void forward_kernel(const std::vector<at::Tensor>& planes, scalar_t bias, at::Te
     scales.emplace_back(p, H, W);
     rows.add(B * 3 * p.size(2));
   }
-  std::vector<acc_t> hrows(rows.total() * W), zeros(W, static_cast<acc_t>(0));
+  // Every element is written by the horizontal loop before the vertical one reads it.
+  const at::Tensor hrows_buffer = at::empty({rows.total() * W}, logits.options());
+  acc_t* hrows = hrows_buffer.data_ptr<acc_t>();
+  const std::vector<acc_t> zeros(W, static_cast<acc_t>(0));
   at::parallel_for(0, rows.total(), cpu::grain_for(9 * 2 * W), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const size_t v = rows.scale_of(i);
       const int64_t local = i - rows.start(v), h = scales[v].h;
       const int64_t b = local / (3 * h), dy = (local / h) % 3 - 1;
-      horizontal_row(scales[v], b, static_cast<int>(dy), local % h, W, hrows.data() + i * W);
+      horizontal_row(scales[v], b, static_cast<int>(dy), local % h, W, hrows + i * W);
     }
   });
   scalar_t* z_out = logits.data_ptr<scalar_t>();
@@ -191,7 +194,7 @@ void forward_kernel(const std::vector<at::Tensor>& planes, scalar_t bias, at::Te
       const int64_t b = i / H, Y = i % H;
       std::fill(acc.begin(), acc.end(), static_cast<acc_t>(bias));
       for (size_t v = 0; v < scales.size(); ++v) {
-        const acc_t* sample_rows = hrows.data() + (rows.start(v) + b * 3 * scales[v].h) * W;
+        const acc_t* sample_rows = hrows + (rows.start(v) + b * 3 * scales[v].h) * W;
         vertical_accumulate(sample_rows, scales[v].ytaps, scales[v].h, Y, H, W, zeros.data(), acc.data());
       }
       scalar_t* z = z_out + i * W;
