@@ -5,17 +5,61 @@ CPU: the growth of the process's peak resident set (VmHWM) over the call. The ke
 counter is reset first (writing 5 to /proc/self/clear_refs), so the figure is the call's own high
 water mark above the memory resident when it started: tensors it allocates and frees count, as do
 allocator caches and library workspaces, which is what a user's machine has to provide.
+
+glibc keeps freed blocks below its mmap threshold (which grows up to 32 MiB as large blocks are
+freed) resident for reuse, so a call whose buffers fit into memory freed by an earlier call would
+show no growth at all. During the measured call, blocks of 128 KiB or more are therefore each
+given their own mapping (returned to the system when freed) and the heap is trimmed first; outside
+it the thresholds are pinned at glibc's steady state (32 MiB), set when this module is imported
+so that every provider is timed under the same allocator settings.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (glibc malloc.h)
+_STEADY_MMAP, _STEADY_TRIM = 32 << 20, 64 << 20
+_MEASURE_MMAP = 128 << 10
+
+
+def _glibc():
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+_LIBC = _glibc()
+
+
+def _set_thresholds(mmap: int, trim: int) -> None:
+    if _LIBC is not None:
+        _LIBC.mallopt(_M_MMAP_THRESHOLD, mmap)
+        _LIBC.mallopt(_M_TRIM_THRESHOLD, trim)
+
+
+_set_thresholds(_STEADY_MMAP, _STEADY_TRIM)
+
+
+@contextmanager
+def _large_blocks_mapped() -> Iterator[None]:
+    _set_thresholds(_MEASURE_MMAP, _MEASURE_MMAP)
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+    try:
+        yield
+    finally:
+        _set_thresholds(_STEADY_MMAP, _STEADY_TRIM)
 
 
 def _status_kib(field: str) -> int:
@@ -35,7 +79,8 @@ def peak_memory_bytes(fn: Callable[[], object], device: torch.device) -> int:
         fn()
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - before
-    _CLEAR_REFS.write_text("5")
-    before = _status_kib("VmRSS")
-    fn()
-    return (_status_kib("VmHWM") - before) * 1024
+    with _large_blocks_mapped():
+        _CLEAR_REFS.write_text("5")
+        before = _status_kib("VmRSS")
+        fn()
+        return (_status_kib("VmHWM") - before) * 1024

@@ -19,7 +19,9 @@ at::Tensor reduce_channels(const at::Tensor& f, const at::Tensor& w_v) {
         .view({B, h, w, kTaps})
         .permute({0, 3, 1, 2});
   }
-  return at::matmul(w_v.t(), f.reshape({B, C, h * w})).view({B, kTaps, h, w});
+  // Explicit bmm rather than at::matmul, which picks its algorithm by requires_grad: eager calls
+  // and torch.compile's (which differ in that) would otherwise round differently.
+  return at::bmm(w_v.t().expand({B, kTaps, C}), f.reshape({B, C, h * w})).view({B, kTaps, h, w});
 }
 
 std::pair<at::Tensor, at::Tensor> feature_and_weight_grads(const at::Tensor& f, const at::Tensor& w_v,
@@ -32,8 +34,8 @@ std::pair<at::Tensor, at::Tensor> feature_and_weight_grads(const at::Tensor& f, 
     return {df, at::mm(f_mat.t(), d_mat)};
   }
   const at::Tensor d_mat = d.reshape({B, kTaps, h * w});
-  at::Tensor df = at::matmul(w_v, d_mat).view({B, C, h, w});
-  at::Tensor dw = at::matmul(f.reshape({B, C, h * w}), d_mat.transpose(1, 2)).sum(0);
+  at::Tensor df = at::bmm(w_v.expand({B, C, kTaps}), d_mat).view({B, C, h, w});
+  at::Tensor dw = at::bmm(f.reshape({B, C, h * w}), d_mat.transpose(1, 2)).sum(0);
   return {df, dw};
 }
 

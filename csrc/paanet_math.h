@@ -106,7 +106,8 @@ PAANET_HD acc_t window_average(acc_t sum, int64_t sy, int64_t sx) {
 
 // Mean of the sy x sx window of the GAM whose top-left element is `g` (strides gy, gx): the row
 // sums added top to bottom. The CUDA kernel computes the row sums in parallel threads and adds
-// them in this same order, so the CPU and GPU kernels round alike.
+// them in this same order. (The CPU kernel sums whole GAM rows column by column, vectorised, so
+// it agrees with this to rounding, not bitwise.)
 template <typename acc_t, typename scalar_t>
 PAANET_HD acc_t window_mean(const scalar_t* g, int64_t gy, int64_t gx, int64_t sy, int64_t sx) {
   acc_t sum = static_cast<acc_t>(0);

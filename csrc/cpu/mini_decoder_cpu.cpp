@@ -17,12 +17,11 @@
 
 #include "checks.h"
 #include "cpu/cpu_common.h"
+#include "low_res.h"
 #include "paanet_math.h"
 
 namespace paanet {
 namespace {
-
-constexpr int64_t kTaps = 9;
 
 inline int64_t tap_index(int dy, int dx) { return (dy + 1) * 3 + (dx + 1); }
 
@@ -31,30 +30,6 @@ std::vector<LinearTap<acc_t>> resize_taps(int64_t in_size, int64_t out_size) {
   std::vector<LinearTap<acc_t>> taps(out_size);
   for (int64_t i = 0; i < out_size; ++i) taps[i] = linear_tap<acc_t>(i, in_size, out_size);
   return taps;
-}
-
-// F_v viewed as its NHWC matrix without a copy: the channels-last path of the low-res matmuls.
-bool is_channels_last(const at::Tensor& f) {
-  return !f.is_contiguous() && f.is_contiguous(at::MemoryFormat::ChannelsLast);
-}
-
-// (C_v, 9) slice of the weight for the channels [offset, offset + C_v).
-at::Tensor scale_weight(const at::Tensor& weight, int64_t offset, int64_t channels) {
-  return weight[0].narrow(0, offset, channels).reshape({channels, kTaps});
-}
-
-// r_v[b, t, y, x] = sum_c w_v[c, t] F_v[b, c, y, x], shape (B, 9, h, w), any strides. Low
-// resolution, so F_v may be copied by reshape when it is neither NCHW- nor NHWC-contiguous.
-// Explicit mm/bmm rather than at::matmul: matmul picks its algorithm by requires_grad, so eager
-// and torch.compile calls (which differ in that) would round differently.
-at::Tensor reduce_channels(const at::Tensor& f, const at::Tensor& w_v) {
-  const int64_t B = f.size(0), C = f.size(1), h = f.size(2), w = f.size(3);
-  if (is_channels_last(f)) {
-    return at::mm(f.permute({0, 2, 3, 1}).reshape({B * h * w, C}), w_v)
-        .view({B, h, w, kTaps})
-        .permute({0, 3, 1, 2});
-  }
-  return at::bmm(w_v.t().expand({B, kTaps, C}), f.reshape({B, C, h * w})).view({B, kTaps, h, w});
 }
 
 // The taps of a 1-D resize along the width as separate arrays (vectorisable gathers), with the
@@ -354,22 +329,6 @@ scalar_t backward_kernel(const at::Tensor& grad_logits, const at::Tensor& grad_g
   acc_t bias_grad = 0;
   for (acc_t part : bias_parts) bias_grad += part;
   return static_cast<scalar_t>(bias_grad);
-}
-
-// dF_v = w_v^T D_v (B, C_v, h, w) and dW_v = sum_b F_v D_v^T (C_v, 9), both low-res matmuls.
-std::pair<at::Tensor, at::Tensor> feature_and_weight_grads(const at::Tensor& f, const at::Tensor& w_v,
-                                                           const at::Tensor& d) {
-  const int64_t B = f.size(0), C = f.size(1), h = f.size(2), w = f.size(3);
-  if (is_channels_last(f)) {  // d was allocated channels-last too: both are (B*h*w, .) matrices
-    const at::Tensor f_mat = f.permute({0, 2, 3, 1}).reshape({B * h * w, C});
-    const at::Tensor d_mat = d.permute({0, 2, 3, 1}).reshape({B * h * w, kTaps});
-    at::Tensor df = at::mm(d_mat, w_v.t()).view({B, h, w, C}).permute({0, 3, 1, 2});
-    return {df, at::mm(f_mat.t(), d_mat)};
-  }
-  const at::Tensor d_mat = d.view({B, kTaps, h * w});
-  at::Tensor df = at::bmm(w_v.expand({B, C, kTaps}), d_mat).view({B, C, h, w});
-  at::Tensor dw = at::bmm(f.reshape({B, C, h * w}), d_mat.transpose(1, 2)).sum(0);
-  return {df, dw};
 }
 
 std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> mini_decoder_backward_cpu(
