@@ -47,18 +47,33 @@ inline at::Tensor poisoned_if_testing(at::Tensor t) {
   return t;
 }
 
-// Work items of all scales in one flat range [0, total()): scale v owns [start(v), start(v + 1)).
-class ScaleRanges {
+// Work items of all scales in one flat range, sample by sample: item i is item k of scale v of
+// sample b. at::parallel_for splits a range statically into equal counts; in sample-major order
+// each thread gets whole samples' worth of every scale, so the split stays balanced although items
+// of different scales cost differently.
+class SampleMajorItems {
  public:
-  void add(int64_t count) { starts_.push_back(total() + count); }
-  int64_t total() const { return starts_.back(); }
-  int64_t start(size_t v) const { return starts_[v]; }
-  // The scale that owns flat index i.
-  size_t scale_of(int64_t i) const {
-    return static_cast<size_t>(std::upper_bound(starts_.begin(), starts_.end(), i) - starts_.begin()) - 1;
+  struct Item {
+    int64_t b;
+    size_t v;
+    int64_t k;
+  };
+
+  explicit SampleMajorItems(int64_t batch) : batch_(batch) {}
+  void add_scale(int64_t items_per_sample) { starts_.push_back(per_sample() + items_per_sample); }
+  int64_t per_sample() const { return starts_.back(); }
+  int64_t total() const { return batch_ * per_sample(); }
+  // Flat index of item 0 of scale v of sample b.
+  int64_t first(int64_t b, size_t v) const { return b * per_sample() + starts_[v]; }
+
+  Item locate(int64_t i) const {
+    const int64_t b = i / per_sample(), r = i % per_sample();
+    const size_t v = static_cast<size_t>(std::upper_bound(starts_.begin(), starts_.end(), r) - starts_.begin()) - 1;
+    return {b, v, r - starts_[v]};
   }
 
  private:
+  int64_t batch_;
   std::vector<int64_t> starts_{0};
 };
 

@@ -144,10 +144,10 @@ void forward_kernel(const std::vector<at::Tensor>& planes, scalar_t bias, at::Te
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t B = logits.size(0), H = logits.size(2), W = logits.size(3);
   std::vector<ScalePlanes<scalar_t, acc_t>> scales;
-  cpu::ScaleRanges rows;  // (b, dy, y): 3 horizontal rows (dy = -1, 0, 1) per low-res row
+  cpu::SampleMajorItems rows(B);  // (dy, y): 3 horizontal rows (dy = -1, 0, 1) per low-res row
   for (const auto& p : planes) {
     scales.emplace_back(p, H, W);
-    rows.add(B * 3 * p.size(2));
+    rows.add_scale(3 * p.size(2));
   }
   // Every element is written by the horizontal loop before the vertical one reads it.
   const at::Tensor hrows_buffer = at::empty({rows.total() * W}, logits.options());
@@ -155,10 +155,9 @@ void forward_kernel(const std::vector<at::Tensor>& planes, scalar_t bias, at::Te
   const std::vector<acc_t> zeros(W, static_cast<acc_t>(0));
   at::parallel_for(0, rows.total(), cpu::grain_for(9 * 2 * W), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      const size_t v = rows.scale_of(i);
-      const int64_t local = i - rows.start(v), h = scales[v].h;
-      const int64_t b = local / (3 * h), dy = (local / h) % 3 - 1;
-      horizontal_row(scales[v], b, static_cast<int>(dy), local % h, W, hrows + i * W);
+      const auto [b, v, k] = rows.locate(i);
+      const int64_t h = scales[v].h;
+      horizontal_row(scales[v], b, static_cast<int>(k / h) - 1, k % h, W, hrows + i * W);
     }
   });
   scalar_t* z_out = logits.data_ptr<scalar_t>();
@@ -169,7 +168,7 @@ void forward_kernel(const std::vector<at::Tensor>& planes, scalar_t bias, at::Te
       const int64_t b = i / H, Y = i % H;
       std::fill(acc.begin(), acc.end(), static_cast<acc_t>(bias));
       for (size_t v = 0; v < scales.size(); ++v) {
-        const acc_t* sample_rows = hrows + (rows.start(v) + b * 3 * scales[v].h) * W;
+        const acc_t* sample_rows = hrows + rows.first(b, v) * W;
         vertical_accumulate(sample_rows, scales[v].ytaps, scales[v].h, Y, H, W, zeros.data(), acc.data());
       }
       scalar_t* z = z_out + i * W;
@@ -305,12 +304,13 @@ scalar_t backward_kernel(const at::Tensor& grad_logits, const at::Tensor& grad_g
   const int64_t B = gam.size(0), H = gam.size(2), W = gam.size(3);
   const LogitGrad<scalar_t, acc_t> dz_src(grad_logits, grad_gam, gam);
   std::vector<ScalePlanes<scalar_t, acc_t>> scales;
-  cpu::ScaleRanges rows;  // (b, y) per scale
+  cpu::SampleMajorItems rows(B);  // low-res rows y
   for (const auto& p : d_planes) {
     scales.emplace_back(p, H, W);
-    rows.add(B * p.size(2));
+    rows.add_scale(p.size(2));
   }
-  // Partial bias sums per task and column, reduced in a fixed order afterwards (deterministic).
+  // Partial bias sums per chunk of rows and column, reduced in a fixed order afterwards: the chunks
+  // do not depend on the number of threads, so neither does the result.
   const int64_t grain = cpu::grain_for(30 * W);
   const int64_t num_chunks = at::divup(rows.total(), grain);
   std::vector<acc_t> bias_parts(num_chunks * W, static_cast<acc_t>(0));
@@ -318,11 +318,10 @@ scalar_t backward_kernel(const at::Tensor& grad_logits, const at::Tensor& grad_g
     std::vector<acc_t> dz, vrows(3 * W), drows;
     for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
       for (int64_t i = chunk * grain; i < std::min(rows.total(), (chunk + 1) * grain); ++i) {
-        const size_t v = rows.scale_of(i);
-        const int64_t local = i - rows.start(v), h = scales[v].h;
+        const auto [b, v, y] = rows.locate(i);
         drows.resize(3 * scales[v].w);
         acc_t* bias_acc = v == 0 ? bias_parts.data() + chunk * W : nullptr;
-        backward_row(dz_src, scales[v], local / h, local % h, H, W, dz, vrows, drows, bias_acc);
+        backward_row(dz_src, scales[v], b, y, H, W, dz, vrows, drows, bias_acc);
       }
     }
   });
