@@ -22,57 +22,57 @@ def channels_last(tensors):
     return [t.contiguous(memory_format=torch.channels_last) for t in tensors]
 
 
-def mini_decoder_samples():
-    """(args) of mini_decoder: odd shapes, model strides, float32 and float64, channels-last,
-    inputs with and without requires_grad."""
-    samples = []
-    for seed, (dtype, strides, layout, grad) in enumerate([
-            (torch.float64, None, False, True), (torch.float32, MODEL_STRIDES, False, True),
-            (torch.float32, None, True, True), (torch.float64, (4, 8), True, False)]):
-        case = mini_decoder_case(100 + seed, dtype, strides=strides, max_side=12)
-        feats = channels_last(case.features) if layout else case.features
-        if grad:
-            for t in [*feats, case.weight, case.bias]:
-                t.requires_grad_(True)
-        samples.append((feats, case.weight, case.bias, list(case.size)))
-    return samples
+# (dtype, strides, channels-last, requires_grad): odd shapes or model strides, every dtype.
+MINI_DECODER_SPECS = [(torch.float64, None, False, True), (torch.float32, MODEL_STRIDES, False, True),
+                      (torch.float32, None, True, True), (torch.float64, (4, 8), True, False),
+                      (torch.bfloat16, None, False, True)]
+# (dtype, strides, channels-last, reverse); the inputs require grad.
+GAM_MULTIPLY_SPECS = [(torch.float64, None, False, False), (torch.float32, MODEL_STRIDES, False, True),
+                      (torch.float64, None, True, True), (torch.float16, None, False, False)]
 
 
-def gam_multiply_samples():
-    samples = []
-    for seed, (dtype, strides, layout, reverse) in enumerate([
-            (torch.float64, None, False, False), (torch.float32, MODEL_STRIDES, False, True),
-            (torch.float64, None, True, True)]):
-        case = gam_multiply_case(200 + seed, dtype, strides=strides, max_window=3)
-        feats = channels_last(case.features) if layout else case.features
-        for t in [*feats, case.gam]:
-            t.requires_grad_(True)
-        samples.append((feats, case.gam, reverse))
-    return samples
+def mini_decoder_sample(index: int):
+    """(features, weight, bias, size) of mini_decoder for MINI_DECODER_SPECS[index]."""
+    dtype, strides, layout, grad = MINI_DECODER_SPECS[index]
+    case = mini_decoder_case(100 + index, dtype, strides=strides, max_side=12)
+    features = channels_last(case.features) if layout else case.features
+    for t in [*features, case.weight, case.bias]:
+        t.requires_grad_(grad)
+    return features, case.weight, case.bias, list(case.size)
 
 
-@pytest.mark.parametrize("index", range(4))
+def gam_multiply_sample(index: int):
+    """(features, gam, reverse) of gam_multiply for GAM_MULTIPLY_SPECS[index]."""
+    dtype, strides, layout, reverse = GAM_MULTIPLY_SPECS[index]
+    case = gam_multiply_case(200 + index, dtype, strides=strides, max_window=3)
+    features = channels_last(case.features) if layout else case.features
+    for t in [*features, case.gam]:
+        t.requires_grad_(True)
+    return features, case.gam, reverse
+
+
+@pytest.mark.parametrize("index", range(len(MINI_DECODER_SPECS)))
 def test_opcheck_mini_decoder(index):
-    opcheck(OPS.mini_decoder.default, mini_decoder_samples()[index])
+    opcheck(OPS.mini_decoder.default, mini_decoder_sample(index))
 
 
-@pytest.mark.parametrize("index", range(4))
+@pytest.mark.parametrize("index", range(len(MINI_DECODER_SPECS)))
 def test_opcheck_mini_decoder_backward(index):
-    features, weight, bias, size = mini_decoder_samples()[index]
+    features, weight, bias, size = mini_decoder_sample(index)
     features = [f.detach() for f in features]
     logits, gam = OPS.mini_decoder(features, weight.detach(), bias.detach(), size)
     opcheck(OPS.mini_decoder_backward.default,
             (torch.randn_like(logits), torch.randn_like(gam), gam, features, weight.detach()))
 
 
-@pytest.mark.parametrize("index", range(3))
+@pytest.mark.parametrize("index", range(len(GAM_MULTIPLY_SPECS)))
 def test_opcheck_gam_multiply(index):
-    opcheck(OPS.gam_multiply.default, gam_multiply_samples()[index])
+    opcheck(OPS.gam_multiply.default, gam_multiply_sample(index))
 
 
-@pytest.mark.parametrize("index", range(3))
+@pytest.mark.parametrize("index", range(len(GAM_MULTIPLY_SPECS)))
 def test_opcheck_gam_multiply_backward(index):
-    features, gam, reverse = gam_multiply_samples()[index]
+    features, gam, reverse = gam_multiply_sample(index)
     features = [f.detach() for f in features]
     opcheck(OPS.gam_multiply_backward.default,
             ([torch.randn_like(f) for f in features], features, gam.detach(), reverse))
@@ -82,7 +82,7 @@ def test_fake_kernels_match_the_real_strides():
     """torch.compile plans buffers from the fake kernels, so strides must agree, not only shapes."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    features, weight, bias, size = mini_decoder_samples()[3]  # channels-last, model strides
+    features, weight, bias, size = mini_decoder_sample(3)  # channels-last, model strides
     features = [f.detach() for f in features]
     logits, gam = OPS.mini_decoder(features, weight.detach(), bias.detach(), size)
     real = [*OPS.mini_decoder_backward(logits, gam, gam, features, weight.detach())[0],
