@@ -74,6 +74,19 @@ def test_gam_multiply_matches_reference_on_random_shapes(seed, dtype, reverse):
     check_gam_multiply(gam_multiply_case(seed, dtype), reverse, seed, dtype)
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_gam_multiply_matches_reference_on_tall_maps(layout):
+    """Maps of more than 4096 elements per channel are split into blocks of rows (the last one
+    partial), the unit of work of the CPU kernel."""
+    gen = torch.Generator().manual_seed(7)
+    features = [torch.randn(2, 3, 130, 40, generator=gen, dtype=torch.float64),
+                torch.randn(2, 5, 65, 20, generator=gen, dtype=torch.float64)]
+    if layout == "channels_last":
+        features = [f.contiguous(memory_format=torch.channels_last) for f in features]
+    gam = torch.rand(2, 1, 130, 80, generator=gen, dtype=torch.float64)
+    check_gam_multiply(GamMultiplyCase(features, gam), True, 7, torch.float64)
+
+
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("seed", range(2))
 def test_gam_multiply_matches_reference_at_model_strides(seed, reverse):

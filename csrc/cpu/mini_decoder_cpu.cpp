@@ -32,8 +32,8 @@ std::vector<LinearTap<acc_t>> resize_taps(int64_t in_size, int64_t out_size) {
   return taps;
 }
 
-// The taps of a 1-D resize along the width as separate arrays (vectorisable gathers), with the
-// source indices already multiplied by the source's column stride.
+// The taps of a 1-D resize along the width as separate arrays (four loads per tap in the interior
+// loop of the horizontal pass), with the source indices already multiplied by the column stride.
 template <typename acc_t>
 struct ColumnTaps {
   std::vector<int64_t> i0, i1;
