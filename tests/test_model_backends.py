@@ -1,0 +1,85 @@
+"""The drop-in promise: the fast backend computes the same PAANet as the reference backend.
+
+One state dict, both backends, train and eval mode: logits, deep-supervision logits, every GAM
+and every parameter gradient. Plus backend switching and torch.compile(fullgraph=True).
+"""
+import pytest
+import torch
+
+from paanet_fast import PAANet, PAANetLoss
+
+FAST = "cpp"  # the compiled backend of CPU tensors; the CUDA and Triton twins live in their own files
+TOLERANCES = {torch.float64: dict(rtol=1e-9, atol=1e-10), torch.float32: dict(rtol=2e-4, atol=2e-5)}
+
+
+def build(backend: str, dtype: torch.dtype, state: dict | None = None, **kwargs) -> PAANet:
+    torch.manual_seed(0)
+    net = PAANet("resnet18", encoder_weights=None, backend=backend, growth=8, **kwargs).to(dtype)
+    if state is not None:
+        net.load_state_dict(state)
+    return net
+
+
+def outputs_and_grads(net: PAANet, x: torch.Tensor, target: torch.Tensor) -> tuple[list[torch.Tensor], dict]:
+    net.zero_grad(set_to_none=True)
+    out = net(x, return_aux=True)
+    PAANetLoss()(out, target).backward()
+    tensors = [out.logits, *out.aux_logits, *out.gam_logits]
+    return [t.detach() for t in tensors], {n: p.grad for n, p in net.named_parameters()}
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("shape", [(2, 3, 45, 38), (1, 3, 64, 96)])
+def test_fast_backend_matches_reference(dtype, train, shape):
+    reference = build("reference", dtype).train(train)
+    fast = build(FAST, dtype, state=reference.state_dict()).train(train)
+    gen = torch.Generator().manual_seed(sum(shape))
+    x = torch.randn(shape, generator=gen).to(dtype)
+    target = (torch.rand(shape[0], 1, *shape[2:], generator=gen) > 0.6).to(dtype)
+    ref_out, ref_grads = outputs_and_grads(reference, x, target)
+    fast_out, fast_grads = outputs_and_grads(fast, x, target)
+    assert len(ref_out) == len(fast_out) == 1 + 3 + 6
+    for i, (a, b) in enumerate(zip(fast_out, ref_out)):
+        torch.testing.assert_close(a, b, **TOLERANCES[dtype], msg=lambda m: f"output {i}: {m}")
+    assert ref_grads.keys() == fast_grads.keys()
+    for name, g in ref_grads.items():
+        scale = g.abs().max().item()
+        torch.testing.assert_close(fast_grads[name], g, rtol=TOLERANCES[dtype]["rtol"],
+                                   atol=TOLERANCES[dtype]["atol"] + TOLERANCES[dtype]["rtol"] * scale,
+                                   msg=lambda m: f"grad of {name}: {m}")
+    if train:  # the batch-norm running statistics moved identically
+        for (name, a), (_, b) in zip(fast.named_buffers(), reference.named_buffers()):
+            torch.testing.assert_close(a, b, **TOLERANCES[dtype], msg=lambda m: f"buffer {name}: {m}")
+
+
+def test_backend_can_be_switched_after_construction():
+    net = build("reference", torch.float64).eval()
+    x = torch.randn(1, 3, 40, 52, dtype=torch.float64)
+    with torch.no_grad():
+        before = net(x, return_aux=True)
+        net.backend = FAST
+        after = net(x, return_aux=True)
+    assert net.backend == FAST and all(b.backend == FAST for b in net.blocks)
+    for a, b in zip([after.logits, *after.gam_logits], [before.logits, *before.gam_logits]):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
+def test_torch_compile_fullgraph_runs_the_fast_model():
+    torch._dynamo.reset()
+    net = build(FAST, torch.float32, num_blocks=2, num_layers=2).train()
+    x = torch.randn(2, 3, 64, 64)
+    target = (torch.rand(2, 1, 64, 64) > 0.5).float()
+    eager_out, eager_grads = outputs_and_grads(net, x, target)
+    # aot_eager: dynamo must trace the whole model, custom ops included, in one graph (fullgraph)
+    # and AOTAutograd must run their fake kernels and autograd formulas; inductor's code generation
+    # adds minutes here and nothing about the ops.
+    compiled = torch.compile(net, fullgraph=True, backend="aot_eager")
+    net.zero_grad(set_to_none=True)
+    out = compiled(x, return_aux=True)
+    PAANetLoss()(out, target).backward()
+    torch.testing.assert_close(out.logits, eager_out[0], rtol=1e-4, atol=1e-5)
+    for name, p in net.named_parameters():
+        scale = eager_grads[name].abs().max().item()
+        torch.testing.assert_close(p.grad, eager_grads[name], rtol=1e-4, atol=1e-5 + 1e-4 * scale,
+                                   msg=lambda m: f"grad of {name}: {m}")
