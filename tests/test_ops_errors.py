@@ -9,10 +9,8 @@ import pytest
 import torch
 
 from paanet_fast import backends, ops, reference
-from paanet_fast.backends import available_backends
+import paanet_fast._compiled  # noqa: E402,F401  (loads the extension: fails here if it is not built)
 
-HAS_CPP = "cpp" in available_backends()
-needs_cpp = pytest.mark.skipif(not HAS_CPP, reason="paanet_fast._C is not built")
 
 
 def features(dtype=torch.float32, batch=2):
@@ -77,7 +75,7 @@ def _ids(cases):
 
 # --- Python front end -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("backend", ["reference", pytest.param("cpp", marks=needs_cpp)])
+@pytest.mark.parametrize("backend", ["reference", "cpp"])
 @pytest.mark.parametrize("case", BAD_MINI_DECODER, ids=_ids(BAD_MINI_DECODER))
 def test_front_end_rejects_bad_mini_decoder_inputs(case, backend):
     _, feats, w, b, size, error, message = case
@@ -85,7 +83,7 @@ def test_front_end_rejects_bad_mini_decoder_inputs(case, backend):
         ops.mini_decoder(feats, w, b, size, backend=backend)
 
 
-@pytest.mark.parametrize("backend", ["reference", pytest.param("cpp", marks=needs_cpp)])
+@pytest.mark.parametrize("backend", ["reference", "cpp"])
 @pytest.mark.parametrize("case", BAD_GAM_MULTIPLY, ids=_ids(BAD_GAM_MULTIPLY))
 def test_front_end_rejects_bad_gam_multiply_inputs(case, backend):
     _, feats, g, error, message = case
@@ -106,7 +104,6 @@ def test_front_end_rejects_wrong_argument_types():
 
 # --- C++ entry points (the same checks, reached without the front end) -----------------------------
 
-@needs_cpp
 @pytest.mark.parametrize("case", BAD_MINI_DECODER, ids=_ids(BAD_MINI_DECODER))
 def test_cpp_entry_rejects_bad_mini_decoder_inputs(case):
     _, feats, w, b, size, error, message = case
@@ -114,7 +111,6 @@ def test_cpp_entry_rejects_bad_mini_decoder_inputs(case):
         torch.ops.paanet_fast.mini_decoder(feats, w, b, list(size))
 
 
-@needs_cpp
 @pytest.mark.parametrize("case", BAD_GAM_MULTIPLY, ids=_ids(BAD_GAM_MULTIPLY))
 def test_cpp_entry_rejects_bad_gam_multiply_inputs(case):
     _, feats, g, error, message = case
@@ -122,7 +118,6 @@ def test_cpp_entry_rejects_bad_gam_multiply_inputs(case):
         torch.ops.paanet_fast.gam_multiply(feats, g, False)
 
 
-@needs_cpp
 def test_cpp_entry_rejects_dtypes_without_a_kernel():
     float8 = getattr(torch, "float8_e4m3fn", None)
     if float8 is None:
@@ -134,7 +129,6 @@ def test_cpp_entry_rejects_dtypes_without_a_kernel():
         torch.ops.paanet_fast.gam_multiply(feats, gam().to(float8), True)
 
 
-@needs_cpp
 def test_cpp_backward_entries_reject_bad_inputs():
     feats, w, g = features(), weight(), gam()
     grad = torch.rand_like(g)
@@ -192,13 +186,11 @@ def test_auto_falls_back_to_the_reference_with_one_warning(without_compiled_back
         torch.testing.assert_close(p, e, rtol=0, atol=0)
 
 
-@needs_cpp
 def test_auto_uses_the_compiled_backend_on_cpu():
     assert backends.resolve(None, torch.device("cpu")).name == "cpp"
     assert backends.resolve("auto", torch.device("cpu")).name == "cpp"
 
 
-@needs_cpp
 def test_cuda_backend_is_registered_exactly_when_the_extension_has_cuda_kernels():
     has_kernels = torch._C._dispatch_has_kernel_for_dispatch_key("paanet_fast::mini_decoder", "CUDA")
     backends.available_backends()  # loads the providers

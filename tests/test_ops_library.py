@@ -12,8 +12,8 @@ from torch.library import opcheck
 from ops_cases import MODEL_STRIDES, assert_close, gam_multiply_case, mini_decoder_case, with_grad
 from paanet_fast import ops, reference
 from paanet_fast.backends import available_backends
+import paanet_fast._compiled  # noqa: E402,F401  (loads the extension: fails here if it is not built)
 
-pytestmark = pytest.mark.skipif("cpp" not in available_backends(), reason="paanet_fast._C is not built")
 
 OPS = torch.ops.paanet_fast
 
@@ -135,3 +135,10 @@ def test_gradients_when_only_one_output_is_used(used):
     expected = grads(reference.mini_decoder)
     for i, (a, e) in enumerate(zip(grads(functools.partial(ops.mini_decoder, backend="cpp")), expected)):
         assert_close(a, e, torch.float64, f"gradient {i} with only output {used} used")
+
+
+def test_the_compiled_extension_is_built():
+    """Every other test here exercises the cpp backend: without the extension they must fail, not skip."""
+    from paanet_fast.backends import unavailable_reason
+
+    assert "cpp" in available_backends(), f"the cpp backend is unavailable: {unavailable_reason('cpp')}"
