@@ -21,5 +21,5 @@ from paanet_fast.backends import unavailable_reason
 print(f"paanet_fast {paanet_fast.__version__} on torch {torch.__version__}: backends {paanet_fast.available_backends()}")
 for name in ("cpp", "cuda"):
     if name not in paanet_fast.available_backends():
-        print(f"  {name} unavailable: {unavailable_reason(name)}")
+        print(f"  {name} unavailable: {unavailable_reason(name) or 'built, but this machine has no device for it'}")
 PY
