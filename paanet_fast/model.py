@@ -119,14 +119,13 @@ class PAANet(nn.Module):
     @property
     def backend(self) -> str:
         """The operator backend of every PAAD block; assign to switch (the state dict is unaffected)."""
-        return self._backend
+        return self.config["backend"]
 
     @backend.setter
     def backend(self, name: str) -> None:
-        self._backend = check_name(name)
-        self.config["backend"] = self._backend
+        self.config["backend"] = check_name(name)
         for block in self.blocks:
-            block.backend = self._backend
+            block.backend = self.config["backend"]
 
     def _check_input(self, x: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor):
