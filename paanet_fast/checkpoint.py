@@ -46,6 +46,6 @@ def model_from_checkpoint(state: dict[str, Any], backend: str = "auto") -> PAANe
 
     The backend is chosen anew (default "auto"): the one used in training may not exist here.
     """
-    model = PAANet(**{**state["model_config"], "encoder_weights": None, "backend": backend})
+    model = PAANet.from_config({**state["model_config"], "backend": backend})
     model.load_state_dict(state["model"])
     return model.eval()

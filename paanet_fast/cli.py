@@ -8,7 +8,6 @@ from typing import Sequence
 
 from .backends import KNOWN_BACKENDS
 from .data import DATASET_NAMES
-from .encoder import ENCODER_NAMES
 from .runtime import AMP_MODES
 
 DATASETS = DATASET_NAMES
@@ -64,8 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, help="global batch (split over torchrun processes)")
     train.add_argument("--image-size", type=int, help="images are resized to N x N")
     train.add_argument("--lr", type=_positive_float, help="Adam learning rate")
-    train.add_argument("--encoder", choices=ENCODER_NAMES)
-    train.add_argument("--encoder-weights", help="imagenet, none, or a state-dict file")
+    train.add_argument("--encoder", help="resnet18, resnet34, resnet50 or resnet101 (torchvision), or an encoder of "
+                       "segmentation_models_pytorch (efficientnet-b0, mit_b2, tu-convnext_tiny, smp:resnet50, ...; "
+                       "needs the encoders extra)")
+    train.add_argument("--encoder-weights", help="imagenet (or another weights name smp lists for the encoder), "
+                       "none, or a state-dict file of the encoder")
     train.add_argument("--seed", type=int, help="seeds the split, the synthetic images, the weights and the augmentation")
     train.add_argument("--workers", type=int, help="data-loading processes per training process")
     train.add_argument("--split-file", help="reuse a split.json instead of making a new split")

@@ -1,103 +1,79 @@
-"""ResNet encoders from torchvision, returning the outputs of layer1..layer4 (strides 4, 8, 16, 32)."""
+"""PAANet's encoders: torchvision's ResNets, or any encoder of segmentation_models_pytorch (smp).
+
+Every encoder follows smp's interface: forward(x) returns a list of feature maps whose entry i
+is at stride 2**i (entry 0 is the input itself, a stride smp does not have is an entry with 0
+channels), and `out_channels` gives their channel counts. PAANet reads entries 2..5, the
+strides 4, 8, 16 and 32.
+
+Names: "resnet18", "resnet34", "resnet50", "resnet101" are torchvision's (no extra dependency);
+every other name is smp's (`segmentation_models_pytorch.encoders.get_encoder_names()`, or
+"tu-<timm model>"). "smp:<name>" asks for smp's encoder where torchvision's has the same name
+("smp:resnet50").
+"""
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-import torch
 import torch.nn as nn
-import torchvision.models as tvm
 
-_ENCODERS = {
-    "resnet18": (tvm.resnet18, tvm.ResNet18_Weights.IMAGENET1K_V1),
-    "resnet34": (tvm.resnet34, tvm.ResNet34_Weights.IMAGENET1K_V1),
-    "resnet50": (tvm.resnet50, tvm.ResNet50_Weights.IMAGENET1K_V2),
-    "resnet101": (tvm.resnet101, tvm.ResNet101_Weights.IMAGENET1K_V2),
-}
-ENCODER_NAMES = tuple(_ENCODERS)
+from .encoder_weights import EncoderWeights
+from .resnet_encoder import RESNET_NAMES, ResNetEncoder
+from .smp_encoder import INSTALL_HINT, build_smp_encoder, is_smp_encoder
 
-
-def imagenet_weights_url(encoder_name: str) -> str:
-    """Where torchvision downloads the ImageNet weights used for `encoder_name`."""
-    return _ENCODERS[encoder_name][1].url
+SMP_PREFIX = "smp:"
+STRIDES = (4, 8, 16, 32)
+SCALES = slice(2, 6)  # the entries of an encoder's feature list at STRIDES
 
 
-def _imagenet_state_dict(encoder_name: str) -> dict[str, torch.Tensor]:
-    weights = _ENCODERS[encoder_name][1]
+def _source(name: str) -> tuple[str, str]:
+    """("torchvision" or "smp", the name in that library)."""
+    if not isinstance(name, str):
+        raise TypeError(f"encoder_name must be a string, got {type(name).__name__}")
+    if name.startswith(SMP_PREFIX):
+        return "smp", name[len(SMP_PREFIX):]
+    return ("torchvision", name) if name in RESNET_NAMES else ("smp", name)
+
+
+def check_encoder_name(name: str) -> None:
+    """Raise ValueError (or ImportError naming the `encoders` extra) unless `name` is an encoder PAANet can build.
+
+    Builds nothing and downloads nothing.
+    """
+    source, library_name = _source(name)
+    if source == "torchvision":
+        return
     try:
-        return weights.get_state_dict(progress=True)
-    except OSError as exc:  # URLError, socket errors, unreadable cache all land here
-        cache = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
-        raise RuntimeError(
-            f"could not load the ImageNet weights of {encoder_name} ({exc}). They are downloaded once from "
-            f"{weights.url} and cached at {cache}. Offline, either copy that file there (or set TORCH_HOME to a "
-            "folder that has hub/checkpoints/ with it), pass encoder_weights=<path to a state-dict file>, or "
-            "pass encoder_weights=None to start from random weights.") from exc
+        known = is_smp_encoder(library_name)
+    except ImportError as exc:
+        if name.startswith(SMP_PREFIX):
+            raise
+        raise ImportError(f"encoder_name {name!r} is not one of torchvision's {', '.join(RESNET_NAMES)}; other "
+                          f"encoders come from segmentation_models_pytorch, which is not installed: "
+                          f"{INSTALL_HINT}") from exc
+    if not known:
+        raise ValueError(f"encoder_name {name!r} is unknown: not one of torchvision's {', '.join(RESNET_NAMES)}, "
+                         "nor a name of segmentation_models_pytorch.encoders.get_encoder_names(), nor "
+                         "tu-<a timm model name>")
 
 
-def _file_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"encoder_weights file {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt or foreign files: name the file
-        raise RuntimeError(f"could not read encoder weights from {path}: {exc}") from exc
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise RuntimeError(f"{path} does not hold a state dict (got {type(state).__name__})")
-    return state
+def build_encoder(name: str, weights: EncoderWeights, in_channels: int) -> nn.Module:
+    """The encoder `name` with `weights` for `in_channels`-channel images (see the module's docstring).
+
+    Raises ValueError for an unknown name or one whose feature maps miss one of the strides 4, 8, 16, 32.
+    """
+    if not isinstance(in_channels, int) or in_channels < 1:
+        raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}")
+    check_encoder_name(name)
+    source, library_name = _source(name)
+    if source == "torchvision":
+        encoder = ResNetEncoder(library_name, weights, in_channels)
+    else:
+        encoder = build_smp_encoder(library_name, weights, in_channels)
+    check_scales(name, encoder.out_channels)
+    return encoder
 
 
-def _adapt_first_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
-    """Pretrained RGB filters for another channel count: summed for 1 channel, else cycled and rescaled."""
-    if in_channels == 1:
-        return weight.sum(dim=1, keepdim=True)
-    index = torch.arange(in_channels) % weight.shape[1]
-    return weight[:, index] * (weight.shape[1] / in_channels)
-
-
-class ResNetEncoder(nn.Module):
-    """torchvision ResNet trunk; forward returns [E1, E2, E3, E4] at strides 4, 8, 16, 32."""
-
-    def __init__(self, name: str = "resnet50", weights: str | os.PathLike | None = "imagenet",
-                 in_channels: int = 3) -> None:
-        super().__init__()
-        if name not in _ENCODERS:
-            raise ValueError(f"encoder_name must be one of {ENCODER_NAMES}, got {name!r}")
-        if not isinstance(in_channels, int) or in_channels < 1:
-            raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}")
-        net = _ENCODERS[name][0](weights=None)
-        net.fc = nn.Identity()  # the classifier is never used
-        if in_channels != 3:
-            net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        if weights is not None:
-            state = _imagenet_state_dict(name) if weights == "imagenet" else _file_state_dict(weights)
-            state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-            if in_channels != 3 and "conv1.weight" in state:
-                state["conv1.weight"] = _adapt_first_conv(state["conv1.weight"], in_channels)
-            source = "ImageNet" if weights == "imagenet" else str(weights)
-            try:
-                missing, unexpected = net.load_state_dict(state, strict=False)
-            except RuntimeError as exc:  # shape mismatches
-                raise RuntimeError(f"encoder weights from {source} do not fit {name}: {exc}") from exc
-            if missing or unexpected:
-                raise RuntimeError(f"encoder weights from {source} do not fit {name}: missing {missing[:5]}, "
-                                   f"unexpected {unexpected[:5]}")
-        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
-        self.layers = nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4])
-        self.out_channels = tuple(_width(layer) for layer in self.layers)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.stem(x)
-        features = []
-        for layer in self.layers:
-            x = layer(x)
-            features.append(x)
-        return features
-
-
-def _width(layer: nn.Sequential) -> int:
-    last = layer[-1]
-    return (last.conv3 if hasattr(last, "conv3") else last.conv2).out_channels
+def check_scales(name: str, out_channels: list[int] | tuple[int, ...]) -> None:
+    """Raise ValueError, saying which strides the encoder has, unless it has feature maps at all of STRIDES."""
+    if len(out_channels) < SCALES.stop or not all(out_channels[SCALES]):
+        strides = ", ".join(str(2 ** i) for i, c in enumerate(out_channels) if i > 0 and c > 0)
+        raise ValueError(f"encoder_name {name!r} gives feature maps at strides {strides}; PAANet needs strides "
+                         f"{', '.join(map(str, STRIDES))}")

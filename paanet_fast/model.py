@@ -1,8 +1,9 @@
-"""PAANet (design section 1): ResNet encoder, lateral reductions, alternating PAAD blocks, decoder."""
+"""PAANet (design section 1): encoder, then a decoder of lateral reductions, alternating PAAD blocks and a
+top-down path, then the segmentation head; named as in segmentation_models_pytorch."""
 from __future__ import annotations
 
-import os
-from typing import NamedTuple
+import inspect
+from typing import Any, Mapping, NamedTuple
 
 import torch
 import torch.nn as nn
@@ -10,7 +11,8 @@ import torch.nn.functional as F
 
 from . import ops
 from .backends import check_name
-from .encoder import ResNetEncoder
+from .encoder import SCALES, build_encoder
+from .encoder_weights import EncoderWeights
 
 WIDTHS = (32, 64, 128, 256)  # channels of the four scales after the lateral reductions
 STRIDE = 32  # the coarsest encoder stride: inputs are padded to a multiple of it
@@ -63,7 +65,7 @@ class PAADBlock(nn.Module):
         return outputs, gam_logits
 
 
-class Decoder(nn.Module):
+class TopDown(nn.Module):
     """D_4 = out_4; D_v = ConvBNReLU(concat(Up(D_{v+1}), out_v)), Up a 4x4 stride-2 transposed conv."""
 
     def __init__(self, widths: tuple[int, ...]) -> None:
@@ -79,12 +81,48 @@ class Decoder(nn.Module):
         return decoded
 
 
+class PAANetDecoder(nn.Module):
+    """Everything between the encoder and the heads: lateral reductions, PAAD blocks, top-down path.
+
+    forward(features: the encoder's maps at strides 4, 8, 16, 32, size: the padded input's (H, W))
+    returns the decoded maps [D_1, ..., D_4] (widths WIDTHS, strides 4..32) and the GAM logits,
+    num_blocks * num_layers x (B, 1, H, W), block-major.
+    """
+
+    out_channels = WIDTHS[0]  # of D_1, what the segmentation head reads
+
+    def __init__(self, encoder_channels: tuple[int, ...], num_blocks: int, num_layers: int, growth: int) -> None:
+        super().__init__()
+        self.lateral = nn.ModuleList(conv_bn(c, w, 1) for c, w in zip(encoder_channels, WIDTHS))
+        self.blocks = nn.ModuleList(PAADBlock(WIDTHS, num_layers, growth, reverse=(b % 2 == 0))
+                                    for b in range(1, num_blocks + 1))
+        self.top_down = TopDown(WIDTHS)
+
+    def forward(self, features: list[torch.Tensor], size: tuple[int, int]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        feats = [lat(e) for lat, e in zip(self.lateral, features)]
+        gam_logits = []
+        for block in self.blocks:
+            feats, block_gams = block(feats, size)
+            gam_logits.extend(block_gams)
+        return self.top_down(feats), gam_logits
+
+
 class PAANet(nn.Module):
     """Progressive alternating attention network (Srivastava et al., 2021).
 
+    The constructor follows segmentation_models_pytorch (smp), and so do the parts:
+    `encoder` (its forward returns smp's feature list, entry i at stride 2**i), `decoder` (a
+    PAANetDecoder: lateral reductions, PAAD blocks, top-down path) and `segmentation_head` (1x1
+    conv from the decoder's `out_channels` at stride 4 to the class logits, which forward resizes
+    to the input's size); `aux_heads` give the deep-supervision logits. Freezing `encoder` or
+    assigning another `segmentation_head` works as in smp.
+
     Args:
-        encoder_name: "resnet18", "resnet34", "resnet50" or "resnet101" (torchvision).
-        encoder_weights: "imagenet" (torchvision download, cached), a path to a state-dict file, or None.
+        encoder_name: "resnet18", "resnet34", "resnet50" or "resnet101" (torchvision's), or any
+            encoder of smp ("efficientnet-b0", "mit_b2", "tu-convnext_tiny", ...; needs the
+            `encoders` extra); "smp:resnet50" is smp's resnet50. See paanet_fast.encoder.
+        encoder_weights: "imagenet" (downloaded once, cached), another weights name smp lists for
+            the encoder, a path to a state-dict file of the encoder, or None (random weights).
         in_channels: channels of the input images.
         classes: output channels (one logit map per class, sigmoid activation).
         num_blocks: PAAD blocks; block b (1-based) uses reverse attention when b is even.
@@ -95,9 +133,12 @@ class PAANet(nn.Module):
     forward(x: (B, in_channels, H, W), return_aux=False) -> logits (B, classes, H, W), or a
     PAANetOutput with the deep-supervision and GAM logits when return_aux is True. Any H, W works:
     the input is zero-padded to a multiple of 32 and every output cropped back.
+
+    `config` holds the constructor's arguments but the weights (JSON-serialisable);
+    PAANet.from_config(config) builds the same network again.
     """
 
-    def __init__(self, encoder_name: str = "resnet50", encoder_weights: str | os.PathLike | None = "imagenet",
+    def __init__(self, encoder_name: str = "resnet50", encoder_weights: EncoderWeights = "imagenet",
                  in_channels: int = 3, classes: int = 1, num_blocks: int = 2, num_layers: int = 3,
                  growth: int = 32, backend: str = "auto") -> None:
         super().__init__()
@@ -105,16 +146,21 @@ class PAANet(nn.Module):
                            ("growth", growth)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{arg} must be a positive integer, got {value!r}")
-        self.encoder = ResNetEncoder(encoder_name, encoder_weights, in_channels)
-        self.lateral = nn.ModuleList(conv_bn(c, w, 1) for c, w in zip(self.encoder.out_channels, WIDTHS))
-        self.blocks = nn.ModuleList(PAADBlock(WIDTHS, num_layers, growth, reverse=(b % 2 == 0))
-                                    for b in range(1, num_blocks + 1))
-        self.decoder = Decoder(WIDTHS)
-        self.head = nn.Conv2d(WIDTHS[0], classes, 1)
+        self.encoder = build_encoder(encoder_name, encoder_weights, in_channels)
+        self.decoder = PAANetDecoder(tuple(self.encoder.out_channels[SCALES]), num_blocks, num_layers, growth)
+        self.segmentation_head = nn.Conv2d(self.decoder.out_channels, classes, 1)
         self.aux_heads = nn.ModuleList(nn.Conv2d(w, classes, 1) for w in WIDTHS[1:])
         self.config = dict(encoder_name=encoder_name, in_channels=in_channels, classes=classes,
                            num_blocks=num_blocks, num_layers=num_layers, growth=growth, backend=backend)
         self.backend = backend
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "PAANet":
+        """The network `config` (a PAANet's `config`) describes, with random weights: nothing is downloaded."""
+        keys = set(inspect.signature(cls).parameters) - {"encoder_weights"}
+        if not set(config) <= keys:
+            raise ValueError(f"config has unknown keys {sorted(set(config) - keys)}; a PAANet config has {sorted(keys)}")
+        return cls(**config, encoder_weights=None)
 
     @property
     def backend(self) -> str:
@@ -124,7 +170,7 @@ class PAANet(nn.Module):
     @backend.setter
     def backend(self, name: str) -> None:
         self.config["backend"] = check_name(name)
-        for block in self.blocks:
+        for block in self.decoder.blocks:
             block.backend = self.config["backend"]
 
     def _check_input(self, x: torch.Tensor) -> None:
@@ -142,22 +188,31 @@ class PAANet(nn.Module):
     def forward(self, x: torch.Tensor, return_aux: bool = False) -> torch.Tensor | PAANetOutput:
         self._check_input(x)
         height, width = x.shape[-2:]
-        padded = (-(-height // STRIDE) * STRIDE, -(-width // STRIDE) * STRIDE)
+        # Written for export with symbolic H, W: a floor division of non-negative numbers (the ONNX export
+        # got -(-H // 32) wrong), and a crop by negative padding (slicing makes torch.export ask for a
+        # proof that H <= padded H, which it cannot find).
+        padded = ((height + STRIDE - 1) // STRIDE * STRIDE, (width + STRIDE - 1) // STRIDE * STRIDE)
         x = F.pad(x, (0, padded[1] - width, 0, padded[0] - height))
-        feats = [lat(e) for lat, e in zip(self.lateral, self.encoder(x))]
-        gam_logits = []
-        for block in self.blocks:
-            feats, block_gams = block(feats, padded)
-            gam_logits.extend(block_gams)
-        decoded = self.decoder(feats)
+        decoded, gam_logits = self.decoder(self.encoder(x)[SCALES], padded)
 
         def full_size(t: torch.Tensor) -> torch.Tensor:
             if tuple(t.shape[-2:]) != padded:
                 t = F.interpolate(t, size=padded, mode="bilinear", align_corners=False)
-            return t[..., :height, :width]
+            return F.pad(t, (0, width - padded[1], 0, height - padded[0]))
 
-        logits = full_size(self.head(decoded[0]))
+        logits = full_size(self.segmentation_head(decoded[0]))
         if not return_aux:
             return logits
         aux = [full_size(head(d)) for head, d in zip(self.aux_heads, decoded[1:])]
         return PAANetOutput(logits, aux, [full_size(z) for z in gam_logits])
+
+    @torch.inference_mode()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (B, classes, H, W) for x (B, in_channels, H, W) without autograd, as smp's predict.
+
+        Like smp's, it switches the model to eval mode (and leaves it there).
+        """
+        if self.training:
+            self.eval()
+        return self(x)
+

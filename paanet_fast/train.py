@@ -30,6 +30,7 @@ from .checkpoint import RunError, load_checkpoint, save_checkpoint
 from .data import SegmentationDataset, Source, default_split, open_source, read_split, write_split
 from .data.splits import Split, check_split
 from .data.transforms import PairTransform
+from .encoder import check_encoder_name
 from .evaluate import score_loader
 from .losses import PAANetLoss
 from .model import PAANet
@@ -76,6 +77,10 @@ class TrainConfig:
             raise RunError(f"--workers must be 0 or more, got {self.workers}")
         if not self.lr > 0:
             raise RunError(f"--lr must be positive, got {self.lr}")
+        try:
+            check_encoder_name(self.encoder)
+        except (ValueError, ImportError) as exc:  # an unknown name, or smp's without the extra
+            raise RunError(f"--encoder: {exc}") from exc
 
 
 @dataclass
@@ -164,7 +169,7 @@ def _build_model(config: TrainConfig, resuming: bool) -> PAANet:
     torch.manual_seed(config.seed)
     try:
         return PAANet(encoder_name=config.encoder, encoder_weights=weights, backend=config.backend)
-    except (RuntimeError, FileNotFoundError) as exc:  # weights that cannot be loaded: say so plainly
+    except (RuntimeError, ValueError, OSError) as exc:  # weights that cannot be loaded: say so plainly
         raise RunError(str(exc)) from exc
 
 
@@ -189,9 +194,9 @@ def _save_panel(model: PAANet, dataset: SegmentationDataset, config: TrainConfig
     with autocast(device, config.amp):
         output = model(images, return_aux=True)
     dsc = metrics.per_image_scores(output.logits.float(), masks)["dsc"]
-    layers = len(output.gam_logits) // len(model.blocks)
-    gam_titles = [f"GAM b{b + 1}{' rev' if model.blocks[b].reverse else ''} L{c + 1}"
-                  for b in range(len(model.blocks)) for c in range(layers)]
+    layers = len(output.gam_logits) // len(model.decoder.blocks)
+    gam_titles = [f"GAM b{b + 1}{' rev' if model.decoder.blocks[b].reverse else ''} L{c + 1}"
+                  for b in range(len(model.decoder.blocks)) for c in range(layers)]
     gams = torch.sigmoid(torch.stack(output.gam_logits, dim=1).float())[:, :, 0].cpu().numpy()
     save_sample_panel(
         images=[tensor_to_image(item["image"]) for item in items],

@@ -7,7 +7,7 @@ import torch
 import torchvision
 
 from paanet_fast import PAANet
-from paanet_fast.encoder import imagenet_weights_url
+from paanet_fast.resnet_encoder import imagenet_weights_url
 
 
 def _random_resnet18_state(seed: int) -> dict:

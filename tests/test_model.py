@@ -44,7 +44,7 @@ def test_output_counts_follow_blocks_and_layers(num_blocks, num_layers):
     assert len(out.aux_logits) == 3 and all(a.shape == (1, 2, 40, 40) for a in out.aux_logits)
     assert len(out.gam_logits) == num_blocks * num_layers
     assert all(g.shape == (1, 1, 40, 40) for g in out.gam_logits)
-    assert [blk.reverse for blk in net.blocks] == [b % 2 == 0 for b in range(1, num_blocks + 1)]
+    assert [blk.reverse for blk in net.decoder.blocks] == [b % 2 == 0 for b in range(1, num_blocks + 1)]
 
 
 def test_every_parameter_gets_a_finite_gradient():
@@ -56,7 +56,7 @@ def test_every_parameter_gets_a_finite_gradient():
         assert p.grad is not None, f"{name} received no gradient"
         assert torch.isfinite(p.grad).all(), f"{name} has a non-finite gradient"
     # The GAM convolutions are only reached through ops.mini_decoder: they must really be trained.
-    for block in net.blocks:
+    for block in net.decoder.blocks:
         for conv in block.gam_convs:
             assert conv.weight.grad.abs().sum() > 0 and conv.bias.grad.abs().sum() > 0
 
@@ -116,7 +116,7 @@ def test_state_dict_round_trip_and_eval_determinism(model):
 
 def test_backend_is_switchable_and_validated(model):
     model.backend = "reference"
-    assert model.backend == "reference" and all(b.backend == "reference" for b in model.blocks)
+    assert model.backend == "reference" and all(b.backend == "reference" for b in model.decoder.blocks)
     assert model.config["backend"] == "reference"
     with pytest.raises(ValueError, match="unknown backend 'nope'"):
         model.backend = "nope"
@@ -140,7 +140,7 @@ def test_bad_inputs_are_rejected(model, x, message):
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    ({"encoder_name": "vgg16"}, "encoder_name must be one of"),
+    ({"encoder_name": "resnet5"}, "encoder_name 'resnet5' is unknown"),
     ({"in_channels": 0}, "in_channels must be a positive integer"),
     ({"classes": 0}, "classes must be a positive integer"),
     ({"num_layers": 0}, "num_layers must be a positive integer"),

@@ -60,7 +60,7 @@ def test_backend_can_be_switched_after_construction():
         before = net(x, return_aux=True)
         net.backend = FAST
         after = net(x, return_aux=True)
-    assert net.backend == FAST and all(b.backend == FAST for b in net.blocks)
+    assert net.backend == FAST and all(b.backend == FAST for b in net.decoder.blocks)
     for a, b in zip([after.logits, *after.gam_logits], [before.logits, *before.gam_logits]):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
 
