@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from .encoder_weights import EncoderWeights
 from .resnet_encoder import RESNET_NAMES, ResNetEncoder
-from .smp_encoder import INSTALL_HINT, build_smp_encoder, is_smp_encoder
+from .smp_encoder import INSTALL_HINT, build_smp_encoder, import_smp, is_smp_encoder
 
 SMP_PREFIX = "smp:"
 STRIDES = (4, 8, 16, 32)
@@ -41,14 +41,14 @@ def check_encoder_name(name: str) -> None:
     if source == "torchvision":
         return
     try:
-        known = is_smp_encoder(library_name)
+        import_smp(name)
     except ImportError as exc:
         if name.startswith(SMP_PREFIX):
             raise
         raise ImportError(f"encoder_name {name!r} is not one of torchvision's {', '.join(RESNET_NAMES)}; other "
                           f"encoders come from segmentation_models_pytorch, which is not installed: "
                           f"{INSTALL_HINT}") from exc
-    if not known:
+    if not is_smp_encoder(library_name):
         raise ValueError(f"encoder_name {name!r} is unknown: not one of torchvision's {', '.join(RESNET_NAMES)}, "
                          "nor a name of segmentation_models_pytorch.encoders.get_encoder_names(), nor "
                          "tu-<a timm model name>")

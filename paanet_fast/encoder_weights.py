@@ -42,11 +42,12 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_weights(module: nn.Module, state: dict[str, torch.Tensor], source: str, encoder_name: str) -> None:
-    """Load `state` into `module`, every key of both; a misfit names `source` and the encoder."""
+    """Load `state` into `module` strictly; a misfit names `source` and the encoder.
+
+    Called as smp calls it (no keyword arguments): smp's encoders override load_state_dict to
+    drop their classifier's keys or rename old ones, some with a one-argument signature.
+    """
     try:
-        missing, unexpected = module.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shape mismatches
+        module.load_state_dict(state)
+    except RuntimeError as exc:  # missing, unexpected or misshapen keys
         raise RuntimeError(f"encoder weights from {source} do not fit {encoder_name}: {exc}") from exc
-    if missing or unexpected:
-        raise RuntimeError(f"encoder weights from {source} do not fit {encoder_name}: missing {missing[:5]}, "
-                           f"unexpected {unexpected[:5]}")
