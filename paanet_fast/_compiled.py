@@ -13,6 +13,7 @@ from typing import Sequence
 import torch
 
 from . import _C  # noqa: F401  (registers the operators)
+from .amp import cast_for_autocast
 from .backends import Backend, mark_unavailable, register
 
 _ops = torch.ops.paanet_fast
@@ -79,6 +80,25 @@ torch.library.register_autograd("paanet_fast::mini_decoder", _mini_decoder_backw
                                 setup_context=_mini_decoder_setup)
 torch.library.register_autograd("paanet_fast::gam_multiply", _gam_multiply_backward,
                                 setup_context=_gam_multiply_setup)
+
+
+# --- autocast: cast the inputs as a built-in op would, then run the kernels with autocast off -----
+# The kernels compute half types in float32 with ATen matmuls inside; left under autocast, those
+# matmuls would hand back the autocast dtype where the kernel expects float32. Registered for the
+# backward operators too, since a backward may run inside the caller's autocast region.
+
+def _autocast_kernel(op: torch._ops.OpOverload, device_type: str):
+    def kernel(*args):
+        dtype = torch.get_autocast_dtype(device_type)
+        with torch.autocast(device_type, enabled=False):
+            return op(*cast_for_autocast(args, device_type, dtype))
+    return kernel
+
+
+_autocast_library = torch.library.Library("paanet_fast", "IMPL")
+for _name in ("mini_decoder", "mini_decoder_backward", "gam_multiply", "gam_multiply_backward"):
+    for _device_type, _key in (("cpu", "AutocastCPU"), ("cuda", "AutocastCUDA")):
+        _autocast_library.impl(_name, _autocast_kernel(getattr(_ops, _name).default, _device_type), _key)
 
 
 # --- backends ------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import ops
+from .amp import autocast_dtype
 from .backends import check_name
 from .encoder import SCALES, build_encoder
 from .encoder_weights import EncoderWeights
@@ -184,6 +185,24 @@ class PAANet(nn.Module):
                              f"got shape {tuple(x.shape)}")
         if not x.is_floating_point():
             raise ValueError(f"PAANet expects a floating-point input, got {x.dtype}")
+        self._check_input_matches_parameters(x)
+
+    def _check_input_matches_parameters(self, x: torch.Tensor) -> None:
+        first = next(self.parameters())
+        if x.device != first.device:
+            raise ValueError(f"PAANet: the input x is on {x.device} but the model's parameters are on {first.device}")
+        model, autocast = first.dtype, autocast_dtype(x.device.type)
+        if autocast is None:
+            if x.dtype != model:
+                raise ValueError(f"PAANet: the input x has dtype {x.dtype} but the model's parameters are {model}; "
+                                 f"convert one of them (x.to({model}) or model.to({x.dtype}))")
+        elif torch.float64 in (x.dtype, model):
+            if x.dtype != model:  # autocast leaves float64 tensors as they are, so nothing reconciles them
+                raise ValueError(f"PAANet: the input x has dtype {x.dtype} but the model's parameters are {model}, "
+                                 f"and autocast to {autocast} leaves float64 as it is; convert one of them")
+        elif model not in (torch.float32, autocast):  # batch norm under autocast takes only these
+            raise ValueError(f"PAANet: under autocast to {autocast} the model's parameters must be torch.float32 or "
+                             f"{autocast}, but they are {model}")
 
     def forward(self, x: torch.Tensor, return_aux: bool = False) -> torch.Tensor | PAANetOutput:
         self._check_input(x)

@@ -11,6 +11,7 @@ from typing import Sequence
 import torch
 
 from . import reference
+from .amp import autocast_dtype, cast_for_autocast, dtype_under_autocast
 from .backends import Backend, available_backends, register, resolve
 
 __all__ = ["mini_decoder", "gam_multiply", "available_backends"]
@@ -47,22 +48,19 @@ def _check_features(features: Sequence[torch.Tensor], op: str) -> list[torch.Ten
 def _check_like(t: torch.Tensor, arg: str, ref: torch.Tensor, op: str) -> None:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{op}: `{arg}` must be a tensor, got {type(t).__name__}")
-    # Under autocast the float32 parameters meet half-precision features; _autocast casts them all.
-    if t.dtype != ref.dtype and not (t.is_floating_point() and _autocast_dtype(ref.device.type) is not None):
-        raise ValueError(f"{op}: `{arg}` has dtype {t.dtype} but the features have {ref.dtype}")
+    # Under autocast the float32 parameters meet half-precision features: compare what each computes in.
+    device_type = ref.device.type
+    if dtype_under_autocast(t.dtype, device_type) != dtype_under_autocast(ref.dtype, device_type):
+        raise ValueError(f"{op}: `{arg}` has dtype {t.dtype} but the features have {ref.dtype}"
+                         + (" (autocast leaves float64 as it is)" if autocast_dtype(device_type) else ""))
     if t.device != ref.device:
         raise ValueError(f"{op}: `{arg}` is on {t.device} but the features are on {ref.device}")
 
 
-def _autocast_dtype(device_type: str) -> torch.dtype | None:
-    if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):
-        return torch.get_autocast_dtype(device_type)
-    return None
-
-
 def _autocast(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    dtype = _autocast_dtype(tensors[0].device.type)
-    return tensors if dtype is None else [t.to(dtype) for t in tensors]
+    device_type = tensors[0].device.type
+    dtype = autocast_dtype(device_type)
+    return tensors if dtype is None else cast_for_autocast(tensors, device_type, dtype)
 
 
 def mini_decoder(features: Sequence[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor,

@@ -9,6 +9,7 @@ import torch
 
 from fake_datasets import MAKERS, single_thread  # noqa: F401 (fixture)
 from paanet_fast.checkpoint import RunError
+from paanet_fast.cli import main
 from paanet_fast.train import TrainConfig, train
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -93,10 +94,16 @@ def test_encoder_weights_file_that_does_not_exist_is_reported(tmp_path):
 
 
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
-def test_mixed_precision_trains(tmp_path, amp):
-    history = train(_config(tmp_path, "synthetic", amp=amp))
-    assert torch.isfinite(torch.tensor(history[0]["train_loss"]))
-    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+def test_mixed_precision_trains_on_the_cpu_with_the_compiled_backend(tmp_path, amp):
+    """`paanet-fast train --amp` on the CPU with the cpp backend (what "auto" picks there). This test
+    once ran the reference backend only, and passed while the cpp backend crashed under autocast."""
+    out = tmp_path / "run"
+    flags = ["--epochs", "1", "--batch-size", "4", "--image-size", "64", "--lr", "1e-3", "--encoder", "resnet18",
+             "--encoder-weights", "none", "--workers", "0", "--num-images", "10", "--device", "cpu"]
+    assert main(["train", "--dataset", "synthetic", "--out", str(out), "--amp", amp, "--backend", "cpp", *flags]) == 0
+    assert (out / "train.log").read_text().splitlines()[0] == "device: cpu | backend: cpp | world size: 1"
+    state = torch.load(out / "last.pt", weights_only=True)
+    assert torch.isfinite(torch.tensor(state["history"][0]["train_loss"]))
     assert state["config"]["amp"] == amp
     assert ("scale" in state["scaler"]) == (amp == "fp16")  # the GradScaler runs for float16 only
     assert all(v.dtype != torch.float16 and v.dtype != torch.bfloat16 for v in state["model"].values())
