@@ -8,6 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .model import PAANetOutput
+from .targets import check_target
 
 GROUPS = ("final", "aux", "gam")
 
@@ -48,8 +49,9 @@ class PAANetLoss(nn.Module):
         smooth: additive smoothing of the soft IoU.
 
     forward(output, target): output is a PAANetOutput (or plain logits (B, C, H, W)); target is
-    (B, C, H, W) or (B, H, W) with values in [0, 1]. GAMs have one channel: with C > 1 they are
-    supervised by the union of the classes. Returns a scalar.
+    (B, C, H, W), or (B, H, W) when C is 1, with values in [0, 1] (paanet_fast.targets: the rule the
+    metrics share; other shapes or values raise ValueError). GAMs have one channel: with C > 1 they
+    are supervised by the union of the classes. Returns a scalar.
     """
 
     def __init__(self, weights: Mapping[str, float] | None = None, boundary_weighted: bool = False,
@@ -70,12 +72,7 @@ class PAANetLoss(nn.Module):
     def forward(self, output: PAANetOutput | torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if isinstance(output, torch.Tensor):
             output = PAANetOutput(output, [], [])
-        if target.dim() == 3:
-            target = target.unsqueeze(1)
-        if target.shape != output.logits.shape:
-            raise ValueError(f"PAANetLoss: target shape {tuple(target.shape)} does not match the logits' "
-                             f"{tuple(output.logits.shape)}")
-        target = target.float()
+        target = check_target(output.logits, target, "PAANetLoss").float()
         gam_target = target.amax(dim=1, keepdim=True)
         loss = self.weights["final"] * self._term(output.logits, target)
         for aux in output.aux_logits:

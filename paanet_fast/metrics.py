@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from .targets import check_target
+
 SCORES = ("dsc", "iou", "recall", "precision")
 SUMMARY_KEYS = {"dsc": "dsc", "iou": "miou", "recall": "recall", "precision": "precision"}
 
@@ -21,13 +23,13 @@ def _ratio(num: torch.Tensor, den: torch.Tensor, perfect: torch.Tensor) -> torch
 
 
 def per_image_scores(logits: torch.Tensor, target: torch.Tensor, threshold: float = 0.5) -> dict[str, torch.Tensor]:
-    """Scores of each image. logits (B, C, H, W) or (B, H, W); target the same shape, foreground > 0.5.
+    """Scores of each image. logits (B, C, H, W); target the same shape, or (B, H, W) when C is 1,
+    with values in [0, 1] (the rule PAANetLoss shares, paanet_fast.targets); foreground is > 0.5.
 
     The prediction is sigmoid(logits) > threshold; counts are taken over all classes of an image.
     Returns {"dsc", "iou", "recall", "precision"}, each a float64 tensor of shape (B,).
     """
-    if logits.shape != target.shape:
-        raise ValueError(f"per_image_scores: logits shape {tuple(logits.shape)} != target shape {tuple(target.shape)}")
+    target = check_target(logits, target, "per_image_scores")
     pred = (torch.sigmoid(logits.double()) > threshold).flatten(1)
     truth = (target > 0.5).flatten(1)
     tp = (pred & truth).sum(1).double()
