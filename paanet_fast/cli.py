@@ -1,4 +1,4 @@
-"""The `paanet-fast` command line (also `python -m paanet_fast`): train, evaluate, predict."""
+"""The `paanet-fast` command line (also `python -m paanet_fast`): train, evaluate, predict, export."""
 from __future__ import annotations
 
 import argparse
@@ -19,6 +19,8 @@ EPILOG = """examples:
   torchrun --nproc_per_node=2 -m paanet_fast train --dataset dsb2018 --data-root data/dsb --out runs/dsb
   paanet-fast evaluate --checkpoint runs/kvasir/best.pt --out runs/kvasir/test
   paanet-fast predict --checkpoint runs/kvasir/best.pt images/ --out predictions
+  paanet-fast export --checkpoint runs/kvasir/best.pt --out kvasir.onnx
+  paanet-fast predict --onnx kvasir.onnx images/ --out predictions
 """
 
 
@@ -26,6 +28,13 @@ def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
 
 
@@ -44,9 +53,9 @@ def _runtime_flags(parser: argparse.ArgumentParser, **defaults) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="paanet-fast", description="PAANet segmentation: train, evaluate, predict.",
+    parser = argparse.ArgumentParser(prog="paanet-fast", description="PAANet segmentation: train, evaluate, predict, export.",
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,predict}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,predict,export}")
 
     # Train flags default to "not given" so that dataset-dependent defaults apply and --resume can
     # tell the flags the user passed from the ones it should take from the run.
@@ -90,12 +99,26 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(backend="auto", amp="none", device="auto")
 
     predict = commands.add_parser("predict", help="mask and overlay PNGs for image files or folders")
-    predict.add_argument("--checkpoint", required=True)
+    network = predict.add_mutually_exclusive_group(required=True)
+    network.add_argument("--checkpoint", help="a best.pt or last.pt of a run")
+    network.add_argument("--onnx", help="an ONNX file written by `paanet-fast export` (run by onnxruntime on the CPU)")
     predict.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
     predict.add_argument("--out", required=True)
     predict.add_argument("--threshold", type=_threshold, default=0.5)
+    predict.add_argument("--batch-size", type=_positive_int, default=8, help="images per forward pass (default: 8)")
+    predict.add_argument("--image-size", type=_positive_int,
+                         help="resize images to N x N for the network (default: the size it was trained at, "
+                              "from the checkpoint or the ONNX file)")
     _runtime_flags(predict)
     predict.set_defaults(backend="auto", amp="none", device="auto")
+
+    export = commands.add_parser("export", help="a checkpoint's model as an ONNX file (dynamic batch and size)",
+                                 description="Write the checkpoint's PAANet as an ONNX file that onnxruntime runs on "
+                                             "any batch and image size (its logits; the fused operators in their "
+                                             "portable formulation, standard ONNX ops). Needs the export extra.")
+    export.add_argument("--checkpoint", required=True)
+    export.add_argument("--out", required=True, help="the .onnx file to write")
+    export.add_argument("--opset", type=_positive_int, help="ONNX opset (default: torch's)")
     return parser
 
 
@@ -112,6 +135,15 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         train(TrainConfig(dataset=given.get("dataset", "synthetic"), out=given["out"]), resume=True, given=given)
     else:
         train(TrainConfig(**{**dataset_defaults(given["dataset"]), **given}))
+
+
+def _predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    from .predict import predict
+
+    if args.onnx is not None and (args.backend != "auto" or args.amp != "none" or args.device not in ("auto", "cpu")):
+        parser.error("predict: --backend, --amp and --device apply to --checkpoint (--onnx runs on the CPU)")
+    predict(args.checkpoint, args.inputs, args.out, onnx=args.onnx, backend=args.backend, device=args.device,
+            amp=args.amp, threshold=args.threshold, batch_size=args.batch_size, image_size=args.image_size)
 
 
 def _message(exc: Exception) -> str:
@@ -160,12 +192,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             evaluate(args.checkpoint, args.out, dataset=args.dataset, data_root=args.data_root, split=args.split,
                      split_file=args.split_file, batch_size=args.batch_size, workers=args.workers,
                      backend=args.backend, amp=args.amp, device=args.device, threshold=args.threshold)
+        elif args.command == "predict":
+            _predict(args, parser)
         else:
-            from .predict import predict
+            from .export import export_checkpoint
 
-            predict(args.checkpoint, args.inputs, args.out, backend=args.backend, device=args.device, amp=args.amp,
-                    threshold=args.threshold)
-    except (DatasetError, RunError) as exc:
+            print(f"wrote {export_checkpoint(args.checkpoint, args.out, opset=args.opset)}")
+    except (DatasetError, RunError, ModuleNotFoundError) as exc:
         print(f"paanet-fast {args.command}: error: {_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

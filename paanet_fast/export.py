@@ -7,14 +7,16 @@ backend: one formulation for PyTorch and ONNX, and the caller's model is left as
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
 import json
+import logging
 import os
 from pathlib import Path
+from typing import Any, Iterator
 
 import torch
-from torch.export import Dim
 
 from .atomic import atomic_path
 from .model import PAANet
@@ -41,13 +43,28 @@ def require_export_packages(what: str, packages: tuple[str, ...] = EXPORT_PACKAG
                                   "pip install \"paanet_fast[export]\"", name=missing[0])
 
 
-def dynamic_image_shapes() -> dict[str, dict[int, Dim]]:
+def dynamic_image_shapes() -> dict[str, dict[int, Any]]:
     """`dynamic_shapes` for torch.export.export(model, (x,)) of a PAANet: batch, height and width.
 
     Height and width range from MIN_DYNAMIC_SIZE (33) up; the batch from 1 up.
     """
+    from torch.export import Dim
+
     return {"x": {0: Dim("batch", min=1), 2: Dim("height", min=MIN_DYNAMIC_SIZE),
                   3: Dim("width", min=MIN_DYNAMIC_SIZE)}}
+
+
+@contextlib.contextmanager
+def _quiet_onnx_constant_folding() -> Iterator[None]:
+    # The ONNX optimizer logs a warning for every split of a constant it does not fold (the GAM
+    # convolution's weight split by scale, twice per mini-decoder): harmless, and lines of noise.
+    logger = logging.getLogger("onnxscript.optimizer._constant_folding")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _check_example(example: torch.Tensor, model: PAANet, dynamic: bool) -> None:
@@ -93,9 +110,10 @@ def export_onnx(model: PAANet, path: str | os.PathLike, *, example: torch.Tensor
 
     deployed = copy.deepcopy(model).eval()
     deployed.backend = "portable"
-    program = torch.onnx.export(deployed, (example,), dynamo=True, input_names=[INPUT_NAME],
-                                output_names=[OUTPUT_NAME], opset_version=opset, optimize=True, verbose=False,
-                                dynamic_shapes=dynamic_image_shapes() if dynamic else None)
+    with _quiet_onnx_constant_folding():
+        program = torch.onnx.export(deployed, (example,), dynamo=True, input_names=[INPUT_NAME],
+                                    output_names=[OUTPUT_NAME], opset_version=opset, optimize=True, verbose=False,
+                                    dynamic_shapes=dynamic_image_shapes() if dynamic else None)
     metadata = {META_MODEL_CONFIG: json.dumps({**model.config, "backend": "auto"}), META_PREPROCESSING: PREPROCESSING}
     if image_size is not None:
         metadata[META_IMAGE_SIZE] = str(image_size)
@@ -104,3 +122,12 @@ def export_onnx(model: PAANet, path: str | os.PathLike, *, example: torch.Tensor
     with atomic_path(path) as tmp:
         program.save(tmp, external_data=False)
     return path
+
+
+def export_checkpoint(checkpoint: str | os.PathLike, path: str | os.PathLike, *, opset: int | None = None) -> Path:
+    """export_onnx of a checkpoint's model, recording the image size it was trained at; returns the path."""
+    from .checkpoint import load_checkpoint, model_from_checkpoint
+
+    require_export_packages("export", ("onnx", "onnxscript"))
+    state = load_checkpoint(Path(checkpoint))
+    return export_onnx(model_from_checkpoint(state), path, opset=opset, image_size=state["config"]["image_size"])

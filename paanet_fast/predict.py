@@ -1,8 +1,13 @@
-"""Predicting masks for image files: a mask PNG and an overlay PNG per image, at the image's own size."""
+"""Predicting masks for image files: a mask PNG and an overlay PNG per image, at the image's own size.
+
+The network is a checkpoint's PAANet or an ONNX file written by export_onnx (run by onnxruntime);
+both get the same batches of resized images, and their logits are written the same way.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -10,22 +15,43 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .atomic import atomic_path
-from .checkpoint import load_checkpoint, model_from_checkpoint
+from .checkpoint import RunError, load_checkpoint, model_from_checkpoint
 from .data import DatasetError, image_to_tensor
 from .data.common import IMAGE_SUFFIXES, read_rgb, visible_entries
 from .runtime import autocast, pick_device
 from .visualize import overlay
 
+DEFAULT_BATCH_SIZE = 8
+_MAX_LISTED_SKIPS = 10  # how many skipped names one message lists before it only counts the rest
 
-def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
-    """Image files named directly or found (non-recursively) in named folders; names must be unique."""
+# (B, in_channels, S, S) normalised float32 images -> (B, classes, S, S) float32 logits, on the CPU.
+Network = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ImageInputs:
+    """The image files to predict, and the entries of the named folders that were left out."""
+
+    files: list[Path]
+    skipped: list[Path]
+
+
+def collect_images(inputs: Sequence[str | Path]) -> ImageInputs:
+    """Image files named directly or found (non-recursively) in named folders; names must be unique.
+
+    In a folder, files without an image suffix and subfolders are skipped (and listed in `skipped`);
+    hidden entries are ignored.
+    """
     files: list[Path] = []
+    skipped: list[Path] = []
     for entry in map(Path, inputs):
         if entry.is_dir():
-            found = [p for p in visible_entries(entry) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+            entries = visible_entries(entry)
+            found = [p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
             if not found:
                 raise DatasetError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in folder {entry}")
             files += found
+            skipped += [p for p in entries if p not in found]
         elif entry.is_file():
             files.append(entry)
         else:
@@ -35,7 +61,95 @@ def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
         if path.stem in by_stem:
             raise DatasetError(f"inputs {by_stem[path.stem]} and {path} would both be written as {path.stem}.png")
         by_stem[path.stem] = path
-    return files
+    return ImageInputs(files, skipped)
+
+
+def describe_skipped(skipped: Sequence[Path]) -> str:
+    """One line naming the folder entries that were not predicted."""
+    names = [f"{p}{'/' if p.is_dir() else ''}" for p in skipped]
+    listed = ", ".join(names[:_MAX_LISTED_SKIPS])
+    more = f" and {len(names) - _MAX_LISTED_SKIPS} more" if len(names) > _MAX_LISTED_SKIPS else ""
+    return (f"skipped {len(names)} entries that are not image files ({', '.join(IMAGE_SUFFIXES)}; "
+            f"folders are not searched): {listed}{more}")
+
+
+def checkpoint_network(checkpoint: str | Path, backend: str = "auto", device: str = "auto",
+                       amp: str = "none") -> tuple[Network, int]:
+    """The checkpoint's PAANet as a Network, and the image size it was trained at."""
+    state = load_checkpoint(Path(checkpoint))
+    torch_device = pick_device(device)
+    model = model_from_checkpoint(state, backend).to(torch_device)
+
+    def run(images: torch.Tensor) -> torch.Tensor:
+        with autocast(torch_device, amp):
+            return model(images.to(torch_device)).float().cpu()
+
+    return run, state["config"]["image_size"]
+
+
+def onnx_network(path: str | Path, image_size: int | None = None) -> tuple[Network, int]:
+    """An ONNX file written by export_onnx, run by onnxruntime on the CPU, and its image size.
+
+    The image size is `image_size`, else the one the file records (export from a checkpoint does).
+    """
+    from .export import META_IMAGE_SIZE, require_export_packages
+
+    require_export_packages("predict --onnx", ("onnxruntime",))
+    import onnxruntime
+
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"ONNX file {path} does not exist")
+    try:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # a truncated or foreign file: name it
+        raise RunError(f"cannot load ONNX file {path}: {exc}") from exc
+    if image_size is None:
+        recorded = session.get_modelmeta().custom_metadata_map.get(META_IMAGE_SIZE)
+        if recorded is None:
+            raise RunError(f"ONNX file {path} does not record the image size the model was trained at "
+                           f"({META_IMAGE_SIZE}, written by `paanet-fast export`): pass --image-size")
+        image_size = int(recorded)
+    (source,) = session.get_inputs()
+    dtypes = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16}
+    if len(source.shape) != 4 or source.type not in dtypes:
+        raise RunError(f"ONNX file {path} does not take a (B, C, H, W) floating-point image: its input is "
+                       f"{source.name} {source.type} {source.shape}")
+    fixed_batch = source.shape[0] if isinstance(source.shape[0], int) else None
+
+    def run(images: torch.Tensor) -> torch.Tensor:
+        batch = images.numpy().astype(dtypes[source.type])
+        if fixed_batch is not None:  # a file exported with dynamic=False: fill its batch with zeros
+            filled = np.zeros((fixed_batch, *batch.shape[1:]), dtype=batch.dtype)
+            filled[:len(batch)] = batch
+            batch = filled
+        (logits,) = session.run(None, {source.name: batch})
+        return torch.from_numpy(logits[:len(images)]).float()
+
+    return run, image_size
+
+
+def predicted_probabilities(network: Network, files: Sequence[Path], image_size: int, batch_size: int,
+                            progress: Callable[[int], object] = lambda n: None
+                            ) -> Iterator[tuple[Path, np.ndarray, torch.Tensor]]:
+    """(path, image (H, W, 3) uint8, probabilities (H, W)) for every file, in order.
+
+    Images are resized to image_size x image_size and run `batch_size` at a time; the logits of the
+    first class are resized back (bilinear) to each image's size before the sigmoid. `progress`
+    is told how many images each batch finished.
+    """
+    from .data.transforms import PairTransform  # albumentations: only imported where used
+
+    resize = PairTransform(image_size, train=False)
+    for start in range(0, len(files), batch_size):
+        paths = files[start:start + batch_size]
+        images = [read_rgb(path) for path in paths]
+        resized = [resize(image, np.zeros(image.shape[:2], dtype=bool), seed=0)[0] for image in images]
+        logits = network(torch.stack([image_to_tensor(r) for r in resized]))
+        for path, image, image_logits in zip(paths, images, logits):
+            full = F.interpolate(image_logits[None], size=image.shape[:2], mode="bilinear", align_corners=False)
+            yield path, image, torch.sigmoid(full[0, 0])
+        progress(len(paths))
 
 
 def _save_png(array: np.ndarray, path: Path) -> None:
@@ -44,35 +158,42 @@ def _save_png(array: np.ndarray, path: Path) -> None:
 
 
 @torch.no_grad()
-def predict(checkpoint: str | Path, inputs: Sequence[str | Path], out: str | Path, backend: str = "auto",
-            device: str = "auto", amp: str = "none", threshold: float = 0.5) -> list[Path]:
+def predict(checkpoint: str | Path | None, inputs: Sequence[str | Path], out: str | Path, *,
+            onnx: str | Path | None = None, backend: str = "auto", device: str = "auto", amp: str = "none",
+            threshold: float = 0.5, batch_size: int = DEFAULT_BATCH_SIZE, image_size: int | None = None
+            ) -> list[Path]:
     """Write out/masks/<name>.png (0 or 255) and out/overlays/<name>.png for every input image.
 
-    Each image is resized to the training size for the model, and the logits are resized back
-    (bilinear) to the image's size before thresholding sigmoid(logits) at `threshold`.
-    Returns the mask paths.
+    The network is the checkpoint's PAANet (on `device`, with `backend` and `amp`) or, given
+    `onnx` instead, an ONNX file written by export_onnx (onnxruntime, CPU). Each image is resized
+    to the training size (the checkpoint's, the ONNX file's record, or `image_size`), images go
+    through the network `batch_size` at a time, and the logits are resized back (bilinear) to
+    each image's size before thresholding sigmoid(logits) at `threshold`. Returns the mask paths.
     """
-    files = collect_images(inputs)
-    state = load_checkpoint(Path(checkpoint))
-    size = state["config"]["image_size"]
-    torch_device = pick_device(device)
-    model = model_from_checkpoint(state, backend).to(torch_device)
-    from .data.transforms import PairTransform  # albumentations: only imported where used
-
-    resize = PairTransform(size, train=False)
+    if (checkpoint is None) == (onnx is None):
+        raise RunError("predict: give either a checkpoint or an ONNX file (--checkpoint or --onnx), not both")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise RunError(f"predict: the batch size must be a positive integer, got {batch_size!r}")
+    images = collect_images(inputs)
+    if images.skipped:
+        print(describe_skipped(images.skipped))
+    if onnx is not None:
+        network, size = onnx_network(onnx, image_size)
+    else:
+        network, size = checkpoint_network(checkpoint, backend, device, amp)
+        size = image_size or size
     out = Path(out)
     for folder in ("masks", "overlays"):
         (out / folder).mkdir(parents=True, exist_ok=True)
+    from tqdm import tqdm  # a command-line dependency: only imported where used
+
     written = []
-    for path in files:
-        image = read_rgb(path)
-        resized, _ = resize(image, np.zeros(image.shape[:2], dtype=bool), seed=0)
-        with autocast(torch_device, amp):
-            logits = model(image_to_tensor(resized)[None].to(torch_device))
-        logits = F.interpolate(logits.float(), size=image.shape[:2], mode="bilinear", align_corners=False)
-        mask = (torch.sigmoid(logits[0, 0]) > threshold).cpu().numpy()
-        _save_png(mask.astype(np.uint8) * 255, out / "masks" / f"{path.stem}.png")
-        _save_png(overlay(image, mask), out / "overlays" / f"{path.stem}.png")
-        written.append(out / "masks" / f"{path.stem}.png")
+    with tqdm(total=len(images.files), desc="predict", unit="image", disable=None, dynamic_ncols=True) as bar:
+        for path, image, probabilities in predicted_probabilities(network, images.files, size, batch_size,
+                                                                  bar.update):
+            mask = (probabilities > threshold).numpy()
+            _save_png(mask.astype(np.uint8) * 255, out / "masks" / f"{path.stem}.png")
+            _save_png(overlay(image, mask), out / "overlays" / f"{path.stem}.png")
+            written.append(out / "masks" / f"{path.stem}.png")
     print(f"wrote {len(written)} masks to {out / 'masks'} and overlays to {out / 'overlays'}")
     return written
