@@ -14,7 +14,7 @@ $pip install -q --upgrade pip
 $pip install -q $torch_spec
 $pip install -q ninja "setuptools>=64" wheel numpy
 # No build isolation: the extension must compile against the torch installed above.
-$pip install -q --no-build-isolation -e ".[train,test,encoders]"
+$pip install -q --no-build-isolation -e ".[train,test,encoders,export]"
 "$venv/bin/python" - <<'PY'
 import torch, paanet_fast
 from paanet_fast.backends import unavailable_reason
