@@ -1,12 +1,16 @@
 """Checkpoint files: atomic saving, safe loading (weights_only) and rebuilding the model.
 
 A checkpoint holds only tensors and plain containers of numbers and strings, so that
-torch.load(weights_only=True) can read it: model and optimizer state dicts, the GradScaler
-state, the epoch, the run's config, the model's constructor config, the split, the per-epoch
-history, the best validation DSC and the RNG states.
+torch.load(weights_only=True) can read it. Two kinds, both readable by everything that takes
+--checkpoint (evaluate, predict, model_from_checkpoint):
+- best.pt, for inference and fine-tuning (MODEL_KEYS): the model's weights and constructor config,
+  the run's config and split, the epoch and its validation DSC;
+- last.pt, for resuming: that and TRAINING_KEYS, the optimizer and GradScaler states, the per-epoch
+  history, the best validation DSC so far and the RNG states.
 """
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +18,14 @@ import torch
 
 from .atomic import atomic_path
 from .model import PAANet
+
+
+MODEL_KEYS = ("model", "model_config", "config", "epoch", "split", "val_dsc")
+TRAINING_KEYS = ("optimizer", "scaler", "history", "best_dsc", "rng")
+_REQUIRED = ("model", "model_config", "config", "epoch")
+WHAT_A_CHECKPOINT_IS = ("a paanet-fast checkpoint is the best.pt or last.pt that `paanet-fast train` writes into "
+                        "its run folder (--out): a torch.save file of a dict with the model's weights and config")
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes zip archives
 
 
 class RunError(ValueError):
@@ -29,16 +41,37 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """A checkpoint written by save_checkpoint, loaded on the CPU with weights_only=True."""
     path = Path(path)
+    if path.is_dir():
+        raise RunError(f"checkpoint {path} is a folder; {WHAT_A_CHECKPOINT_IS}: pass {path / 'best.pt'}, for example")
     if not path.is_file():
         raise RunError(f"checkpoint {path} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated, foreign or unsafe files: name the file
-        raise RunError(f"cannot load checkpoint {path}: {exc}") from exc
-    missing = {"model", "model_config", "config", "epoch"} - set(state if isinstance(state, dict) else ())
+    except Exception as exc:  # truncated, foreign or unsafe files: name the file and say what it is not
+        raise RunError(f"{path} is not a paanet-fast checkpoint: {_why_unreadable(path, exc)}; "
+                       f"{WHAT_A_CHECKPOINT_IS}") from exc
+    if not isinstance(state, dict):
+        raise RunError(f"{path} is not a paanet-fast checkpoint: it is a torch.save file of a "
+                       f"{type(state).__name__}, not of a dict; {WHAT_A_CHECKPOINT_IS}")
+    missing = [key for key in _REQUIRED if key not in state]
     if missing:
-        raise RunError(f"{path} is not a paanet-fast checkpoint (missing {sorted(missing)})")
+        raise RunError(f"{path} is not a paanet-fast checkpoint: its dict lacks {missing}; {WHAT_A_CHECKPOINT_IS}")
     return state
+
+
+def _why_unreadable(path: Path, exc: Exception) -> str:
+    if isinstance(exc, OSError):
+        return f"it cannot be read ({exc.strerror or exc})"
+    with open(path, "rb") as handle:
+        head = handle.read(len(_ZIP_MAGIC))
+    if not head:
+        return "the file is empty"
+    if head != _ZIP_MAGIC:
+        return "it is not a file written by torch.save (not a zip archive)"
+    if isinstance(exc, pickle.UnpicklingError):
+        return ("it holds Python objects other than tensors, numbers, strings and plain containers, which "
+                "loading with weights_only=True refuses")
+    return "it is a zip archive that torch.load cannot read: truncated, damaged, or not written by torch.save"
 
 
 def model_from_checkpoint(state: dict[str, Any], backend: str = "auto") -> PAANet:

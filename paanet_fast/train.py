@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from . import metrics
 from .atomic import write_text
-from .checkpoint import RunError, load_checkpoint, save_checkpoint
+from .checkpoint import TRAINING_KEYS, RunError, load_checkpoint, save_checkpoint
 from .data import SegmentationDataset, Source, default_split, open_source, read_split, write_split
 from .data.splits import Split, check_split
 from .data.transforms import PairTransform
@@ -220,6 +220,14 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _say_nothing_left(out: Path, state: dict, epochs: int) -> None:
+    done = len(state["history"])
+    RunLog(out / "train.log", int(os.environ.get("RANK", "0")) == 0)(
+        f"nothing left to train: the run in {out} has finished epoch {done}, and --epochs is {epochs} (best val "
+        f"DSC {state['best_dsc']:.4f}). To train longer, give the new total with --resume: "
+        f"paanet-fast train --out {out} --resume --epochs N, with N above {done}")
+
+
 def train(config: TrainConfig, resume: bool = False, given: dict[str, Any] | None = None) -> list[dict]:
     """Train as `config` says (or continue the run in config.out with `resume`); return the history.
 
@@ -233,7 +241,14 @@ def train(config: TrainConfig, resume: bool = False, given: dict[str, Any] | Non
         resume_state = load_checkpoint(last_path) if last_path.is_file() else None
         if resume_state is None:
             raise RunError(f"--resume: there is no {last_path} to resume from")
+        missing = [key for key in TRAINING_KEYS if key not in resume_state]
+        if missing:
+            raise RunError(f"--resume: {last_path} lacks the training state {missing}: it holds weights only, like "
+                           "a best.pt; only the last.pt that training writes can be resumed")
         config = _resumed_config(resume_state["config"], given or {}, last_path)
+        if len(resume_state["history"]) >= config.epochs:
+            _say_nothing_left(out, resume_state, config.epochs)
+            return resume_state["history"]
     elif last_path.exists():
         raise RunError(f"{out} already holds a run ({last_path}); pass --resume to continue it or choose another --out")
     proc = Distributed.start(config.device)
@@ -298,14 +313,15 @@ class _Run:
         self.history.append(row)
         improved = row["val_dsc"] > self.best_dsc
         self.best_dsc = max(self.best_dsc, row["val_dsc"])
-        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "scaler": self.scaler.state_dict(), "epoch": epoch, "config": dataclasses.asdict(self.config),
-                 "model_config": dict(self.model.config), "split": self.split, "history": self.history,
-                 "best_dsc": self.best_dsc, "rng": _rng_state()}
+        weights = {"model": self.model.state_dict(), "model_config": dict(self.model.config),
+                   "config": dataclasses.asdict(self.config), "epoch": epoch, "split": self.split,
+                   "val_dsc": row["val_dsc"]}
         # best.pt first: a kill between the two writes then redoes this epoch and rewrites both.
         if improved:
-            save_checkpoint(self.out / "best.pt", state)
-        save_checkpoint(self.out / "last.pt", state)
+            save_checkpoint(self.out / "best.pt", weights)
+        save_checkpoint(self.out / "last.pt", {
+            **weights, "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+            "history": self.history, "best_dsc": self.best_dsc, "rng": _rng_state()})
         write_text(self.out / "metrics.csv", _metrics_csv(self.history))
         save_training_curves(self.history, self.out / "training_curves.png")
         _save_panel(self.model, val_set, self.config, self.proc.device, epoch, self.out / "validation_samples.png")
