@@ -81,7 +81,7 @@ def checkpoint_network(checkpoint: str | Path, backend: str = "auto", device: st
     model = model_from_checkpoint(state, backend).to(torch_device)
 
     def run(images: torch.Tensor) -> torch.Tensor:
-        with autocast(torch_device, amp):
+        with torch.no_grad(), autocast(torch_device, amp):
             return model(images.to(torch_device)).float().cpu()
 
     return run, state["config"]["image_size"]
@@ -157,7 +157,6 @@ def _save_png(array: np.ndarray, path: Path) -> None:
         Image.fromarray(array).save(tmp, format="PNG")
 
 
-@torch.no_grad()
 def predict(checkpoint: str | Path | None, inputs: Sequence[str | Path], out: str | Path, *,
             onnx: str | Path | None = None, backend: str = "auto", device: str = "auto", amp: str = "none",
             threshold: float = 0.5, batch_size: int = DEFAULT_BATCH_SIZE, image_size: int | None = None
