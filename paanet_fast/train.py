@@ -373,7 +373,10 @@ def _train(config: TrainConfig, proc: Distributed, resume_state: dict | None) ->
         _set_rng_state(resume_state["rng"])
     trained = model
     if proc.world_size > 1:
-        trained = DistributedDataParallel(model, device_ids=[proc.device] if proc.device.type == "cuda" else None)
+        # static_graph: some smp encoders keep modules their forward never reaches (efficientnet's
+        # classifier convolution), and DDP must be told that the same parameters go unused each step.
+        trained = DistributedDataParallel(model, device_ids=[proc.device] if proc.device.type == "cuda" else None,
+                                          static_graph=True)
     run = _Run(config, proc, log, split, model, trained, optimizer, scaler, PAANetLoss(),
                history=list(resume_state["history"]) if resume_state else [],
                best_dsc=resume_state["best_dsc"] if resume_state else -1.0)

@@ -9,6 +9,7 @@ import textwrap
 import pytest
 import torch
 
+from fake_datasets import single_thread  # noqa: F401 (fixture)
 from paanet_fast import PAANet
 from paanet_fast.checkpoint import RunError
 from paanet_fast.encoder import check_scales
@@ -21,6 +22,7 @@ import huggingface_hub.constants  # noqa: E402  (installed with smp)
 import safetensors.torch  # noqa: E402
 import timm  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("single_thread")
 ISSUE_NAMES = ["efficientnet-b0", "mit_b0", "tu-convnext_tiny", "mobilenet_v2", "tu-resnet18"]  # issue 13's examples
 
 

@@ -6,10 +6,10 @@ and every parameter gradient. Plus backend switching and torch.compile(fullgraph
 import pytest
 import torch
 
+from model_cases import TOLERANCES, assert_same_step, outputs_and_grads
 from paanet_fast import PAANet, PAANetLoss
 
 FAST = "cpp"  # the compiled backend of CPU tensors; the CUDA and Triton twins live in their own files
-TOLERANCES = {torch.float64: dict(rtol=1e-9, atol=1e-10), torch.float32: dict(rtol=2e-4, atol=2e-5)}
 
 
 def build(backend: str, dtype: torch.dtype, state: dict | None = None, **kwargs) -> PAANet:
@@ -18,14 +18,6 @@ def build(backend: str, dtype: torch.dtype, state: dict | None = None, **kwargs)
     if state is not None:
         net.load_state_dict(state)
     return net
-
-
-def outputs_and_grads(net: PAANet, x: torch.Tensor, target: torch.Tensor) -> tuple[list[torch.Tensor], dict]:
-    net.zero_grad(set_to_none=True)
-    out = net(x, return_aux=True)
-    PAANetLoss()(out, target).backward()
-    tensors = [out.logits, *out.aux_logits, *out.gam_logits]
-    return [t.detach() for t in tensors], {n: p.grad for n, p in net.named_parameters()}
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -37,17 +29,9 @@ def test_fast_backend_matches_reference(dtype, train, shape):
     gen = torch.Generator().manual_seed(sum(shape))
     x = torch.randn(shape, generator=gen).to(dtype)
     target = (torch.rand(shape[0], 1, *shape[2:], generator=gen) > 0.6).to(dtype)
-    ref_out, ref_grads = outputs_and_grads(reference, x, target)
-    fast_out, fast_grads = outputs_and_grads(fast, x, target)
-    assert len(ref_out) == len(fast_out) == 1 + 3 + 6
-    for i, (a, b) in enumerate(zip(fast_out, ref_out)):
-        torch.testing.assert_close(a, b, **TOLERANCES[dtype], msg=lambda m: f"output {i}: {m}")
-    assert ref_grads.keys() == fast_grads.keys()
-    for name, g in ref_grads.items():
-        scale = g.abs().max().item()
-        torch.testing.assert_close(fast_grads[name], g, rtol=TOLERANCES[dtype]["rtol"],
-                                   atol=TOLERANCES[dtype]["atol"] + TOLERANCES[dtype]["rtol"] * scale,
-                                   msg=lambda m: f"grad of {name}: {m}")
+    expected = outputs_and_grads(reference, x, target)
+    assert len(expected[0]) == 1 + 3 + 6
+    assert_same_step(outputs_and_grads(fast, x, target), expected, dtype)
     if train:  # the batch-norm running statistics moved identically
         for (name, a), (_, b) in zip(fast.named_buffers(), reference.named_buffers()):
             torch.testing.assert_close(a, b, **TOLERANCES[dtype], msg=lambda m: f"buffer {name}: {m}")
