@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from .encoder_weights import EncoderWeights
 from .resnet_encoder import RESNET_NAMES, ResNetEncoder
-from .smp_encoder import INSTALL_HINT, build_smp_encoder, import_smp, is_smp_encoder
+from .smp_encoder import INSTALL_HINT, TIMM_PREFIX, build_smp_encoder, import_smp, is_smp_encoder, timm_strides
 
 SMP_PREFIX = "smp:"
 STRIDES = (4, 8, 16, 32)
@@ -66,14 +66,23 @@ def build_encoder(name: str, weights: EncoderWeights, in_channels: int) -> nn.Mo
     if source == "torchvision":
         encoder = ResNetEncoder(library_name, weights, in_channels)
     else:
-        encoder = build_smp_encoder(library_name, weights, in_channels)
+        try:
+            encoder = build_smp_encoder(library_name, weights, in_channels)
+        except ValueError as exc:  # smp refuses timm models whose strides are not 2, 4, ..., 32 or 4, ..., 32
+            strides = timm_strides(library_name) if library_name.startswith(TIMM_PREFIX) else STRIDES
+            if set(STRIDES) <= set(strides):
+                raise
+            raise _scales_error(name, strides, f" (smp: {exc})") from exc
     check_scales(name, encoder.out_channels)
     return encoder
 
 
 def check_scales(name: str, out_channels: list[int] | tuple[int, ...]) -> None:
-    """Raise ValueError, saying which strides the encoder has, unless it has feature maps at all of STRIDES."""
+    """Raise ValueError, saying which strides the encoder has, unless smp's feature list has all of STRIDES."""
     if len(out_channels) < SCALES.stop or not all(out_channels[SCALES]):
-        strides = ", ".join(str(2 ** i) for i, c in enumerate(out_channels) if i > 0 and c > 0)
-        raise ValueError(f"encoder_name {name!r} gives feature maps at strides {strides}; PAANet needs strides "
-                         f"{', '.join(map(str, STRIDES))}")
+        raise _scales_error(name, [2 ** i for i, c in enumerate(out_channels) if i > 0 and c > 0])
+
+
+def _scales_error(name: str, strides: list[int] | tuple[int, ...], detail: str = "") -> ValueError:
+    return ValueError(f"encoder_name {name!r} gives feature maps at strides {', '.join(map(str, strides))}; "
+                      f"PAANet needs strides 4, 8, 16 and 32{detail}")

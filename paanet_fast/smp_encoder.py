@@ -32,7 +32,7 @@ def is_smp_encoder(name: str) -> bool:
     if name.startswith(TIMM_PREFIX):
         import timm
 
-        return timm.is_model(name[len(TIMM_PREFIX):])
+        return timm.is_model(name.removeprefix(TIMM_PREFIX))
     return name in smp.encoders.get_encoder_names()
 
 
@@ -41,7 +41,7 @@ def _weights_names(smp: ModuleType, name: str) -> tuple[str, ...]:
     if name.startswith(TIMM_PREFIX):
         import timm
 
-        return ("imagenet",) if timm.is_model_pretrained(name[len(TIMM_PREFIX):]) else ()
+        return ("imagenet",) if timm.is_model_pretrained(name.removeprefix(TIMM_PREFIX)) else ()
     return tuple(smp.encoders.encoders[name]["pretrained_settings"])
 
 
@@ -49,7 +49,10 @@ def _download_error(smp: ModuleType, name: str, weights: str, exc: OSError) -> R
     from huggingface_hub import constants
 
     if name.startswith(TIMM_PREFIX):
-        where = f"timm downloads them from the Hugging Face hub (the pretrained tag of {name[len(TIMM_PREFIX):]})"
+        import timm
+
+        repo = timm.models.get_pretrained_cfg(name.removeprefix(TIMM_PREFIX)).hf_hub_id
+        where = f"timm downloads them from the Hugging Face hub repository {repo}"
     else:
         repo = smp.encoders.encoders[name]["pretrained_settings"][weights]["repo_id"]
         where = f"smp downloads them from the Hugging Face hub repository {repo}"
@@ -60,11 +63,12 @@ def _download_error(smp: ModuleType, name: str, weights: str, exc: OSError) -> R
         "pass encoder_weights=None to start from random weights.")
 
 
-def _timm_strides(model_name: str) -> list[int]:
+def timm_strides(name: str) -> list[int]:
+    """The strides of the feature maps timm gives for tu-<model> `name`."""
     import timm
 
     with torch.device("meta"):  # only the feature description is needed, not the weights
-        model = timm.create_model(model_name, features_only=True, pretrained=False)
+        model = timm.create_model(name.removeprefix(TIMM_PREFIX), features_only=True, pretrained=False)
     return list(model.feature_info.reduction())
 
 
@@ -84,12 +88,6 @@ def build_smp_encoder(name: str, weights: EncoderWeights, in_channels: int) -> n
                                            weights=True if named and name.startswith(TIMM_PREFIX) else named)
     except OSError as exc:  # no network and nothing cached: say where the weights come from
         raise _download_error(smp, name, named, exc) from exc
-    except ValueError as exc:  # smp refuses timm models whose scales are not 2, 4, ..., 32 (or 4, ..., 32)
-        if not name.startswith(TIMM_PREFIX):
-            raise
-        strides = ", ".join(map(str, _timm_strides(name[len(TIMM_PREFIX):])))
-        raise ValueError(f"encoder_name {name!r} gives feature maps at strides {strides}; PAANet needs strides "
-                         f"4, 8, 16 and 32 (smp: {exc})") from exc
     if path is not None:
         load_weights(encoder, read_state_dict(path), str(path), name)
     return encoder

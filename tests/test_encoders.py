@@ -187,8 +187,9 @@ def test_offline_without_cached_weights_says_where_they_come_from(hub_cache):
         PAANet("mobilenet_v2", encoder_weights="imagenet")
     message = str(info.value)
     assert "smp-hub/mobilenet_v2.imagenet" in message and str(hub_cache) in message
-    with pytest.raises(RuntimeError, match="timm downloads them"):
-        PAANet("tu-resnet18", encoder_weights="imagenet")
+    with pytest.raises(RuntimeError, match="timm downloads them from the Hugging Face hub repository "
+                                           "timm/convnext_atto.d2_in1k"):
+        PAANet("tu-convnext_atto.d2_in1k", encoder_weights="imagenet")
 
 
 def test_unknown_weights_names_list_the_encoders_weights(no_downloads, tmp_path):
