@@ -1,8 +1,9 @@
 """One PAANet training step (forward, PAANetLoss, backward, Adam) per provider, with peak memory.
 
-Providers: the reference backend, torch.compile of the reference model, and the compiled
-backend of the device (cpp on CPU). resnet50, B=4, 256x256 on CPU (as issue 3 asks); set
-PAANET_BENCH_DEVICE=cuda to run it on a GPU (benchmarks/gpu_report.py is the fuller GPU report).
+Providers: the reference backend, torch.compile of the reference model, the portable backend
+(plain PyTorch, any device) and the compiled backend of the device (cpp on CPU). resnet50, B=4,
+256x256 on CPU (as issue 3 asks); set PAANET_BENCH_DEVICE=cuda to run it on a GPU
+(benchmarks/gpu_report.py is the fuller GPU report).
 
     pytest benchmarks/bench_model.py --benchmark-only
 """
@@ -19,7 +20,7 @@ from paanet_fast.backends import available_backends
 
 DEVICE = torch.device(os.environ.get("PAANET_BENCH_DEVICE", "cpu"))
 FAST = "cpp" if DEVICE.type == "cpu" else "cuda"
-PROVIDERS = ["reference", "compile-reference", FAST]
+PROVIDERS = ["reference", "compile-reference", "portable", FAST]
 BATCH, SIZE = 4, 256
 
 

@@ -1,8 +1,8 @@
 """The two fused operators per provider, forward and forward+backward, with peak memory.
 
-Providers side by side: the reference backend, torch.compile of it, and the compiled CPU kernels
-("cpp"). Sizes of issue 3: B=8, four scales of 32 channels at strides 4/8/16/32 of a 256x256
-output, float32, on the CPU.
+Providers side by side: the reference backend, torch.compile of it, the portable backend (plain
+PyTorch, low-resolution formulation) and the compiled CPU kernels ("cpp"). Sizes of issue 3: B=8,
+four scales of 32 channels at strides 4/8/16/32 of a 256x256 output, float32, on the CPU.
 
     pytest benchmarks/bench_ops.py --benchmark-only
     pytest benchmarks/ --benchmark-only --benchmark-json=bench.json && python benchmarks/report.py bench.json
@@ -24,7 +24,7 @@ from peak_memory import peak_memory_bytes
 from paanet_fast import ops
 from paanet_fast.backends import available_backends
 
-PROVIDERS = ["reference", "compile-reference", "cpp"]
+PROVIDERS = ["reference", "compile-reference", "portable", "cpp"]
 BATCH, CHANNELS, SIZE, STRIDES = 8, 32, 256, (4, 8, 16, 32)
 CPU = torch.device("cpu")
 

@@ -1,9 +1,10 @@
 """Registry of operator backends and the rule that picks one for a device.
 
-Backends: "reference" (plain PyTorch, always there), "cpp" (compiled CPU kernels), "cuda"
-(compiled CUDA kernels), "triton" (Triton kernels; GPU, or CPU under TRITON_INTERPRET=1).
-"auto" picks, for CPU tensors, cpp; for CUDA tensors, cuda then triton; and falls back to
-reference with one warning when none of those could be loaded.
+Backends: "reference" (the literal formulas, plain PyTorch), "portable" (the low-resolution
+formulation in plain PyTorch: any device), "cpp" (compiled CPU kernels), "cuda" (compiled CUDA
+kernels), "triton" (Triton kernels; GPU, or CPU under TRITON_INTERPRET=1). "auto" picks, for CPU
+tensors, cpp; for CUDA tensors, cuda then triton; and falls back to portable, with one warning
+that says why, where none of those could be loaded or none exists for the device (mps, xpu...).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Callable
 
 import torch
 
-KNOWN_BACKENDS = ("reference", "cpp", "cuda", "triton")
+KNOWN_BACKENDS = ("reference", "portable", "cpp", "cuda", "triton")
 _AUTO_ORDER = {"cpu": ("cpp",), "cuda": ("cuda", "triton")}
 # Modules that register backends when imported; an ImportError leaves the backend unavailable.
 _PROVIDERS = {"cpp": "paanet_fast._compiled", "cuda": "paanet_fast._compiled", "triton": "paanet_fast.triton"}
@@ -22,12 +23,15 @@ _PROVIDERS = {"cpp": "paanet_fast._compiled", "cuda": "paanet_fast._compiled", "
 
 @dataclass(frozen=True)
 class Backend:
-    """One implementation of both operators, for tensors on `device_types`."""
+    """One implementation of both operators, for tensors on `device_types` (None: any device)."""
 
     name: str
-    device_types: frozenset[str]
+    device_types: frozenset[str] | None
     mini_decoder: Callable[..., tuple[torch.Tensor, torch.Tensor]]
     gam_multiply: Callable[..., list[torch.Tensor]]
+
+    def computes(self, device_type: str) -> bool:
+        return self.device_types is None or device_type in self.device_types
 
 
 _registry: dict[str, Backend] = {}
@@ -59,10 +63,14 @@ def _device_usable(device_type: str) -> bool:
     return device_type == "cpu" or (device_type == "cuda" and torch.cuda.is_available())
 
 
+def _runs_here(backend: Backend) -> bool:
+    # The CPU is always present, so a backend for any device always runs.
+    return backend.device_types is None or any(_device_usable(d) for d in backend.device_types)
+
+
 def available_backends() -> list[str]:
     """Names of the backends that can run on this machine: loaded, and a device they compute is present."""
-    return [name for name in KNOWN_BACKENDS
-            if (b := _load(name)) is not None and any(_device_usable(d) for d in b.device_types)]
+    return [name for name in KNOWN_BACKENDS if (b := _load(name)) is not None and _runs_here(b)]
 
 
 def unavailable_reason(name: str) -> str | None:
@@ -81,15 +89,16 @@ def resolve(name: str | None, device: torch.device) -> Backend:
         if device.type not in _warned_fallback:
             _warned_fallback.add(device.type)
             reasons = "; ".join(f"{c}: {_unavailable.get(c)}" for c in _AUTO_ORDER.get(device.type, ()))
-            warnings.warn(f"paanet_fast: no compiled backend for {device.type} tensors ({reasons or 'none exists'}); "
-                          "using the slow reference backend", RuntimeWarning, stacklevel=3)
-        return _registry["reference"]
+            warnings.warn(f"paanet_fast: no compiled backend for {device.type} tensors "
+                          f"({reasons or 'none exists for this device type'}); using the portable backend "
+                          "(plain PyTorch, slower than the compiled kernels)", RuntimeWarning, stacklevel=3)
+        return _registry["portable"]
     if name not in KNOWN_BACKENDS:
         raise ValueError(f"unknown backend {name!r}; expected 'auto' or one of {KNOWN_BACKENDS}")
     backend = _load(name)
     if backend is None:
         raise RuntimeError(f"backend {name!r} is not available: {_unavailable.get(name)}")
-    if device.type not in backend.device_types:
+    if not backend.computes(device.type):
         hint = " (Triton runs CPU tensors only under TRITON_INTERPRET=1, set before importing paanet_fast)" \
             if name == "triton" and device.type == "cpu" else ""
         raise ValueError(f"backend {name!r} computes {sorted(backend.device_types)} tensors, "

@@ -10,13 +10,15 @@ from typing import Sequence
 
 import torch
 
-from . import reference
+from . import portable, reference
 from .amp import autocast_dtype, cast_for_autocast, dtype_under_autocast
 from .backends import Backend, available_backends, register, resolve
 
 __all__ = ["mini_decoder", "gam_multiply", "available_backends"]
 
-register(Backend("reference", frozenset({"cpu", "cuda"}), reference.mini_decoder, reference.gam_multiply))
+# Plain PyTorch: both run on any device.
+register(Backend("reference", None, reference.mini_decoder, reference.gam_multiply))
+register(Backend("portable", None, portable.mini_decoder, portable.gam_multiply))
 
 
 def _check_features(features: Sequence[torch.Tensor], op: str) -> list[torch.Tensor]:
@@ -72,7 +74,7 @@ def mini_decoder(features: Sequence[torch.Tensor], weight: torch.Tensor, bias: t
         weight: (1, sum C_v, 3, 3) convolution weight (channels in the order of `features`).
         bias: (1,) convolution bias.
         size: output (H, W).
-        backend: "auto" (None), "reference", "cpp", "cuda" or "triton".
+        backend: "auto" (None), "reference", "portable", "cpp", "cuda" or "triton".
 
     Returns:
         (logits, gam): Z and G = sigmoid(Z), each (B, 1, H, W).
@@ -101,7 +103,7 @@ def gam_multiply(features: Sequence[torch.Tensor], gam: torch.Tensor, reverse: b
         features: n tensors F_v of shape (B, C_v, h_v, w_v).
         gam: (B, 1, H, W) with H and W integer multiples of every h_v and w_v.
         reverse: use the reverse attention 1 - a_v.
-        backend: "auto" (None), "reference", "cpp", "cuda" or "triton".
+        backend: "auto" (None), "reference", "portable", "cpp", "cuda" or "triton".
 
     Returns:
         n tensors shaped like `features`.

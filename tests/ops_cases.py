@@ -79,6 +79,24 @@ def gam_multiply_case(seed: int, dtype: torch.dtype = torch.float64, *, strides:
     return GamMultiplyCase(features, gam)
 
 
+def tiny_mini_decoder_case(seed: int, dtype: torch.dtype = torch.float64) -> MiniDecoderCase:
+    """Few enough elements for gradgradcheck's full Jacobians: two odd scales, one up- and one
+    downsampled along an axis, batch 2 (so that a mix-up between samples shows)."""
+    gen = torch.Generator().manual_seed(seed)
+    features = [torch.randn(2, 2, 3, 2, generator=gen, dtype=dtype),
+                torch.randn(2, 1, 2, 7, generator=gen, dtype=dtype)]
+    return MiniDecoderCase(features, torch.randn(1, 3, 3, 3, generator=gen, dtype=dtype) / 3,
+                           torch.randn(1, generator=gen, dtype=dtype), (5, 4))
+
+
+def tiny_gam_multiply_case(seed: int, dtype: torch.dtype = torch.float64) -> GamMultiplyCase:
+    """The gam_multiply twin of tiny_mini_decoder_case: windows 2x1 and 3x2, a G of 6x4."""
+    gen = torch.Generator().manual_seed(seed)
+    features = [torch.randn(2, 2, 3, 4, generator=gen, dtype=dtype),
+                torch.randn(2, 1, 2, 2, generator=gen, dtype=dtype)]
+    return GamMultiplyCase(features, torch.rand(2, 1, 6, 4, generator=gen, dtype=dtype))
+
+
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     """max |actual - expected| / max |expected| (computed in float64)."""
     actual, expected = actual.double(), expected.double()
@@ -91,6 +109,25 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtyp
     assert torch.isfinite(actual).all(), f"{what}: non-finite values (an element the kernel did not write?)"
     err = relative_error(actual, expected)
     assert err <= TOLERANCE[dtype], f"{what}: relative error {err:.3g} > {TOLERANCE[dtype]:.0e}"
+
+
+def channels_last(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous(memory_format=torch.channels_last)
+
+
+def transposed(t: torch.Tensor) -> torch.Tensor:
+    """The same values, stored with height and width swapped (a non-contiguous view)."""
+    return t.transpose(-1, -2).contiguous().transpose(-1, -2)
+
+
+def strided(t: torch.Tensor) -> torch.Tensor:
+    """The same values as every other element of a twice-as-wide buffer (a non-dense view)."""
+    wide = torch.full((*t.shape[:-1], 2 * t.shape[-1]), float("nan"), dtype=t.dtype)
+    wide[..., ::2] = t
+    return wide[..., ::2]
+
+
+LAYOUTS = {"channels_last": channels_last, "transposed": transposed, "strided": strided}
 
 
 def with_grad(tensors: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -1,6 +1,6 @@
 """Bad inputs raise clear errors naming the argument, both in the Python front end
 (paanet_fast.ops) and in the C++ entry points (torch.ops.paanet_fast.*); backend selection errors
-and the auto -> reference fallback."""
+and the auto -> portable fallback."""
 from __future__ import annotations
 
 import warnings
@@ -8,7 +8,7 @@ import warnings
 import pytest
 import torch
 
-from paanet_fast import backends, ops, reference
+from paanet_fast import backends, ops, portable
 import paanet_fast._compiled  # noqa: E402,F401  (loads the extension: fails here if it is not built)
 
 
@@ -75,7 +75,7 @@ def _ids(cases):
 
 # --- Python front end -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("backend", ["reference", "cpp"])
+@pytest.mark.parametrize("backend", ["reference", "portable", "cpp"])
 @pytest.mark.parametrize("case", BAD_MINI_DECODER, ids=_ids(BAD_MINI_DECODER))
 def test_front_end_rejects_bad_mini_decoder_inputs(case, backend):
     _, feats, w, b, size, error, message = case
@@ -83,7 +83,7 @@ def test_front_end_rejects_bad_mini_decoder_inputs(case, backend):
         ops.mini_decoder(feats, w, b, size, backend=backend)
 
 
-@pytest.mark.parametrize("backend", ["reference", "cpp"])
+@pytest.mark.parametrize("backend", ["reference", "portable", "cpp"])
 @pytest.mark.parametrize("case", BAD_GAM_MULTIPLY, ids=_ids(BAD_GAM_MULTIPLY))
 def test_front_end_rejects_bad_gam_multiply_inputs(case, backend):
     _, feats, g, error, message = case
@@ -162,7 +162,7 @@ def test_unknown_backend_is_rejected():
 @pytest.fixture
 def without_compiled_backends(monkeypatch):
     """The registry as it is when paanet_fast._C failed to load (the build itself is left alone)."""
-    monkeypatch.setattr(backends, "_registry", {"reference": backends._registry["reference"]})
+    monkeypatch.setattr(backends, "_registry", {name: backends._registry[name] for name in ("reference", "portable")})
     monkeypatch.setattr(backends, "_unavailable", {"cpp": "paanet_fast._compiled could not be imported: test"})
     monkeypatch.setattr(backends, "_warned_fallback", set())
 
@@ -174,15 +174,17 @@ def test_explicit_unavailable_backend_raises_with_the_reason(without_compiled_ba
         ops.gam_multiply(features(), gam(), backend="cpp")
 
 
-def test_auto_falls_back_to_the_reference_with_one_warning(without_compiled_backends):
+def test_auto_falls_back_to_portable_with_one_warning(without_compiled_backends):
     feats, w, b, g = features(), weight(), bias(), gam()
-    with pytest.warns(RuntimeWarning, match=r"no compiled backend for cpu tensors .*could not be imported"):
+    with pytest.warns(RuntimeWarning, match=r"no compiled backend for cpu tensors \(cpp: .*could not be imported: "
+                                            r"test\); using the portable backend"):
         logits, _ = ops.mini_decoder(feats, w, b, (8, 12))
-    torch.testing.assert_close(logits, reference.mini_decoder(feats, w, b, (8, 12))[0], rtol=0, atol=0)
+    torch.testing.assert_close(logits, portable.mini_decoder(feats, w, b, (8, 12))[0], rtol=0, atol=0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the second call is silent
         products = ops.gam_multiply(feats, g, backend="auto")
-    for p, e in zip(products, reference.gam_multiply(feats, g)):
+        assert backends.resolve("auto", torch.device("cpu")).name == "portable"
+    for p, e in zip(products, portable.gam_multiply(feats, g, False)):
         torch.testing.assert_close(p, e, rtol=0, atol=0)
 
 

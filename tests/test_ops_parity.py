@@ -9,9 +9,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ops_cases import (MODEL_STRIDES, TOLERANCE, GamMultiplyCase, MiniDecoderCase, assert_close,
-                       gam_multiply_case, gam_multiply_names, gam_multiply_outputs_and_grads, mini_decoder_case,
-                       mini_decoder_names, mini_decoder_outputs_and_grads, relative_error)
+from ops_cases import (LAYOUTS, MODEL_STRIDES, TOLERANCE, GamMultiplyCase, MiniDecoderCase, assert_close,
+                       channels_last, gam_multiply_case, gam_multiply_names, gam_multiply_outputs_and_grads,
+                       mini_decoder_case, mini_decoder_names, mini_decoder_outputs_and_grads, relative_error,
+                       transposed)
 from paanet_fast import ops, reference
 import paanet_fast._compiled  # noqa: E402,F401  (loads the extension: fails here if it is not built)
 
@@ -114,25 +115,6 @@ def test_reduced_precision_is_computed_in_float32(dtype):
 
 
 # --- memory layouts ---------------------------------------------------------------------------------
-
-def channels_last(t: torch.Tensor) -> torch.Tensor:
-    return t.contiguous(memory_format=torch.channels_last)
-
-
-def transposed(t: torch.Tensor) -> torch.Tensor:
-    """The same values, stored with height and width swapped (a non-contiguous view)."""
-    return t.transpose(-1, -2).contiguous().transpose(-1, -2)
-
-
-def strided(t: torch.Tensor) -> torch.Tensor:
-    """The same values as every other element of a twice-as-wide buffer (a non-dense view)."""
-    wide = torch.full((*t.shape[:-1], 2 * t.shape[-1]), float("nan"), dtype=t.dtype)
-    wide[..., ::2] = t
-    return wide[..., ::2]
-
-
-LAYOUTS = {"channels_last": channels_last, "transposed": transposed, "strided": strided}
-
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_mini_decoder_accepts_any_layout(layout):
