@@ -53,7 +53,8 @@ def _runtime_flags(parser: argparse.ArgumentParser, **defaults) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="paanet-fast", description="PAANet segmentation: train, evaluate, predict, export.",
+    parser = argparse.ArgumentParser(prog="paanet-fast",
+                                     description="PAANet segmentation: train, evaluate, predict, export.",
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,predict,export}")
 

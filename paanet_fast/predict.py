@@ -115,16 +115,13 @@ def onnx_network(path: str | Path, image_size: int | None = None) -> tuple[Netwo
     if len(source.shape) != 4 or source.type not in dtypes:
         raise RunError(f"ONNX file {path} does not take a (B, C, H, W) floating-point image: its input is "
                        f"{source.name} {source.type} {source.shape}")
-    fixed_batch = source.shape[0] if isinstance(source.shape[0], int) else None
+    if any(isinstance(source.shape[d], int) for d in (0, 2, 3)):
+        raise RunError(f"ONNX file {path} takes inputs of the fixed shape {source.shape}; predict needs dynamic "
+                       "batch, height and width (export_onnx's default, and `paanet-fast export`'s)")
 
     def run(images: torch.Tensor) -> torch.Tensor:
-        batch = images.numpy().astype(dtypes[source.type])
-        if fixed_batch is not None:  # a file exported with dynamic=False: fill its batch with zeros
-            filled = np.zeros((fixed_batch, *batch.shape[1:]), dtype=batch.dtype)
-            filled[:len(batch)] = batch
-            batch = filled
-        (logits,) = session.run(None, {source.name: batch})
-        return torch.from_numpy(logits[:len(images)]).float()
+        (logits,) = session.run(None, {source.name: images.numpy().astype(dtypes[source.type])})
+        return torch.from_numpy(logits).float()
 
     return run, image_size
 
