@@ -28,7 +28,7 @@ def _source(name: str) -> tuple[str, str]:
     if not isinstance(name, str):
         raise TypeError(f"encoder_name must be a string, got {type(name).__name__}")
     if name.startswith(SMP_PREFIX):
-        return "smp", name[len(SMP_PREFIX):]
+        return "smp", name.removeprefix(SMP_PREFIX)
     return ("torchvision", name) if name in RESNET_NAMES else ("smp", name)
 
 

@@ -129,11 +129,12 @@ class PAANet(nn.Module):
         num_blocks: PAAD blocks; block b (1-based) uses reverse attention when b is even.
         num_layers: convolution layers (and GAMs) per PAAD block.
         growth: channels each PAAD layer adds (k).
-        backend: operator backend, "auto", "reference", "cpp", "cuda" or "triton"; settable later.
+        backend: operator backend, "auto", "reference", "portable", "cpp", "cuda" or "triton"; settable later.
 
     forward(x: (B, in_channels, H, W), return_aux=False) -> logits (B, classes, H, W), or a
     PAANetOutput with the deep-supervision and GAM logits when return_aux is True. Any H, W works:
-    the input is zero-padded to a multiple of 32 and every output cropped back.
+    the input is zero-padded to a multiple of 32 and every output cropped back. predict(x) gives
+    the logits in eval mode without autograd, as smp's predict.
 
     `config` holds the constructor's arguments but the weights (JSON-serialisable);
     PAANet.from_config(config) builds the same network again.
