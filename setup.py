@@ -5,6 +5,9 @@ Environment switches:
   PAANET_FAST_CUDA=1|0      force (fail if impossible) or skip the CUDA kernels; default: auto.
   PAANET_FAST_PORTABLE=1    no -march=native (for binaries that travel to other machines).
   TORCH_CUDA_ARCH_LIST      respected; default "8.0;8.6;8.9;9.0+PTX" (PTX so newer cards JIT it).
+
+Beside the built extension it writes paanet_fast/_build_info.py, which records whether this build
+was asked to compile the CUDA kernels, so that the tests can require them exactly then.
 """
 import glob
 import os
@@ -60,6 +63,20 @@ def _want_cuda() -> bool:
     return possible
 
 
+class _BuildExtension(cpp_extension.BuildExtension):
+    """torch's BuildExtension, and the build's record next to the extension it builds."""
+
+    def run(self) -> None:
+        super().run()
+        text = ('"""Written by setup.py when it built paanet_fast._C: what that build was asked to compile."""\n'
+                f"CUDA_REQUESTED = {_want_cuda()!r}  # PAANET_FAST_CUDA=1, or unset with nvcc and a CUDA torch\n"
+                f"PAANET_FAST_CUDA = {os.environ.get('PAANET_FAST_CUDA', 'auto')!r}  # the switch at build time\n")
+        # Beside the extension in the build folder (for wheels) and in the source tree (editable
+        # installs copy only the extension itself there).
+        for folder in {Path(self.get_ext_fullpath("paanet_fast._C")).parent.resolve(), ROOT / "paanet_fast"}:
+            (folder / "_build_info.py").write_text(text)
+
+
 def _extension():
     cpp_sources = sorted(glob.glob("csrc/**/*.cpp", recursive=True))
     cxx_flags = ["-O3", "-fopenmp"]
@@ -82,5 +99,5 @@ def _extension():
 
 setup(
     ext_modules=[_extension()],
-    cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
+    cmdclass={"build_ext": _BuildExtension.with_options(use_ninja=True)},
 )

@@ -52,6 +52,17 @@ def _runtime_flags(parser: argparse.ArgumentParser, **defaults) -> None:
     parser.add_argument("--device", help="auto (default: the GPU if there is one), cpu, cuda, cuda:N", **defaults)
 
 
+def _train_description() -> str:
+    from .train import PAPER_DEFAULTS as paper, SYNTHETIC_DEFAULTS as synthetic, SYNTHETIC_MINUTES
+
+    return (f"Train a PAANet. Real datasets default to the paper's settings (Adam, lr {paper['lr']}, "
+            f"{paper['epochs']} epochs, batch {paper['batch_size']}, {paper['image_size']}x{paper['image_size']}, "
+            f"{paper['encoder']}, ImageNet weights); the synthetic set to a run of about {SYNTHETIC_MINUTES} minutes "
+            f"on 2 CPU cores ({synthetic['epochs']} epochs, {synthetic['num_images']} images of "
+            f"{synthetic['image_size']}x{synthetic['image_size']}, {synthetic['encoder']} from scratch, "
+            f"lr {synthetic['lr']}).")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="paanet-fast",
                                      description="PAANet segmentation: train, evaluate, predict, export.",
@@ -62,10 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     # tell the flags the user passed from the ones it should take from the run.
     unset = {"default": argparse.SUPPRESS}
     train = commands.add_parser(
-        "train", help="train a PAANet", argument_default=argparse.SUPPRESS,
-        description="Train a PAANet. Real datasets default to the paper's settings (Adam, lr 1e-4, 30 epochs, "
-                    "batch 8, 256x256, resnet50, ImageNet weights); the synthetic set to a run of about ten "
-                    "minutes on two CPU cores (10 epochs, 400 images of 128x128, resnet18 from scratch, lr 1e-3).")
+        "train", help="train a PAANet", argument_default=argparse.SUPPRESS, description=_train_description())
     train.add_argument("--dataset", choices=DATASETS, help="required unless --resume")
     train.add_argument("--data-root", help="folder with the dataset's official layout (not for synthetic)")
     train.add_argument("--out", required=True, help="run folder")

@@ -12,9 +12,9 @@ pip="$venv/bin/python -m pip"
 $pip install -q --upgrade pip
 # shellcheck disable=SC2086  # torch_spec is a list of requirements
 $pip install -q $torch_spec
-$pip install -q ninja "setuptools>=64" wheel numpy
+$pip install -q ninja "setuptools>=77" wheel numpy
 # No build isolation: the extension must compile against the torch installed above.
-$pip install -q --no-build-isolation -e ".[train,test,encoders,export]"
+$pip install -q --no-build-isolation -e ".[test,encoders,export]"
 "$venv/bin/python" - <<'PY'
 import torch, paanet_fast
 from paanet_fast.backends import unavailable_reason
