@@ -105,16 +105,17 @@ def onnx_network(path: str | Path, image_size: int | None = None) -> tuple[Netwo
     except Exception as exc:  # a truncated or foreign file: name it
         raise RunError(f"cannot load ONNX file {path}: {exc}") from exc
     if image_size is None:
-        recorded = session.get_modelmeta().custom_metadata_map.get(META_IMAGE_SIZE)
-        if recorded is None:
+        recorded = session.get_modelmeta().custom_metadata_map.get(META_IMAGE_SIZE, "")
+        if not recorded.isdigit():
             raise RunError(f"ONNX file {path} does not record the image size the model was trained at "
                            f"({META_IMAGE_SIZE}, written by `paanet-fast export`): pass --image-size")
         image_size = int(recorded)
-    (source,) = session.get_inputs()
+    inputs = session.get_inputs()
+    source = inputs[0]
     dtypes = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16}
-    if len(source.shape) != 4 or source.type not in dtypes:
-        raise RunError(f"ONNX file {path} does not take a (B, C, H, W) floating-point image: its input is "
-                       f"{source.name} {source.type} {source.shape}")
+    if len(inputs) != 1 or len(source.shape) != 4 or source.shape[1] != 3 or source.type not in dtypes:
+        found = ", ".join(f"{i.name} {i.type} {i.shape}" for i in inputs)
+        raise RunError(f"ONNX file {path} does not take one (B, 3, H, W) floating-point image: its inputs are {found}")
     if any(isinstance(source.shape[d], int) for d in (0, 2, 3)):
         raise RunError(f"ONNX file {path} takes inputs of the fixed shape {source.shape}; predict needs dynamic "
                        "batch, height and width (export_onnx's default, and `paanet-fast export`'s)")

@@ -198,6 +198,14 @@ def test_predict_onnx_errors_name_the_file(deployed, tmp_path, capsys):
     (tmp_path / "text.onnx").write_text("not a model")
     assert main([*run, "--onnx", str(tmp_path / "text.onnx")]) == 2
     assert f"cannot load ONNX file {tmp_path / 'text.onnx'}" in capsys.readouterr().err
+    grey = onnx.helper.make_tensor_value_info("grey", onnx.TensorProto.FLOAT, ["batch", 1, "height", "width"])
+    out = onnx.helper.make_tensor_value_info("out", onnx.TensorProto.FLOAT, ["batch", 1, "height", "width"])
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["grey"], ["out"])], "grey", [grey], [out])
+    foreign = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)], ir_version=8)
+    foreign.metadata_props.add(key=META_IMAGE_SIZE, value="64")
+    onnx.save(foreign, tmp_path / "grey.onnx")
+    assert main([*run, "--onnx", str(tmp_path / "grey.onnx")]) == 2
+    assert "does not take one (B, 3, H, W) floating-point image: its inputs are grey" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([*run, "--onnx", str(deployed.path), "--backend", "reference"])
     assert "--backend, --amp and --device apply to --checkpoint" in capsys.readouterr().err
