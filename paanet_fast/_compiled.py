@@ -2,9 +2,10 @@
 
 Importing this module loads paanet_fast._C, whose static initialisers define the four
 torch.ops.paanet_fast operators and their CPU (and CUDA) kernels. Here they get what torch.compile
-and autograd need: fake kernels (shapes and strides only, SymInt-friendly) and autograd formulas
-that call the backward operators. An ImportError of the extension propagates on purpose:
-paanet_fast.backends records it as the reason the backends are unavailable.
+and autograd need: fake kernels (shapes and strides only, SymInt-friendly), autograd formulas
+that call the backward operators, and autograd formulas for those (paanet_fast.double_backward).
+An ImportError of the extension propagates on purpose: paanet_fast.backends records it as the
+reason the backends are unavailable.
 """
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from typing import Sequence
 import torch
 
 from . import _C  # noqa: F401  (registers the operators)
+from . import portable
 from .amp import cast_for_autocast
 from .backends import Backend, mark_unavailable, register
+from .double_backward import register_backward_autograd
 
 _ops = torch.ops.paanet_fast
 
@@ -80,6 +83,9 @@ torch.library.register_autograd("paanet_fast::mini_decoder", _mini_decoder_backw
                                 setup_context=_mini_decoder_setup)
 torch.library.register_autograd("paanet_fast::gam_multiply", _gam_multiply_backward,
                                 setup_context=_gam_multiply_setup)
+# Second and higher derivatives: the backward operators differentiated through their portable twins.
+register_backward_autograd("paanet_fast::mini_decoder_backward", portable.mini_decoder_backward)
+register_backward_autograd("paanet_fast::gam_multiply_backward", portable.gam_multiply_backward)
 
 
 # --- autocast: cast the inputs as a built-in op would, then run the kernels with autocast off -----

@@ -1,4 +1,5 @@
-"""The Triton operators in torch.library (namespace paanet_fast, names prefixed triton_) with autograd.
+"""The Triton operators in torch.library (namespace paanet_fast, names prefixed triton_) with autograd
+(the backward operators too: paanet_fast.double_backward).
 
 On a GPU they are torch.library.triton_op: torch.compile traces into them and sees the kernels.
 Under the interpreter they are opaque custom ops (torch.compile cannot trace an interpreted kernel),
@@ -11,6 +12,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from .. import portable
+from ..double_backward import register_backward_autograd
 from . import host
 from ._runtime import INTERPRET
 
@@ -73,6 +76,9 @@ def _gam_multiply_grad(ctx: Any, grad_outputs: list[Tensor]) -> tuple:
 
 mini_decoder_op.register_autograd(_mini_decoder_grad, setup_context=_mini_decoder_setup_context)
 gam_multiply_op.register_autograd(_gam_multiply_grad, setup_context=_gam_multiply_setup_context)
+# Second and higher derivatives, as for the compiled extension's operators.
+register_backward_autograd("paanet_fast::triton_mini_decoder_backward", portable.mini_decoder_backward)
+register_backward_autograd("paanet_fast::triton_gam_multiply_backward", portable.gam_multiply_backward)
 
 
 def mini_decoder(features: list[Tensor], weight: Tensor, bias: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:

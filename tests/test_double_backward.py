@@ -1,0 +1,178 @@
+"""Second (and third) derivatives through both operators on every backend against the reference's,
+gradgradcheck in float64, and opcheck of the backward operators with inputs that require grad.
+
+Before paanet_fast.double_backward, the backward operators of cpp, cuda and triton had no autograd
+formula: differentiating a gradient went through PyTorch's fallback, which only warns and returns
+wrong numbers. The earlier tests could not see it: gradcheck checks first derivatives only, and
+opcheck of the backward operators was given inputs that did not require grad, so its autograd
+registration check had nothing to check.
+"""
+from __future__ import annotations
+
+import functools
+import warnings
+
+import pytest
+import torch
+
+from ops_cases import (TOLERANCE, GamMultiplyCase, MiniDecoderCase, relative_error, tiny_gam_multiply_case,
+                       tiny_mini_decoder_case, with_grad)
+from paanet_fast import ops, portable
+import paanet_fast._compiled  # noqa: E402,F401  (loads the extension: fails here if it is not built)
+import paanet_fast.triton  # noqa: E402,F401  (registers the Triton backend and its operators)
+from paanet_fast.triton._runtime import INTERPRET
+
+OPS = torch.ops.paanet_fast
+HAS_GPU = torch.cuda.is_available()
+on_gpu = pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA GPU")
+interpreted = pytest.mark.skipif(not INTERPRET, reason="Triton computes CPU tensors only under TRITON_INTERPRET=1 "
+                                                       "(tests/conftest.py sets it when there is no GPU)")
+# (backend, device): every backend on the CPU, and on a GPU the CUDA, Triton and portable ones.
+TARGETS = [
+    pytest.param("cpp", "cpu", id="cpp"),
+    pytest.param("portable", "cpu", id="portable"),
+    pytest.param("triton", "cpu", marks=interpreted, id="triton-interpreter"),
+    pytest.param("cuda", "cuda", marks=on_gpu, id="cuda"),
+    pytest.param("triton", "cuda", marks=[on_gpu, pytest.mark.skipif(INTERPRET, reason="TRITON_INTERPRET is set")],
+                 id="triton-cuda"),
+    pytest.param("portable", "cuda", marks=on_gpu, id="portable-cuda"),
+]
+
+
+def on(device: str, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [t.to(device) for t in tensors]
+
+
+def derivatives(layer, inputs: list[torch.Tensor], seed: int, order: int) -> list[torch.Tensor]:
+    """d^order/d(inputs)^order of a random non-linear loss of the layer's outputs, each order after
+    the first contracted with a random direction: [grad] for order 1, [d<v, grad>] for order 2..."""
+    leaves = with_grad(inputs)
+    outputs = layer(leaves)
+    gen = torch.Generator().manual_seed(seed)
+
+    def randn_like(t: torch.Tensor) -> torch.Tensor:
+        return torch.randn(t.shape, generator=gen, dtype=torch.float64).to(t)
+
+    # sin and square: non-linear in every output, so that every second-order term is non-zero.
+    scalar = sum((o * randn_like(o)).sin().sum() + o.square().sum() for o in outputs)
+    for k in range(order):
+        grads = torch.autograd.grad(scalar, leaves, create_graph=k + 1 < order, allow_unused=True)
+        grads = [torch.zeros_like(t) if g is None else g for t, g in zip(leaves, grads)]
+        scalar = sum((g * randn_like(g)).sum() for g in grads)
+    return grads
+
+
+def tiny_paad_case(seed: int) -> MiniDecoderCase:
+    """tiny_gam_multiply_case's features (GAM windows 2x1 and 3x2) with a mini-decoder weight."""
+    gm = tiny_gam_multiply_case(seed)
+    gen = torch.Generator().manual_seed(seed)
+    channels = sum(f.shape[1] for f in gm.features)
+    return MiniDecoderCase(gm.features, torch.randn(1, channels, 3, 3, generator=gen, dtype=torch.float64) / 3,
+                           torch.randn(1, generator=gen, dtype=torch.float64), tuple(gm.gam.shape[-2:]))
+
+
+def paad_layer(backend: str, n: int, size: tuple[int, int], reverse: bool):
+    """A PAAD layer's use of both operators: the GAM, then the attention products with that GAM."""
+    def layer(leaves: list[torch.Tensor]) -> list[torch.Tensor]:
+        features, weight, bias = leaves[:n], leaves[n], leaves[n + 1]
+        logits, gam = ops.mini_decoder(features, weight, bias, size, backend=backend)
+        return [logits, gam, *ops.gam_multiply(features, gam, reverse, backend=backend)]
+    return layer
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("order", [2, 3])
+@pytest.mark.parametrize("backend,device", TARGETS)
+def test_higher_derivatives_of_a_paad_layer_match_the_reference(backend, device, order, reverse):
+    """Both operators chained as in the model, so that the GAM reaches gam_multiply's backward from
+    mini_decoder's graph and every cross term of the second derivative is exercised."""
+    case = tiny_paad_case(10 + order)
+    n, inputs = len(case.features), on(device, [*case.features, case.weight, case.bias])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "autograd kernel was not registered" fallback on the way
+        actual = derivatives(paad_layer(backend, n, case.size, reverse), inputs, order, order)
+    expected = derivatives(paad_layer("reference", n, case.size, reverse), inputs, order, order)
+    for i, (a, e) in enumerate(zip(actual, expected)):
+        err = relative_error(a, e)
+        assert err <= TOLERANCE[torch.float64], f"order {order}, input {i}: relative error {err:.3g}"
+
+
+def gradgradcheck_both_operators(backend: str, device: str, md: MiniDecoderCase, gm: GamMultiplyCase) -> None:
+    n = len(md.features)
+    # Full Jacobians take the Triton interpreter many minutes: there, random projections of them.
+    gradgradcheck = functools.partial(torch.autograd.gradgradcheck, fast_mode=backend == "triton" and device == "cpu")
+
+    def mini_decoder(*args):
+        return ops.mini_decoder(list(args[:n]), args[n], args[n + 1], md.size, backend=backend)
+
+    inputs = [t.requires_grad_() for t in on(device, [*md.features, md.weight, md.bias])]
+    assert gradgradcheck(mini_decoder, inputs)
+    for reverse in (False, True):
+        def gam_multiply(*args):
+            return tuple(ops.gam_multiply(list(args[:-1]), args[-1], reverse, backend=backend))
+
+        inputs = [t.requires_grad_() for t in on(device, [*gm.features, gm.gam])]
+        assert gradgradcheck(gam_multiply, inputs)
+
+
+@pytest.mark.parametrize("backend,device", TARGETS)
+def test_gradgradcheck(backend, device):
+    gradgradcheck_both_operators(backend, device, tiny_mini_decoder_case(20), tiny_gam_multiply_case(21))
+
+
+# --- opcheck of the backward operators with inputs that require grad ---------------------------------
+
+def backward_op_samples(prefix: str, device: str, dtype: torch.dtype) -> list[tuple]:
+    """(backward operator, arguments) for both operators; every tensor requires grad; samples in
+    reduced precision are channels-last and reverse."""
+    seed = {torch.float64: 30, torch.float32: 31, torch.bfloat16: 32}[dtype]
+    md = tiny_mini_decoder_case(seed, dtype)
+    features = on(device, md.features)
+    if dtype != torch.float64:
+        features = [f.contiguous(memory_format=torch.channels_last) for f in features]
+    weight, bias = on(device, [md.weight, md.bias])
+    logits, gam = getattr(OPS, prefix + "mini_decoder")(features, weight, bias, list(md.size))
+    grads = [torch.randn_like(logits), torch.randn_like(gam)]
+    gm = tiny_gam_multiply_case(seed, dtype)
+    gm_features = on(device, gm.features)
+    return [(getattr(OPS, prefix + "mini_decoder_backward").default,
+             (*with_grad([*grads, gam]), with_grad(features), *with_grad([weight]))),
+            (getattr(OPS, prefix + "gam_multiply_backward").default,
+             (with_grad([torch.randn_like(f) for f in gm_features]), with_grad(gm_features),
+              *with_grad(on(device, [gm.gam])), dtype != torch.float64))]
+
+
+OPERATORS = [
+    pytest.param("", "cpu", id="cpp"),
+    pytest.param("triton_", "cpu", marks=interpreted, id="triton-interpreter"),
+    pytest.param("", "cuda", marks=on_gpu, id="cuda"),
+    pytest.param("triton_", "cuda", marks=[on_gpu, pytest.mark.skipif(INTERPRET, reason="TRITON_INTERPRET is set")],
+                 id="triton-cuda"),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("prefix,device", OPERATORS)
+def test_opcheck_backward_operators_with_inputs_that_require_grad(prefix, device, dtype):
+    for op, args in backward_op_samples(prefix, device, dtype):
+        torch.library.opcheck(op, args)
+
+
+def flat_tensors(values) -> list[torch.Tensor]:
+    return [t for v in values for t in (v if isinstance(v, (list, tuple)) else [v]) if isinstance(t, torch.Tensor)]
+
+
+@pytest.mark.parametrize("prefix,device", OPERATORS)
+def test_backward_operators_differentiate_like_their_portable_twins(prefix, device):
+    """A backward operator differentiated on its own (not through a forward): the same
+    vector-Jacobian product as the portable first backward's, for every input including G."""
+    twins = [portable.mini_decoder_backward, portable.gam_multiply_backward]
+    for (op, args), twin in zip(backward_op_samples(prefix, device, torch.float64), twins):
+        results = []
+        for fn in (op, twin):
+            outputs = flat_tensors(fn(*args))
+            gen = torch.Generator().manual_seed(40)
+            weights = [torch.randn(o.shape, generator=gen, dtype=o.dtype).to(o.device) for o in outputs]
+            results.append(torch.autograd.grad(outputs, flat_tensors(args), weights))
+        for i, (a, e) in enumerate(zip(*results)):
+            assert relative_error(a, e) <= TOLERANCE[torch.float64], f"{op}: gradient of input {i}"
