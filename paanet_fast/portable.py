@@ -9,10 +9,11 @@ two non-zero weights each), so every tap plane is resized and shifted by two mat
 where r_v[ky, kx] (B x h_v x w_v) is the tap (ky, kx) of the weight summed over the channels of
 F_v, and R[k] is the interpolation matrix with its rows moved by k - 1 and zero rows where that
 leaves the map (the convolution's zero padding). The three shifts of one axis sit side by side in
-one matrix, so each scale costs one matmul per axis; all scales share the vertical one. Nothing at
-full resolution is stored but Z and G, and every op (matmul, einsum, reshape, mean, sigmoid)
-exists on every device, under autocast, in torch.compile and in ONNX, with autograd deriving all
-higher derivatives.
+one matrix, so each scale costs one matmul per axis; all scales share the vertical one. Of the
+full-resolution tensors, autograd keeps only G, and every op (conv2d, matmul, reshape, mean,
+sigmoid) exists on every device, under autocast, in torch.compile and in ONNX, with autograd
+deriving all higher derivatives. Half-precision inputs are computed in float32, as the compiled
+backends do, and the results returned in the inputs' dtype.
 
 The explicit first backward of both operators lives here too: it is what the compiled backward
 operators compute, and differentiating it gives them their own derivatives (double backward).
@@ -73,14 +74,15 @@ def _in_float32(tensors: Sequence[Tensor]) -> list[Tensor]:
 
 def _autocast_off(device_type: str) -> contextlib.AbstractContextManager:
     """Keeps autocast from casting the float32 matmuls back down (the inputs were cast already)."""
-    if torch.is_autocast_enabled(device_type):
+    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
         return torch.autocast(device_type, enabled=False)
     return contextlib.nullcontext()
 
 
 def mini_decoder(features: list[Tensor], weight: Tensor, bias: Tensor,
                  size: tuple[int, int]) -> tuple[Tensor, Tensor]:
-    """(logits, gam), each (B, 1, H, W), as paanet_fast.reference.mini_decoder computes them."""
+    """(logits, gam), each (B, 1, H, W), as paanet_fast.reference.mini_decoder computes them from
+    features F_v (B, C_v, h_v, w_v), weight (1, sum C_v, 3, 3), bias (1,) and size (H, W)."""
     height, width = size
     batch, dtype = features[0].shape[0], features[0].dtype
     with _autocast_off(features[0].device.type):
@@ -97,7 +99,8 @@ def mini_decoder(features: list[Tensor], weight: Tensor, bias: Tensor,
 
 
 def gam_multiply(features: list[Tensor], gam: Tensor, reverse: bool) -> list[Tensor]:
-    """P_v = F_v * a_v, a_v = avg_pool(G) to F_v's size (1 - a_v when reverse); shapes of features."""
+    """P_v = F_v * a_v for features F_v (B, C_v, h_v, w_v) and G (B, 1, H, W), with a_v = G
+    average-pooled to (h_v, w_v) (1 - that when reverse); H, W multiples of every h_v, w_v."""
     outputs = []
     for f in features:
         pooled = _pooled(gam, f)
@@ -107,8 +110,9 @@ def gam_multiply(features: list[Tensor], gam: Tensor, reverse: bool) -> list[Ten
 
 def mini_decoder_backward(grad_logits: Tensor, grad_gam: Tensor, gam: Tensor, features: list[Tensor],
                           weight: Tensor) -> tuple[list[Tensor], Tensor, Tensor]:
-    """Gradients of mini_decoder's inputs (features, weight, bias) from those of (logits, gam): the
-    transpose of the forward's matmuls, with G taken as given (so that it can be differentiated)."""
+    """Gradients of mini_decoder's inputs (features, weight, bias), shaped like them, from those of
+    its outputs (logits, gam), each (B, 1, H, W), and G itself: the transpose of the forward's
+    matmuls, with G taken as given (so that it can be differentiated)."""
     batch, dtype = gam.shape[0], gam.dtype
     height, width = gam.shape[-2:]
     with _autocast_off(gam.device.type):
@@ -128,16 +132,19 @@ def mini_decoder_backward(grad_logits: Tensor, grad_gam: Tensor, gam: Tensor, fe
 
 def gam_multiply_backward(grad_outputs: list[Tensor], features: list[Tensor], gam: Tensor,
                           reverse: bool) -> tuple[list[Tensor], Tensor]:
-    """Gradients of gam_multiply's inputs (features, gam) from those of its outputs."""
+    """Gradients of gam_multiply's inputs (features, gam), shaped like them, from those of its
+    outputs (shaped like the features)."""
     batch, _, height, width = gam.shape
     grad_features, grad_gam = [], torch.zeros_like(gam)
     for grad, f in zip(grad_outputs, features):
         pooled = _pooled(gam, f)
         grad_features.append(grad * (1 - pooled if reverse else pooled))
         grad_pooled = (grad * f).sum(dim=1, keepdim=True)
+        if reverse:
+            grad_pooled = -grad_pooled
         h, w = f.shape[-2:]
         window = (height // h) * (width // w)
         # Every element of a window gets the window's gradient over its area (the mean's transpose).
         spread = (grad_pooled / window)[:, :, :, None, :, None].expand(batch, 1, h, height // h, w, width // w)
-        grad_gam = grad_gam - spread.reshape(gam.shape) if reverse else grad_gam + spread.reshape(gam.shape)
+        grad_gam = grad_gam + spread.reshape(gam.shape)
     return grad_features, grad_gam

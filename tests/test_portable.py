@@ -340,3 +340,15 @@ def test_auto_picks_portable_on_devices_without_compiled_kernels(device_type, fr
     with pytest.raises(ValueError, match=rf"backend 'cpp' computes \['cpu'\] tensors, but the inputs are on "
                                          rf"{device_type}"):
         backends.resolve("cpp", device)
+
+
+def test_runs_on_the_meta_device(fresh_fallback_warnings):
+    """A device with neither compiled kernels nor autocast (shape inference, deferred init): auto
+    resolves to portable, and both operators give the shapes and dtype they promise."""
+    features = [torch.empty(2, 3, 5, 4, device="meta"), torch.empty(2, 2, 10, 8, device="meta")]
+    weight, bias = torch.empty(1, 5, 3, 3, device="meta"), torch.empty(1, device="meta")
+    with pytest.warns(RuntimeWarning, match=r"no compiled backend for meta tensors"):
+        logits, gam = ops.mini_decoder(features, weight, bias, (20, 16))
+    products = ops.gam_multiply(features, gam, True)
+    assert [tuple(t.shape) for t in [logits, gam, *products]] == [(2, 1, 20, 16)] * 2 + [(2, 3, 5, 4), (2, 2, 10, 8)]
+    assert all(t.device.type == "meta" and t.dtype == torch.float32 for t in [logits, gam, *products])
