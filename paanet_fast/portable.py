@@ -88,13 +88,16 @@ def mini_decoder(features: list[Tensor], weight: Tensor, bias: Tensor,
     with _autocast_off(features[0].device.type):
         *features, weight, bias = _in_float32([*features, weight, bias])
         vertical, planes = [], []
+        # Concatenations instead of reshapes that merge the 3 taps with a map's size, and bmm instead of
+        # a broadcasting matmul: torch.export (and so the ONNX export) can then keep H and W symbolic;
+        # otherwise it asks for proofs like 3 % (3 * w_v) != 0 that it cannot find.
         for f, w in zip(features, _scale_weights(features, weight)):
             h_v, w_v = f.shape[-2:]
-            taps = _tap_sums(f, w).transpose(2, 3).reshape(batch, 3, h_v, 3 * w_v)  # (B, ky, h_v, kx w_v)
+            taps = torch.cat(_tap_sums(f, w).unbind(2), dim=-1)  # (B, ky, h_v, kx w_v)
             resized = taps @ _shifted_interpolation(width, w_v, f).T  # (B, 3 [ky], h_v, W)
-            planes.append(resized.reshape(batch, 3 * h_v, width))
+            planes.append(torch.cat(resized.unbind(1), dim=1))  # (B, ky h_v, W)
             vertical.append(_shifted_interpolation(height, h_v, f))
-        logits = (torch.cat(vertical, dim=1) @ torch.cat(planes, dim=1) + bias).unsqueeze(1)
+        logits = (torch.cat(vertical, dim=1).expand(batch, -1, -1).bmm(torch.cat(planes, dim=1)) + bias).unsqueeze(1)
         return logits.to(dtype), torch.sigmoid(logits).to(dtype)
 
 
