@@ -12,15 +12,24 @@ show no growth at all. During the measured call, blocks of 128 KiB or more are t
 given their own mapping (returned to the system when freed) and the heap is trimmed first; outside
 it the thresholds are pinned at glibc's steady state (32 MiB), set when this module is imported
 so that every provider is timed under the same allocator settings.
+
+The second measure, process_peak_mib, is what a user's machine must hold for the whole process:
+the peak resident set (ru_maxrss) on the CPU, runtime, model, optimizer state and every call
+included; on a GPU, the caching allocator's peak reservation. Both counters only ever grow, so each
+provider is measured in a fresh process of its own (fresh_process_peak_mib).
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import gc
+import os
+import resource
+import subprocess
+import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -84,3 +93,30 @@ def peak_memory_bytes(fn: Callable[[], object], device: torch.device) -> int:
         before = _status_kib("VmRSS")
         fn()
         return (_status_kib("VmHWM") - before) * 1024
+
+
+_PEAK_LINE = "process peak MiB:"
+
+
+def process_peak_mib(device: torch.device) -> float:
+    """This process's peak memory so far: peak resident set on the CPU, peak reservation on a GPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_reserved(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def print_process_peak(device: torch.device) -> None:
+    """The last line of a process that fresh_process_peak_mib runs."""
+    print(_PEAK_LINE, process_peak_mib(device), flush=True)
+
+
+def fresh_process_peak_mib(script: Path, args: Sequence[str], timeout: float = 1800) -> float:
+    """Run `python script *args` in a new interpreter (the same environment) and return the peak it
+    printed with print_process_peak."""
+    result = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=timeout,
+                            cwd=script.parent, env=os.environ.copy())
+    lines = result.stdout.strip().splitlines()
+    if result.returncode != 0 or not lines or not lines[-1].startswith(_PEAK_LINE):
+        raise RuntimeError(f"{script.name} {' '.join(args)} did not report its peak memory "
+                           f"(exit status {result.returncode}):\n{result.stdout}{result.stderr}")
+    return float(lines[-1].removeprefix(_PEAK_LINE))
