@@ -69,8 +69,9 @@ def describe_skipped(skipped: Sequence[Path]) -> str:
     names = [f"{p}{'/' if p.is_dir() else ''}" for p in skipped]
     listed = ", ".join(names[:_MAX_LISTED_SKIPS])
     more = f" and {len(names) - _MAX_LISTED_SKIPS} more" if len(names) > _MAX_LISTED_SKIPS else ""
-    return (f"skipped {len(names)} entries that are not image files ({', '.join(IMAGE_SUFFIXES)}; "
-            f"folders are not searched): {listed}{more}")
+    entries = "entry that is not an image file" if len(names) == 1 else "entries that are not image files"
+    return (f"skipped {len(names)} {entries} ({', '.join(IMAGE_SUFFIXES)}; folders are not searched): "
+            f"{listed}{more}")
 
 
 def checkpoint_network(checkpoint: str | Path, backend: str = "auto", device: str = "auto",

@@ -91,8 +91,9 @@ def test_many_skipped_entries_are_counted_not_all_listed(tmp_path):
     from paanet_fast.predict import describe_skipped
 
     line = describe_skipped(collect_images([tmp_path]).skipped)
-    assert line.startswith("skipped 14 entries") and line.endswith("and 4 more")
+    assert line.startswith("skipped 14 entries that are not image files") and line.endswith("and 4 more")
     assert "note09.txt" in line and "note10.txt" not in line
+    assert describe_skipped([tmp_path / "note00.txt"]).startswith("skipped 1 entry that is not an image file (")
 
 
 @pytest.mark.parametrize("flags, message", [
