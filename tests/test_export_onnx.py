@@ -123,9 +123,10 @@ def test_export_onnx_exports_a_portable_copy_and_leaves_the_model_alone(monkeypa
 
     monkeypatch.setattr(torch.onnx, "export", fake_export)
     with pytest.raises(_StopExport):
-        export_onnx(model, tmp_path / "model.onnx")
+        export_onnx(model, tmp_path / "model.onnx", opset=19)
     assert seen["module"] is not model and seen["backend"] == "portable" and not seen["training"]
     assert seen["kwargs"]["dynamic_shapes"] is not None and seen["kwargs"]["dynamo"] is True
+    assert seen["kwargs"]["opset_version"] == 19
     assert model.training and model.backend == "cpp"
     assert all(block.backend == "cpp" for block in model.decoder.blocks)
     assert all(torch.equal(t, before[name]) for name, t in model.state_dict().items())
