@@ -46,7 +46,8 @@ def test_console_script_and_python_m_entry_points():
     ("train", ["--dataset", "--data-root", "--out", "--epochs", "--batch-size", "--image-size", "--lr", "--encoder",
                "--encoder-weights", "--backend", "--seed", "--amp", "--workers", "--split-file", "--resume"]),
     ("evaluate", ["--checkpoint", "--dataset", "--data-root", "--split", "--out"]),
-    ("predict", ["--checkpoint", "INPUT", "--out"]),
+    ("predict", ["--checkpoint", "--onnx", "INPUT", "--out", "--batch-size"]),
+    ("export", ["--checkpoint", "--out", "--opset"]),
 ])
 def test_every_flag_of_the_issue_exists(capsys, command, flags):
     with pytest.raises(SystemExit) as info:
