@@ -30,8 +30,6 @@ MIN_DYNAMIC_SIZE = 33
 META_MODEL_CONFIG = "paanet_fast.model_config"
 META_IMAGE_SIZE = "paanet_fast.image_size"
 META_PREPROCESSING = "paanet_fast.preprocessing"
-PREPROCESSING = ("RGB, scaled to [0, 1], normalised with the ImageNet mean (0.485, 0.456, 0.406) and std "
-                 "(0.229, 0.224, 0.225); NCHW; output: logits, sigmoid for probabilities")
 EXPORT_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
 
 
@@ -57,7 +55,7 @@ def dynamic_image_shapes() -> dict[str, dict[int, Any]]:
 @contextlib.contextmanager
 def _quiet_onnx_constant_folding() -> Iterator[None]:
     # The ONNX optimizer logs a warning for every split of a constant it does not fold (the GAM
-    # convolution's weight split by scale, twice per mini-decoder): harmless, and lines of noise.
+    # convolutions' weights split by scale): harmless, and lines of noise.
     logger = logging.getLogger("onnxscript.optimizer._constant_folding")
     level = logger.level
     logger.setLevel(logging.ERROR)
@@ -65,6 +63,13 @@ def _quiet_onnx_constant_folding() -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
+
+
+def _preprocessing() -> str:
+    from .data.dataset import IMAGENET_MEAN, IMAGENET_STD  # the normalisation image_to_tensor applies
+
+    return (f"RGB, scaled to [0, 1], normalised with the ImageNet mean {IMAGENET_MEAN} and std {IMAGENET_STD}; "
+            "NCHW; output: logits, sigmoid for probabilities")
 
 
 def _check_example(example: torch.Tensor, model: PAANet, dynamic: bool) -> None:
@@ -114,7 +119,8 @@ def export_onnx(model: PAANet, path: str | os.PathLike, *, example: torch.Tensor
         program = torch.onnx.export(deployed, (example,), dynamo=True, input_names=[INPUT_NAME],
                                     output_names=[OUTPUT_NAME], opset_version=opset, optimize=True, verbose=False,
                                     dynamic_shapes=dynamic_image_shapes() if dynamic else None)
-    metadata = {META_MODEL_CONFIG: json.dumps({**model.config, "backend": "auto"}), META_PREPROCESSING: PREPROCESSING}
+    metadata = {META_MODEL_CONFIG: json.dumps({**model.config, "backend": "auto"}),
+                META_PREPROCESSING: _preprocessing()}
     if image_size is not None:
         metadata[META_IMAGE_SIZE] = str(image_size)
     program.model.metadata_props.update(metadata)
