@@ -12,9 +12,9 @@ import torch
 def check_target(logits: torch.Tensor, target: torch.Tensor, who: str) -> torch.Tensor:
     """`target` with the logits' shape (a channel axis added to a (B, H, W) mask of one-class logits).
 
-    Raises ValueError naming `who` for a shape that does not fit or values outside [0, 1]. The range
-    check reads two numbers back from the target's device (one synchronisation on a GPU, none for
-    bool masks, which cannot be out of range).
+    Raises ValueError naming `who` for a shape that does not fit, another device, or values outside
+    [0, 1]. The range check reads two numbers back from the target's device (one synchronisation on
+    a GPU, none for bool masks, which cannot be out of range).
     """
     if not isinstance(target, torch.Tensor):
         raise TypeError(f"{who}: target must be a tensor, got {type(target).__name__}")
@@ -24,6 +24,8 @@ def check_target(logits: torch.Tensor, target: torch.Tensor, who: str) -> torch.
         raise ValueError(f"{who}: target shape {tuple(target.shape)} does not match the logits shape "
                          f"{tuple(logits.shape)}; a target is (B, C, H, W) like the logits, or (B, H, W) for "
                          f"one-class logits")
+    if target.device != logits.device:
+        raise ValueError(f"{who}: target is on {target.device} but the logits are on {logits.device}")
     if target.dtype != torch.bool and target.numel() > 0:
         low, high = torch.stack(torch.aminmax(target.detach())).tolist()
         if not (0 <= low and high <= 1):  # also false for NaN

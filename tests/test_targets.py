@@ -67,3 +67,9 @@ def test_the_loss_of_a_bool_mask_equals_that_of_the_float_mask():
 def test_a_non_tensor_target_is_named():
     with pytest.raises(TypeError, match="PAANetLoss: target must be a tensor, got list"):
         loss(LOGITS, MASK.tolist())
+
+
+@BOTH
+def test_a_target_on_another_device_is_named(fn):
+    with pytest.raises(ValueError, match="target is on cpu but the logits are on meta"):
+        fn(LOGITS.to("meta"), MASK)
