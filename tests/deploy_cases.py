@@ -9,7 +9,6 @@ from PIL import Image
 
 from paanet_fast import PAANet
 from paanet_fast.checkpoint import save_checkpoint
-from paanet_fast.data import image_to_tensor
 
 IMAGE_SIZE = 64
 # Both operators, in a forward and a reverse block, at a fraction of the default's export time.
@@ -48,10 +47,3 @@ def write_images(folder: Path, shapes: dict[str, tuple[int, int]], seed: int = 0
         image.save(paths[-1])
     return paths
 
-
-def model_input(image: np.ndarray) -> torch.Tensor:
-    """(1, 3, IMAGE_SIZE, IMAGE_SIZE) as predict feeds the network."""
-    from paanet_fast.data.transforms import PairTransform
-
-    resized, _ = PairTransform(IMAGE_SIZE, train=False)(image, np.zeros(image.shape[:2], bool), 0)
-    return image_to_tensor(resized)[None]
