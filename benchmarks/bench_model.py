@@ -1,7 +1,9 @@
 """One PAANet training step (forward, PAANetLoss, backward, Adam) per provider, with two memory measures.
 
 Providers: the reference backend, torch.compile of the reference model, the portable backend
-(plain PyTorch, any device) and the compiled backend of the device (cpp on CPU). resnet50, B=4,
+(plain PyTorch, any device), the compiled backend of the device (cpp on CPU), and smp's Unet with
+BCE on the same encoder (the architecture a user would pick instead; needs the "encoders" extra;
+smp's resnet50 is torchvision's network). resnet50, B=4,
 256x256 on CPU (as issue 3 asks); set PAANET_BENCH_DEVICE=cuda to run it on a GPU
 (benchmarks/gpu_report.py is the fuller GPU report). PAANET_BENCH_BATCH, PAANET_BENCH_SIZE and
 PAANET_BENCH_ENCODER make the case smaller, only to check that the file runs.
@@ -10,6 +12,7 @@ Memory (see peak_memory.py): extra_info["peak_memory_mib"] is the growth over on
 benchmark's process; extra_info["process_peak_mib"] is the peak of a fresh process that builds the
 provider's model and runs two steps (runtime, model, Adam state included), what a user's machine
 must hold. This file is also that process's script: `python bench_model.py --process-peak NAME`.
+bench_encoders.py runs the same step on other encoders.
 
     pytest benchmarks/bench_model.py --benchmark-only
 """
@@ -36,16 +39,24 @@ BATCH = int(os.environ.get("PAANET_BENCH_BATCH", "4"))
 SIZE = int(os.environ.get("PAANET_BENCH_SIZE", "256"))
 ENCODER = os.environ.get("PAANET_BENCH_ENCODER", "resnet50")
 
-# (model, forward, loss) of one provider, the model on DEVICE in train mode; forward(x) -> what loss takes.
-Provider = Callable[[], tuple[nn.Module, Callable, nn.Module]]
+# (model, forward, loss) of one provider for an encoder name, the model on DEVICE in train mode;
+# forward(x) -> what loss takes.
+Provider = Callable[[str], tuple[nn.Module, Callable, nn.Module]]
 
 
 def _paanet(backend: str, compiled: bool = False) -> Provider:
-    def build():
-        model = PAANet(ENCODER, encoder_weights=None, backend=backend).to(DEVICE).train()
+    def build(encoder: str):
+        model = PAANet(encoder, encoder_weights=None, backend=backend).to(DEVICE).train()
         forward = torch.compile(model) if compiled else model
         return model, functools.partial(forward, return_aux=True), PAANetLoss()
     return build
+
+
+def _smp_unet(encoder: str):
+    import segmentation_models_pytorch as smp  # the "encoders" extra, needed by this provider only
+
+    model = smp.Unet(encoder_name=encoder, encoder_weights=None, classes=1).to(DEVICE).train()
+    return model, model, nn.BCEWithLogitsLoss()
 
 
 # Adding a provider is one entry here; its name is what the tables show.
@@ -54,12 +65,13 @@ PROVIDERS: dict[str, Provider] = {
     "compile-reference": _paanet("reference", compiled=True),
     "portable": _paanet("portable"),
     FAST: _paanet(FAST),
+    "smp-unet": _smp_unet,
 }
 
 
-def make_step(provider: str) -> Callable[[], None]:
+def make_step(provider: str, encoder: str = ENCODER) -> Callable[[], None]:
     torch.manual_seed(0)
-    model, forward, loss_fn = PROVIDERS[provider]()
+    model, forward, loss_fn = PROVIDERS[provider](encoder)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     x = torch.randn(BATCH, 3, SIZE, SIZE, device=DEVICE)
     target = (torch.rand(BATCH, 1, SIZE, SIZE, device=DEVICE) > 0.5).float()
@@ -74,24 +86,33 @@ def make_step(provider: str) -> Callable[[], None]:
     return step
 
 
-@pytest.mark.parametrize("provider", list(PROVIDERS))
-def test_training_step(benchmark, provider):
+def benchmark_training_step(benchmark, provider: str, encoder: str, group: str) -> None:
+    """Time `provider`'s step on `encoder` and record both memory measures (see the module's docstring)."""
     if provider == FAST and FAST not in available_backends():
         pytest.skip(f"the {FAST} backend is not available here")
-    step = make_step(provider)
+    if provider == "smp-unet":
+        pytest.importorskip("segmentation_models_pytorch", reason='smp\'s Unet needs the "encoders" extra')
+    step = make_step(provider, encoder)
     step()  # warm-up: compilation, allocator, Adam state
     benchmark.extra_info["peak_memory_mib"] = round(peak_memory_bytes(step, DEVICE) / 2**20, 1)
     benchmark.extra_info["process_peak_mib"] = round(
-        fresh_process_peak_mib(Path(__file__), ["--process-peak", provider]), 1)
-    benchmark.extra_info.update(device=str(DEVICE), batch=BATCH, size=SIZE, encoder=ENCODER)
-    benchmark.group = "training step"
+        fresh_process_peak_mib(Path(__file__), ["--process-peak", provider, "--encoder", encoder]), 1)
+    benchmark.extra_info.update(device=str(DEVICE), batch=BATCH, size=SIZE, encoder=encoder)
+    benchmark.group = group
     benchmark.pedantic(step, rounds=3, iterations=1)
+
+
+@pytest.mark.parametrize("provider", list(PROVIDERS))
+def test_training_step(benchmark, provider):
+    benchmark_training_step(benchmark, provider, ENCODER, "training step")
 
 
 def _measure_process_peak(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description="Two training steps of one provider, then this process's peak.")
     parser.add_argument("--process-peak", required=True, choices=list(PROVIDERS), metavar="PROVIDER")
-    step = make_step(parser.parse_args(argv).process_peak)
+    parser.add_argument("--encoder", default=ENCODER)
+    args = parser.parse_args(argv)
+    step = make_step(args.process_peak, args.encoder)
     step()  # the first builds the Adam state (and compiles, for torch.compile)
     step()
     print_process_peak(DEVICE)
