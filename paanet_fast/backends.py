@@ -107,8 +107,15 @@ def resolve(name: str | None, device: torch.device) -> Backend:
 
 
 def check_name(name: str | None) -> str:
-    """Validate a backend name without loading anything (for constructors)."""
+    """Validate a backend name and import the providers it may resolve to (for constructors).
+
+    Resolving then imports nothing: torch.compile cannot trace an import, so a model compiled
+    before its first eager call would otherwise fail with fullgraph=True. A provider that fails to
+    import is only recorded; the error comes when the backend is used.
+    """
     name = "auto" if name is None else name
     if name != "auto" and name not in KNOWN_BACKENDS:
         raise ValueError(f"unknown backend {name!r}; expected 'auto' or one of {KNOWN_BACKENDS}")
+    for candidate in {c for order in _AUTO_ORDER.values() for c in order} if name == "auto" else (name,):
+        _load(candidate)
     return name

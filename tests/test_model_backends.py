@@ -3,6 +3,9 @@
 One state dict, both backends, train and eval mode: logits, deep-supervision logits, every GAM
 and every parameter gradient. Plus backend switching and torch.compile(fullgraph=True).
 """
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -67,3 +70,21 @@ def test_torch_compile_fullgraph_runs_the_fast_model():
         scale = eager_grads[name].abs().max().item()
         torch.testing.assert_close(p.grad, eager_grads[name], rtol=1e-4, atol=1e-5 + 1e-4 * scale,
                                    msg=lambda m: f"grad of {name}: {m}")
+
+
+@pytest.mark.parametrize("backend", ["auto", "cpp"])
+def test_torch_compile_fullgraph_before_any_eager_call(backend):
+    """A fresh process that compiles the model before running it eagerly: resolving the backend
+    inside the trace must import nothing (dynamo cannot trace an import)."""
+    script = f"""
+import torch
+from paanet_fast import PAANet
+torch.manual_seed(0)
+net = PAANet("resnet18", encoder_weights=None, growth=8, num_blocks=1, num_layers=1, backend={backend!r}).eval()
+x = torch.randn(1, 3, 40, 36)
+compiled = torch.compile(net, fullgraph=True, backend="eager")(x)
+torch.testing.assert_close(compiled, net(x))
+print("same")
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "same", result.stderr[-3000:]
