@@ -14,9 +14,11 @@ it the thresholds are pinned at glibc's steady state (32 MiB), set when this mod
 so that every provider is timed under the same allocator settings.
 
 The second measure, process_peak_mib, is what a user's machine must hold for the whole process:
-the peak resident set (ru_maxrss) on the CPU, runtime, model, optimizer state and every call
+the peak resident set (VmHWM) on the CPU, runtime, model, optimizer state and every call
 included; on a GPU, the caching allocator's peak reservation. Both counters only ever grow, so each
-provider is measured in a fresh process of its own (fresh_process_peak_mib).
+provider is measured in a fresh process of its own (fresh_process_peak_mib). Not ru_maxrss: Linux
+carries it across exec, so a child started by a large parent (pytest after other benchmarks)
+reports at least the parent's resident set.
 """
 from __future__ import annotations
 
@@ -24,7 +26,6 @@ import ctypes
 import ctypes.util
 import gc
 import os
-import resource
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -102,7 +103,7 @@ def process_peak_mib(device: torch.device) -> float:
     """This process's peak memory so far: peak resident set on the CPU, peak reservation on a GPU."""
     if device.type == "cuda":
         return torch.cuda.max_memory_reserved(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return _status_kib("VmHWM") / 1024
 
 
 def print_process_peak(device: torch.device) -> None:

@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
@@ -81,3 +82,17 @@ def test_disabled_benchmarks_print_no_table(bench_folder):
                                                "no:cacheprovider")
     result.assert_outcomes(passed=3)
     assert "paanet_fast: speed-ups" not in result.stdout.str()
+
+
+def test_a_fresh_process_reports_its_own_peak_not_its_parents(tmp_path):
+    """ru_maxrss survives exec on Linux: a child of a large parent would report the parent's size."""
+    import peak_memory
+
+    script = tmp_path / "small.py"
+    script.write_text(f"import sys\nsys.path.insert(0, {str(BENCHMARKS)!r})\nimport torch\n"
+                      "from peak_memory import print_process_peak\nprint_process_peak(torch.device('cpu'))\n")
+    child_alone = peak_memory.fresh_process_peak_mib(script, [])
+    ballast = torch.ones(2 * int(child_alone) * 2**20, dtype=torch.uint8)  # resident: written, not just reserved
+    child_of_large_parent = peak_memory.fresh_process_peak_mib(script, [])
+    del ballast
+    assert child_of_large_parent < 1.5 * child_alone, (child_alone, child_of_large_parent)
