@@ -6,4 +6,4 @@ from .losses import PAANetLoss
 from .model import PAANet, PAANetOutput
 
 __all__ = ["PAANet", "PAANetOutput", "PAANetLoss", "available_backends", "export_onnx", "metrics", "ops"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
