@@ -28,12 +28,17 @@ def bce_iou_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tenso
     """
     logits = logits.float()
     target = target.float()
-    w = torch.ones_like(target) if weight is None else weight.float()
-    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    bce = (w * bce).sum(dim=(2, 3)) / w.sum(dim=(2, 3))
+    weight = None if weight is None else weight.float()
+
+    def pixel_sum(values: torch.Tensor) -> torch.Tensor:
+        # Unweighted, no map of ones: each weighting multiply would keep a full-resolution map for backward.
+        return (values if weight is None else weight * values).sum(dim=(2, 3))
+
+    pixels = logits.shape[2] * logits.shape[3] if weight is None else weight.sum(dim=(2, 3))
+    bce = pixel_sum(F.binary_cross_entropy_with_logits(logits, target, reduction="none")) / pixels
     prob = torch.sigmoid(logits)
-    inter = (w * prob * target).sum(dim=(2, 3))
-    union = (w * (prob + target)).sum(dim=(2, 3)) - inter
+    inter = pixel_sum(prob * target)
+    union = pixel_sum(prob + target) - inter
     iou = 1 - (inter + smooth) / (union + smooth)
     return (bce + iou).mean()
 
