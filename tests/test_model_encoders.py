@@ -62,17 +62,18 @@ def test_backend_matches_reference(encoder, backend, dtype):
     assert_same_step(seeded_step(fast, x, target), seeded_step(reference, x, target), dtype)
 
 
-def test_triton_matches_reference_in_the_interpreter():
-    """The interpreter takes tens of seconds per step: one encoder, a 27x30 input (padded to
-    32x32), one layer per block (both attention kinds), eval mode so that batch 1 is valid for
-    batch norm over the 1x1 stride-32 map."""
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_triton_matches_reference_in_the_interpreter(encoder):
+    """The interpreter is slow: a 27x30 input (padded to 32x32), one layer per block (both
+    attention kinds), eval mode so that batch 1 is valid for batch norm over the 1x1 stride-32 map;
+    outputs and every gradient, as for the other backends."""
     pytest.importorskip("triton", reason="the triton package is not installed")
     from paanet_fast.triton._runtime import INTERPRET
 
     if not INTERPRET:
         pytest.skip("Triton computes CPU tensors only under TRITON_INTERPRET=1, which tests/conftest.py sets "
                     "when there is no GPU")
-    net = build("mit_b0", "reference", growth=4, num_layers=1).eval()
+    net = build(encoder, "reference", growth=4, num_layers=1).eval()
     x, target = problem((1, 3, 27, 30), torch.float64)
     expected = seeded_step(net, x, target)
     net.backend = "triton"
