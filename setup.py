@@ -63,13 +63,16 @@ def _want_cuda() -> bool:
     return possible
 
 
+WANT_CUDA = _want_cuda()  # one decision for the extension and the build's record of it
+
+
 class _BuildExtension(cpp_extension.BuildExtension):
     """torch's BuildExtension, and the build's record next to the extension it builds."""
 
     def run(self) -> None:
         super().run()
         text = ('"""Written by setup.py when it built paanet_fast._C: what that build was asked to compile."""\n'
-                f"CUDA_REQUESTED = {_want_cuda()!r}  # PAANET_FAST_CUDA=1, or unset with nvcc and a CUDA torch\n"
+                f"CUDA_REQUESTED = {WANT_CUDA!r}  # PAANET_FAST_CUDA=1, or unset with nvcc and a CUDA torch\n"
                 f"PAANET_FAST_CUDA = {os.environ.get('PAANET_FAST_CUDA', 'auto')!r}  # the switch at build time\n")
         # Beside the extension in the build folder (for wheels) and in the source tree (editable
         # installs copy only the extension itself there).
@@ -83,7 +86,7 @@ def _extension():
     if os.environ.get("PAANET_FAST_PORTABLE", "0") != "1":
         cxx_flags.append("-march=native")
     include_dirs = [str(ROOT / "csrc")]
-    if not _want_cuda():
+    if not WANT_CUDA:
         return cpp_extension.CppExtension(
             "paanet_fast._C", cpp_sources, include_dirs=include_dirs,
             extra_compile_args={"cxx": cxx_flags}, extra_link_args=["-fopenmp"])
