@@ -5,6 +5,8 @@ formulation in plain PyTorch: any device), "cpp" (compiled CPU kernels), "cuda" 
 kernels), "triton" (Triton kernels; GPU, or CPU under TRITON_INTERPRET=1). "auto" picks, for CPU
 tensors, cpp; for CUDA tensors, cuda then triton; and falls back to portable, with one warning
 that says why, where none of those could be loaded or none exists for the device (mps, xpu...).
+Before "auto" first uses a compiled backend for a (device, dtype), that backend must pass a tiny
+comparison with portable (paanet_fast.first_use); one that fails is skipped like a missing one.
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+
+from . import first_use
 
 KNOWN_BACKENDS = ("reference", "portable", "cpp", "cuda", "triton")
 _AUTO_ORDER = {"cpu": ("cpp",), "cuda": ("cuda", "triton")}
@@ -78,17 +82,21 @@ def unavailable_reason(name: str) -> str | None:
     return _unavailable.get(name)
 
 
-def resolve(name: str | None, device: torch.device) -> Backend:
-    """The backend that computes tensors on `device` for the requested name (None means "auto")."""
+def resolve(name: str | None, device: torch.device, dtype: torch.dtype | None = None) -> Backend:
+    """The backend that computes tensors on `device` for the requested name (None means "auto").
+
+    With `dtype` (the features' dtype), "auto" runs the first-use check of paanet_fast.first_use.
+    """
     name = "auto" if name is None else name
     if name == "auto":
         for candidate in _AUTO_ORDER.get(device.type, ()):
             backend = _load(candidate)
-            if backend is not None:
+            if backend is not None and first_use.passes(backend, _registry["portable"], device, dtype):
                 return backend
-        if device.type not in _warned_fallback:
+        # A backend that failed its first-use check has said so in its own warning.
+        reasons = "; ".join(f"{c}: {_unavailable[c]}" for c in _AUTO_ORDER.get(device.type, ()) if c in _unavailable)
+        if device.type not in _warned_fallback and (reasons or device.type not in _AUTO_ORDER):
             _warned_fallback.add(device.type)
-            reasons = "; ".join(f"{c}: {_unavailable.get(c)}" for c in _AUTO_ORDER.get(device.type, ()))
             warnings.warn(f"paanet_fast: no compiled backend for {device.type} tensors "
                           f"({reasons or 'none exists for this device type'}); using the portable backend "
                           "(plain PyTorch, slower than the compiled kernels)", RuntimeWarning, stacklevel=3)
