@@ -13,6 +13,7 @@ from .runtime import AMP_MODES
 DATASETS = DATASET_NAMES
 BACKENDS = ("auto", *KNOWN_BACKENDS)
 EPILOG = """examples:
+  paanet-fast doctor
   paanet-fast train --dataset synthetic --out runs/demo
   paanet-fast train --dataset kvasir-instrument --data-root data/kvasir-instrument --out runs/kvasir
   paanet-fast train --out runs/kvasir --resume
@@ -67,7 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="paanet-fast",
                                      description="PAANet segmentation: train, evaluate, predict, export.",
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,predict,export}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{doctor,train,evaluate,predict,export}")
+
+    doctor = commands.add_parser(
+        "doctor", help="check this machine: versions, backends, each backend against the reference",
+        description="The first command on a new machine: versions (torch, CUDA, triton, compilers, the build), "
+                    "each backend's availability, then every available backend on every device against the "
+                    "reference (both operators and a small PAANet, forward and backward) and timed. Ends with one "
+                    "PASS/FAIL line per backend and device; exits 1 on any FAIL.")
+    doctor.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                        help="also write the report as JSON to FILE; alone: JSON on stdout instead of the text")
 
     # Train flags default to "not given" so that dataset-dependent defaults apply and --resume can
     # tell the flags the user passed from the ones it should take from the run.
@@ -192,6 +202,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .checkpoint import RunError
     from .data import DatasetError
 
+    if args.command == "doctor":
+        from .doctor import main as doctor
+
+        return doctor(args.json)
     try:
         if args.command == "train":
             _train(args, parser)
