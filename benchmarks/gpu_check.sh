@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One command for a GPU machine: build the extension with its CUDA kernels, run the GPU cases of
-# the test suite, then time both operators and a training step (benchmarks/gpu_report.py).
+# One command for a GPU machine: build the extension with its CUDA kernels, check every backend on
+# the card with `paanet-fast doctor` (its JSON in $OUT/doctor.json when OUT is set), run the GPU
+# cases of the test suite, then time both operators and a training step (benchmarks/gpu_report.py).
 #
 #   bash benchmarks/gpu_check.sh [gpu_report.py options]      e.g. --skip-compile-model
 #
@@ -29,6 +30,9 @@ if ! PAANET_FAST_CUDA=1 "$PYTHON" -m pip install --no-build-isolation --no-deps 
   exit 1
 fi
 echo "built in $((SECONDS - start)) s"
+
+echo "== doctor"
+"$PYTHON" -m paanet_fast doctor ${OUT:+--json "$OUT/doctor.json"} || status=1
 
 echo "== GPU tests"
 tests=(tests/test_cuda.py)

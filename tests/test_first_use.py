@@ -2,7 +2,7 @@
 and speed, never a crash or a wrong result; the check runs once per (backend, device, dtype), never
 for a backend named explicitly, and not at all under PAANET_FAST_VERIFY=0.
 
-The broken backends are registered in place of "cpp" (the name `auto` tries for CPU tensors) on a
+The broken backends (tests/broken_backends.py) are registered in place of "cpp" (the name `auto` tries for CPU tensors) on a
 copy of the registry that monkeypatch restores after each test.
 """
 from __future__ import annotations
@@ -12,6 +12,7 @@ import warnings
 import pytest
 import torch
 
+from broken_backends import raising_gam_multiply, wrong_gradient_gam_multiply, wrong_mini_decoder
 from paanet_fast import PAANet, backends, first_use, ops, portable
 from paanet_fast.backends import Backend
 
@@ -29,21 +30,6 @@ class Counted:
             self.calls += 1
             return fn(*args)
         return counted
-
-
-def raising_gam_multiply(features, gam, reverse):
-    raise RuntimeError("CUDA error: no kernel image is available for execution on the device")
-
-
-def wrong_mini_decoder(features, weight, bias, size):
-    logits, _ = portable.mini_decoder(features, weight, bias, size)
-    logits = logits * 1.001  # a 0.1 % error: far beyond float32's tolerance, invisible in a mask
-    return logits, torch.sigmoid(logits)
-
-
-def wrong_gradient_gam_multiply(features, gam, reverse):
-    """Right products, but G gets no gradient (detached): only the backward pass can tell."""
-    return portable.gam_multiply(features, gam.detach(), reverse)
 
 
 BROKEN = {
