@@ -43,11 +43,19 @@ SMALL = (TINY, OpShapes(1, ((4, 9, 7), (3, 3, 7), (2, 1, 1)), size=(7, 19), gam_
 
 
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    """max |actual - expected| / max |expected|, in float64 (inf where actual is not finite)."""
+    """max |actual - expected| / max |expected| (computed in float64)."""
     actual, expected = actual.double(), expected.double()
-    if not torch.isfinite(actual).all():
-        return float("inf")
     return ((actual - expected).abs().max() / expected.abs().max().clamp_min(1e-30)).item()
+
+
+def mismatch(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, tolerance: float) -> str | None:
+    """Why `actual` (should be `dtype`) is not `expected` within `tolerance` (relative_error), or None."""
+    if actual.shape != expected.shape or actual.dtype != dtype:
+        return f"is {actual.dtype} {tuple(actual.shape)}, expected {dtype} {tuple(expected.shape)}"
+    if not torch.isfinite(actual).all():  # NaN compares false with any bound: test it first
+        return "has non-finite values"
+    err = relative_error(actual, expected)
+    return f"relative error {err:.3g} > {tolerance:.0e}" if err > tolerance else None
 
 
 def _inputs(shapes: OpShapes, seed: int) -> dict[str, list[torch.Tensor]]:
@@ -120,13 +128,8 @@ def compare_backends(candidate: Backend, baseline: Backend, device: torch.device
                 expected = run(baseline, _on(rounded, device, torch.float64), case)
                 try:
                     actual = run(candidate, _on(rounded, device, dtype), case)
-                    for name, value in expected.items():
-                        got = actual[name]
-                        if got.shape != value.shape or got.dtype != dtype:
-                            problems.append(f"{where}: {name} is {got.dtype} {tuple(got.shape)}, "
-                                            f"expected {dtype} {tuple(value.shape)}")
-                        elif (err := relative_error(got, value)) > TOLERANCE[dtype]:
-                            problems.append(f"{where}: {name} relative error {err:.3g} > {TOLERANCE[dtype]:.0e}")
+                    problems += [f"{where}: {name} {why}" for name, value in expected.items()
+                                 if (why := mismatch(actual[name], value, dtype, TOLERANCE[dtype]))]
                 except Exception as exc:  # noqa: BLE001  (any failure of the candidate is the finding)
                     message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
                     problems.append(f"{where}: {type(exc).__name__}: {message}")

@@ -7,9 +7,9 @@ no code for, a driver problem) or computes a wrong answer then costs one warning
 moves on to the next backend for the device, portable last. The result is kept for the process.
 
 Not checked: a backend named explicitly (the user's choice is not second-guessed), anything while
-torch.compile or torch.export traces (a check cannot run inside a graph: a model compiled before
-its first eager call uses `auto`'s first choice unchecked), and everything when the environment
-sets PAANET_FAST_VERIFY=0.
+torch.compile or torch.export traces or a CUDA graph is captured (a check cannot run inside a
+graph: a model compiled or captured before its first eager call uses `auto`'s first choice
+unchecked), and everything when the environment sets PAANET_FAST_VERIFY=0.
 """
 from __future__ import annotations
 
@@ -38,7 +38,8 @@ def passes(backend: Backend, baseline: Backend, device: torch.device, dtype: tor
 
     Warns once, naming the first problem found, when it does not agree.
     """
-    if dtype is None or torch.compiler.is_compiling() or torch.jit.is_tracing() or not enabled():
+    if dtype is None or torch.compiler.is_compiling() or torch.jit.is_tracing() or not enabled() or \
+            (device.type == "cuda" and torch.cuda.is_current_stream_capturing()):
         return True
     key = (backend.name, str(device), dtype)
     if key not in _verdicts:

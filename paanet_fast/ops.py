@@ -92,7 +92,8 @@ def mini_decoder(features: Sequence[torch.Tensor], weight: torch.Tensor, bias: t
     if len(size) != 2 or not all(isinstance(s, (int, torch.SymInt)) and s > 0 for s in size):
         raise ValueError(f"{op}: `size` must be two positive integers (H, W), got {size!r}")
     *features, weight, bias = _autocast([*features, weight, bias])
-    return resolve(backend, features[0].device, features[0].dtype).mini_decoder(features, weight, bias, (size[0], size[1]))
+    chosen = resolve(backend, features[0].device, features[0].dtype)
+    return chosen.mini_decoder(features, weight, bias, (size[0], size[1]))
 
 
 def gam_multiply(features: Sequence[torch.Tensor], gam: torch.Tensor, reverse: bool = False, *,

@@ -20,3 +20,11 @@ def wrong_mini_decoder(features, weight, bias, size):
 def wrong_gradient_gam_multiply(features, gam, reverse):
     """Right products, but G gets no gradient (detached): only the backward pass can tell."""
     return portable.gam_multiply(features, gam.detach(), reverse)
+
+
+def nan_gam_multiply(features, gam, reverse):
+    """One unwritten element (NaN): a max-norm error alone would miss it (NaN compares false)."""
+    products = portable.gam_multiply(features, gam, reverse)
+    products[0] = products[0].clone()
+    products[0].view(-1)[-1] = float("nan")
+    return products

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 
 import torch
 
-# Max-norm relative error allowed between a compiled kernel and the reference, per dtype.
-TOLERANCE = {torch.float64: 1e-10, torch.float32: 2e-5, torch.bfloat16: 2e-2, torch.float16: 2e-3}
+from paanet_fast.compare import TOLERANCE, relative_error  # noqa: F401  (re-exported to the op tests)
+
+# TOLERANCE: the max-norm relative error (relative_error) allowed between a compiled kernel and the
+# reference, per dtype; the bound `auto`'s first-use check and `paanet-fast doctor` apply too.
 MODEL_STRIDES = (4, 8, 16, 32)
 
 
@@ -95,12 +97,6 @@ def tiny_gam_multiply_case(seed: int, dtype: torch.dtype = torch.float64) -> Gam
     features = [torch.randn(2, 2, 3, 4, generator=gen, dtype=dtype),
                 torch.randn(2, 1, 2, 2, generator=gen, dtype=dtype)]
     return GamMultiplyCase(features, torch.rand(2, 1, 6, 4, generator=gen, dtype=dtype))
-
-
-def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    """max |actual - expected| / max |expected| (computed in float64)."""
-    actual, expected = actual.double(), expected.double()
-    return ((actual - expected).abs().max() / expected.abs().max().clamp_min(1e-30)).item()
 
 
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, what: str) -> None:

@@ -39,7 +39,7 @@ def test_console_script_and_python_m_entry_points():
     scripts = importlib.metadata.entry_points(group="console_scripts")
     assert [e.value for e in scripts if e.name == "paanet-fast"] == ["paanet_fast.cli:main"]
     result = subprocess.run([sys.executable, "-m", "paanet_fast", "--help"], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0 and "{train,evaluate,predict,export}" in result.stdout
+    assert result.returncode == 0 and "{doctor,train,evaluate,predict,export}" in result.stdout
 
 
 @pytest.mark.parametrize("command, flags", [
@@ -48,6 +48,7 @@ def test_console_script_and_python_m_entry_points():
     ("evaluate", ["--checkpoint", "--dataset", "--data-root", "--split", "--out"]),
     ("predict", ["--checkpoint", "--onnx", "INPUT", "--out", "--batch-size"]),
     ("export", ["--checkpoint", "--out", "--opset"]),
+    ("doctor", ["--json"]),
 ])
 def test_every_flag_of_the_issue_exists(capsys, command, flags):
     with pytest.raises(SystemExit) as info:

@@ -2,8 +2,8 @@
 and speed, never a crash or a wrong result; the check runs once per (backend, device, dtype), never
 for a backend named explicitly, and not at all under PAANET_FAST_VERIFY=0.
 
-The broken backends (tests/broken_backends.py) are registered in place of "cpp" (the name `auto` tries for CPU tensors) on a
-copy of the registry that monkeypatch restores after each test.
+The broken backends (tests/broken_backends.py) are registered in place of "cpp" (the name `auto`
+tries for CPU tensors) on a copy of the registry that monkeypatch restores after each test.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import warnings
 import pytest
 import torch
 
-from broken_backends import raising_gam_multiply, wrong_gradient_gam_multiply, wrong_mini_decoder
+from broken_backends import nan_gam_multiply, raising_gam_multiply, wrong_gradient_gam_multiply, wrong_mini_decoder
 from paanet_fast import PAANet, backends, first_use, ops, portable
 from paanet_fast.backends import Backend
 
@@ -36,6 +36,7 @@ BROKEN = {
     "raises": (portable.mini_decoder, raising_gam_multiply, r"gam_multiply on .*RuntimeError: CUDA error: no kernel"),
     "wrong answer": (wrong_mini_decoder, portable.gam_multiply, r"mini_decoder on .*: logits relative error"),
     "wrong gradient": (portable.mini_decoder, wrong_gradient_gam_multiply, r"gam_multiply on .*RuntimeError"),
+    "NaN": (portable.mini_decoder, nan_gam_multiply, r"gam_multiply on .*: output\[0\] has non-finite values"),
 }
 
 
@@ -141,5 +142,6 @@ def test_the_check_is_skipped_while_torch_compile_traces(registry):
     compiled = torch.compile(lambda f, w, b: ops.mini_decoder(f, w, b, (7, 9))[0], fullgraph=True, backend="eager")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        torch.testing.assert_close(compiled(features, weight, bias), wrong_mini_decoder(features, weight, bias, (7, 9))[0])
+        expected = wrong_mini_decoder(features, weight, bias, (7, 9))[0]
+        torch.testing.assert_close(compiled(features, weight, bias), expected)
     assert first_use._verdicts == {}
