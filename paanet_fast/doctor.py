@@ -7,6 +7,8 @@ against the reference backend: forward and backward of both operators on small o
 float32, float16 and bfloat16 (paanet_fast.compare, the comparison `auto`'s first-use check uses
 too), and of a small PAANet in float32; then a short timing of each against reference and
 portable. It ends with one PASS/FAIL line per backend and device; any FAIL makes the exit status 1.
+Triton on CPU tensors (TRITON_INTERPRET=1, its interpreter) gets the float32 operators on the tiny
+case only: the model would take a minute there.
 """
 from __future__ import annotations
 
@@ -108,7 +110,7 @@ def versions() -> dict[str, Any]:
 def backend_status() -> dict[str, dict[str, Any]]:
     """Each known backend: available here or not, and why not."""
     available = set(backends.available_backends())
-    hint = {"triton": " (it computes CPU tensors only under TRITON_INTERPRET=1)"}
+    hint = {"cuda": " (no CUDA GPU)", "triton": " (no CUDA GPU; CPU tensors only under TRITON_INTERPRET=1)"}
     return {name: {"available": name in available,
                    "why_not": None if name in available else backends.unavailable_reason(name)
                    or "no device it computes is present" + hint.get(name, "")}
