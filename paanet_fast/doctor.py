@@ -287,11 +287,11 @@ def format_check(c: dict[str, Any]) -> str:
     timing = f"{c['ms']:9.2f} ms" if "ms" in c else "        -   "
     if c.get("baseline"):
         return f"{c['backend']:10s} {c['device']:8s} {timing}"
-    speed = "".join(f"{',' if i else ''} x{c[key]:.2f} vs {key.removeprefix('speedup_vs_')}"
-                    for i, key in enumerate(k for k in ("speedup_vs_reference", "speedup_vs_portable") if k in c))
+    speed = ", ".join(f"x{c[key]:.2f} vs {key.removeprefix('speedup_vs_')}"
+                      for key in ("speedup_vs_reference", "speedup_vs_portable") if key in c)
     checked = ", ".join(c["operators"]) + " operators; " + \
         ("Triton interpreter: no PAANet, not timed" if c["interpreted"] else "float32 PAANet")
-    return "\n".join([f"{c['backend']:10s} {c['device']:8s} {timing}{speed}  [{checked}]"]
+    return "\n".join([f"{c['backend']:10s} {c['device']:8s} {timing}  {speed}  [{checked}]"]
                      + [f"    {p}" for p in _problems(c)])
 
 
