@@ -47,9 +47,9 @@ def _capability(device: torch.device) -> tuple[int, int]:
 
 
 def unsupported_reason(device: torch.device) -> str | None:
-    """Why the compiled CUDA kernels cannot run on CUDA `device`, or None when they can (or the
-    build did not record its architectures)."""
-    if BUILT_ARCH_LIST is None:
+    """Why the compiled CUDA kernels cannot run on CUDA `device`, or None when they can (or when
+    there is nothing to compare: no record of the build's architectures, or no GPU at all)."""
+    if BUILT_ARCH_LIST is None or not torch.cuda.is_available():
         return None
     capability = _capability(device)
     if runs_on(capability, BUILT_ARCH_LIST):

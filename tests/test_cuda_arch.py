@@ -99,6 +99,14 @@ def test_cuda_is_used_where_the_build_runs(fake_card, monkeypatch, capability, a
         assert backends.resolve("cuda", torch.device("cuda")).name == "cuda"
 
 
+def test_without_a_gpu_there_is_nothing_to_refuse(monkeypatch):
+    """The backend resolves as before (the missing GPU shows at the first launch); no driver is asked."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(cuda_arch, "BUILT_ARCH_LIST", OLD_DEFAULT)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: pytest.fail("asked the driver"))
+    assert cuda_arch.unsupported_reason(torch.device("cuda")) is None
+
+
 @pytest.mark.parametrize("capability,computes", [((7, 5), False), ((7, 0), False), ((8, 0), True), ((9, 0), True)])
 def test_bfloat16_arithmetic_from_the_capability(fake_card, capability, computes):
     fake_card.major, fake_card.minor = capability
