@@ -60,7 +60,8 @@ def fake_card(monkeypatch):
     return card
 
 
-MESSAGE = r"built for the architectures 8\.0;8\.6;8\.9;9\.0\+PTX, none of which runs on cuda \(compute capability 7\.5\)"
+MESSAGE = (r"built for the architectures 8\.0;8\.6;8\.9;9\.0\+PTX, none of which runs on cuda "
+           r"\(compute capability 7\.5\)")
 
 
 def test_auto_skips_cuda_on_a_card_the_build_cannot_run(fake_card):
