@@ -4,10 +4,14 @@ torch are present. The build never looks for a GPU: build machines usually have 
 Environment switches:
   PAANET_FAST_CUDA=1|0      force (fail if impossible) or skip the CUDA kernels; default: auto.
   PAANET_FAST_PORTABLE=1    no -march=native (for binaries that travel to other machines).
-  TORCH_CUDA_ARCH_LIST      respected; default "8.0;8.6;8.9;9.0+PTX" (PTX so newer cards JIT it).
+  TORCH_CUDA_ARCH_LIST      respected; default: the GPUs present at build time (torch's choice), or
+                            without one sm_75 to the newest this nvcc knows (the first of each
+                            major, which runs on its later minors, and the newest), with PTX for
+                            the newest (so that newer cards JIT it).
 
 Beside the built extension it writes paanet_fast/_build_info.py, which records whether this build
-was asked to compile the CUDA kernels, so that the tests can require them exactly then.
+was asked to compile the CUDA kernels, so that the tests can require them exactly then, and the
+CUDA architectures it compiled for (paanet_fast.cuda_arch reads them to skip a card they miss).
 """
 import glob
 import os
@@ -66,6 +70,49 @@ def _want_cuda() -> bool:
 WANT_CUDA = _want_cuda()  # one decision for the extension and the build's record of it
 
 
+def _known_to_torch(arch: str) -> bool:
+    # torch reads the list from the environment only; the caller sets the final list afterwards.
+    os.environ["TORCH_CUDA_ARCH_LIST"] = arch
+    try:
+        return bool(cpp_extension._get_cuda_arch_flags())
+    except ValueError:  # "Unknown CUDA arch": one this torch has no name for (8.8 in torch 2.14)
+        return False
+
+
+def _cuda_arch_list() -> str | None:
+    """The CUDA architectures this build compiles for, as "7.5;8.0;9.0+PTX", or None without CUDA kernels.
+
+    An explicit TORCH_CUDA_ARCH_LIST wins; otherwise torch's own choice, the GPUs present, where
+    there are any; with none (torch would fail) sm_75 (Turing: T4, RTX 20xx) to the newest that this
+    nvcc and torch know: the first of each major and the newest, which also goes as PTX for the
+    cards after it. Read back from torch's -gencode flags, so that the record says what is compiled.
+    """
+    if not WANT_CUDA:
+        return None
+    if not os.environ.get("TORCH_CUDA_ARCH_LIST") and torch.cuda.device_count() == 0:
+        nvcc = os.path.join(cpp_extension.CUDA_HOME, "bin", "nvcc")
+        listed = subprocess.run([nvcc, "--list-gpu-arch"], capture_output=True, text=True, check=True).stdout
+        known = sorted({(int(n[:-1]), int(n[-1])) for n in re.findall(r"compute_(\d+)\b", listed)})
+        known = [arch for arch in known if arch >= (7, 5) and _known_to_torch(f"{arch[0]}.{arch[1]}")]
+        # Machine code for sm_XY runs on every X.Z with Z >= Y: the lowest minor of each major covers
+        # the family (each arch compiled adds minutes to the build).
+        first_of_major: dict[int, tuple[int, int]] = {}
+        for arch in known:
+            first_of_major.setdefault(arch[0], arch)
+        chosen = sorted(set(first_of_major.values()) | {known[-1]})
+        os.environ["TORCH_CUDA_ARCH_LIST"] = ";".join(f"{major}.{minor}" for major, minor in chosen) + "+PTX"
+    compiled: dict[tuple[int, int, str], bool] = {}  # (major, minor, suffix such as "a") -> with PTX
+    for code, major, minor, suffix in re.findall(r"code=(sm|compute)_(\d+)(\d)([a-z]?)\b",
+                                                 " ".join(cpp_extension._get_cuda_arch_flags())):
+        key = (int(major), int(minor), suffix)
+        compiled[key] = compiled.get(key, False) or code == "compute"
+    return ";".join(f"{major}.{minor}{suffix}" + ("+PTX" if ptx else "")
+                    for (major, minor, suffix), ptx in sorted(compiled.items()))
+
+
+CUDA_ARCH_LIST = _cuda_arch_list()
+
+
 class _BuildExtension(cpp_extension.BuildExtension):
     """torch's BuildExtension, and the build's record next to the extension it builds."""
 
@@ -73,7 +120,8 @@ class _BuildExtension(cpp_extension.BuildExtension):
         super().run()
         text = ('"""Written by setup.py when it built paanet_fast._C: what that build was asked to compile."""\n'
                 f"CUDA_REQUESTED = {WANT_CUDA!r}  # PAANET_FAST_CUDA=1, or unset with nvcc and a CUDA torch\n"
-                f"PAANET_FAST_CUDA = {os.environ.get('PAANET_FAST_CUDA', 'auto')!r}  # the switch at build time\n")
+                f"PAANET_FAST_CUDA = {os.environ.get('PAANET_FAST_CUDA', 'auto')!r}  # the switch at build time\n"
+                f"CUDA_ARCH_LIST = {CUDA_ARCH_LIST!r}  # compiled for (SASS, +PTX: also PTX); None: no CUDA kernels\n")
         # Beside the extension in the build folder (for wheels) and in the source tree (editable
         # installs copy only the extension itself there).
         for folder in {Path(self.get_ext_fullpath("paanet_fast._C")).parent.resolve(), ROOT / "paanet_fast"}:
@@ -90,7 +138,6 @@ def _extension():
         return cpp_extension.CppExtension(
             "paanet_fast._C", cpp_sources, include_dirs=include_dirs,
             extra_compile_args={"cxx": cxx_flags}, extra_link_args=["-fopenmp"])
-    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;8.6;8.9;9.0+PTX")
     cu_sources = sorted(glob.glob("kernels/**/*.cu", recursive=True))
     return cpp_extension.CUDAExtension(
         "paanet_fast._C", cpp_sources + cu_sources,

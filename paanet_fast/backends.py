@@ -3,10 +3,11 @@
 Backends: "reference" (the literal formulas, plain PyTorch), "portable" (the low-resolution
 formulation in plain PyTorch: any device), "cpp" (compiled CPU kernels), "cuda" (compiled CUDA
 kernels), "triton" (Triton kernels; GPU, or CPU under TRITON_INTERPRET=1). "auto" picks, for CPU
-tensors, cpp; for CUDA tensors, cuda then triton; and falls back to portable, with one warning
-that says why, where none of those could be loaded or none exists for the device (mps, xpu...).
-Before "auto" first uses a compiled backend for a (device, dtype), that backend must pass a tiny
-comparison with portable (paanet_fast.first_use); one that fails is skipped like a missing one.
+tensors, cpp; for CUDA tensors, cuda (unless the build has no code for the card: paanet_fast.cuda_arch)
+then triton; and falls back to portable, with one warning that says why, where none of those could
+be loaded or none exists for the device (mps, xpu...). Before "auto" first uses a compiled backend
+for a (device, dtype), that backend must pass a tiny comparison with portable
+(paanet_fast.first_use); one that fails is skipped like a missing one.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from . import first_use
+from . import cuda_arch, first_use
 
 KNOWN_BACKENDS = ("reference", "portable", "cpp", "cuda", "triton")
 _AUTO_ORDER = {"cpu": ("cpp",), "cuda": ("cuda", "triton")}
@@ -82,6 +83,21 @@ def unavailable_reason(name: str) -> str | None:
     return _unavailable.get(name)
 
 
+def _refusal(name: str, device: torch.device) -> str | None:
+    """Why a loaded backend still cannot run on this device: the CUDA kernels on a card the build
+    did not compile for (paanet_fast.cuda_arch)."""
+    return cuda_arch.unsupported_reason(device) if name == "cuda" and device.type == "cuda" else None
+
+
+def _runs_on(name: str, device: torch.device) -> bool:
+    """For auto: whether backend `name` runs on this device; if not, one warning per reason."""
+    why = _refusal(name, device)
+    if why is not None and why not in _warned_fallback:
+        _warned_fallback.add(why)
+        warnings.warn(f"{why}; auto skips the {name} backend there", RuntimeWarning, stacklevel=4)
+    return why is None
+
+
 def resolve(name: str | None, device: torch.device, dtype: torch.dtype | None = None) -> Backend:
     """The backend that computes tensors on `device` for the requested name (None means "auto").
 
@@ -91,10 +107,12 @@ def resolve(name: str | None, device: torch.device, dtype: torch.dtype | None = 
     if name == "auto":
         for candidate in _AUTO_ORDER.get(device.type, ()):
             backend = _load(candidate)
-            if backend is not None and first_use.passes(backend, _registry["portable"], device, dtype):
+            if (backend is not None and _runs_on(candidate, device)
+                    and first_use.passes(backend, _registry["portable"], device, dtype)):
                 return backend
         # A backend that failed its first-use check has said so in its own warning.
-        reasons = "; ".join(f"{c}: {_unavailable[c]}" for c in _AUTO_ORDER.get(device.type, ()) if c in _unavailable)
+        why_not = {c: _unavailable.get(c) or _refusal(c, device) for c in _AUTO_ORDER.get(device.type, ())}
+        reasons = "; ".join(f"{c}: {why}" for c, why in why_not.items() if why)
         if device.type not in _warned_fallback and (reasons or device.type not in _AUTO_ORDER):
             _warned_fallback.add(device.type)
             warnings.warn(f"paanet_fast: no compiled backend for {device.type} tensors "
@@ -106,6 +124,8 @@ def resolve(name: str | None, device: torch.device, dtype: torch.dtype | None = 
     backend = _load(name)
     if backend is None:
         raise RuntimeError(f"backend {name!r} is not available: {_unavailable.get(name)}")
+    if (why := _refusal(name, device)) is not None:
+        raise RuntimeError(why)
     if not backend.computes(device.type):
         hint = " (Triton runs CPU tensors only under TRITON_INTERPRET=1, set before importing paanet_fast)" \
             if name == "triton" and device.type == "cpu" else ""

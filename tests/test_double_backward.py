@@ -158,6 +158,22 @@ def test_opcheck_backward_operators_with_inputs_that_require_grad(prefix, device
         torch.library.opcheck(op, args)
 
 
+@pytest.mark.parametrize("prefix,device", OPERATORS)
+def test_opcheck_backward_operators_on_their_forward_operators_outputs(prefix, device):
+    """Every input requires grad, and the backward operators get the forward operators' own outputs
+    still in the autograd graph: G straight from mini_decoder, gam_multiply's products as the
+    incoming gradients (issue 17 saw test_aot_dispatch_dynamic fail there; it passes on torch 2.14)."""
+    md, gm = tiny_mini_decoder_case(33, torch.float32), tiny_gam_multiply_case(34, torch.float32)
+    features, (weight, bias) = with_grad(on(device, md.features)), with_grad(on(device, [md.weight, md.bias]))
+    logits, gam = getattr(OPS, prefix + "mini_decoder")(features, weight, bias, list(md.size))
+    torch.library.opcheck(getattr(OPS, prefix + "mini_decoder_backward").default,
+                          (logits * 0.5, torch.randn_like(gam).requires_grad_(), gam, features, weight))
+    gm_features, (gm_gam,) = with_grad(on(device, gm.features)), with_grad(on(device, [gm.gam]))
+    products = getattr(OPS, prefix + "gam_multiply")(gm_features, gm_gam, True)
+    torch.library.opcheck(getattr(OPS, prefix + "gam_multiply_backward").default,
+                          (list(products), gm_features, gm_gam, True))
+
+
 def flat_tensors(values) -> list[torch.Tensor]:
     return [t for v in values for t in (v if isinstance(v, (list, tuple)) else [v]) if isinstance(t, torch.Tensor)]
 

@@ -72,6 +72,29 @@ def test_torch_compile_fullgraph_runs_the_fast_model():
                                    msg=lambda m: f"grad of {name}: {m}")
 
 
+def test_dynamic_shape_training_compiles_once_over_padded_sizes():
+    """torch.compile(dynamic=True) training on inputs padded to 64, 96 and 128: one graph, so the
+    padding and the operators add no guard on the size. Batch 2 keeps every convolution on one side
+    of the CPU's own algorithm threshold (mkldnn above 20480 input elements): with batch 1 these
+    sizes cross it, a guard of torch's that makes the reference backend recompile just the same."""
+    torch._dynamo.reset()
+    graphs = []
+
+    def counting_backend(gm, example_inputs):  # dynamo's graphs, run as they are (no inductor)
+        graphs.append(gm)
+        return gm.forward
+
+    net = build(FAST, torch.float32, num_blocks=1, num_layers=1).train()
+    compiled = torch.compile(net, dynamic=True, backend=counting_backend)
+    gen = torch.Generator().manual_seed(5)
+    for height, width in [(40, 36), (72, 70), (100, 97)]:
+        x = torch.randn(2, 3, height, width, generator=gen)
+        out = compiled(x, return_aux=True)
+        PAANetLoss()(out, (torch.rand(2, 1, height, width, generator=gen) > 0.5).float()).backward()
+        assert out.logits.shape == (2, 1, height, width)
+    assert len(graphs) == 1
+
+
 @pytest.mark.parametrize("backend", ["auto", "cpp"])
 def test_torch_compile_fullgraph_before_any_eager_call(backend):
     """A fresh process that compiles the model before running it eagerly: resolving the backend

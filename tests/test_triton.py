@@ -156,6 +156,32 @@ def test_half_precision_in_the_interpreter(dtype, tol):
     _assert_matches(actual, expected, dtype, tol)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_bfloat16_on_a_card_without_bfloat16_arithmetic(device, monkeypatch):
+    """On a card below compute capability 8.0 (faked) the kernels get float32 copies of bfloat16
+    inputs, and the results are bfloat16 with bfloat16's accuracy, gradients included."""
+    from paanet_fast import cuda_arch
+    monkeypatch.setattr(cuda_arch, "computes_bfloat16", lambda device: False)
+    kernel_dtypes = set()
+    for name in ("mini_decoder_forward", "mini_decoder_backward", "gam_multiply_forward", "gam_multiply_backward"):
+        def spy(*args, _run=getattr(host, name)):
+            kernel_dtypes.update(t.dtype for a in args for t in (a if isinstance(a, list) else [a])
+                                 if isinstance(t, torch.Tensor))
+            return _run(*args)
+        monkeypatch.setattr(host, name, spy)
+    inputs, grads = _mini_decoder_problem(2, [(3, 5, 7), (2, 3, 4)], (13, 17), device, torch.bfloat16, seed=11)
+    actual = _outputs_and_grads(_mini_decoder_fn(2, (13, 17), "triton"), inputs, grads)
+    expected = _outputs_and_grads(_mini_decoder_fn(2, (13, 17), "reference"), [t.double() for t in inputs],
+                                  [g.double() for g in grads])
+    _assert_matches(actual, expected, torch.bfloat16, 1.6e-2)
+    inputs, grads = _gam_problem(1, [(3, 4, 6), (2, 2, 3)], (8, 12), device, torch.bfloat16, seed=12)
+    actual = _outputs_and_grads(_gam_fn(False, "triton"), inputs, grads)
+    expected = _outputs_and_grads(_gam_fn(False, "reference"), [t.double() for t in inputs],
+                                  [g.double() for g in grads])
+    _assert_matches(actual, expected, torch.bfloat16, 1.6e-2)
+    assert kernel_dtypes == {torch.float32}
+
+
 @interpreted
 def test_small_tiles_in_the_interpreter(monkeypatch):
     """Blocks far smaller than the problem, as on a GPU: many programs, partial tiles at every edge,

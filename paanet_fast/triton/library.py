@@ -12,7 +12,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from .. import portable
+from .. import cuda_arch, portable
 from ..double_backward import register_backward_autograd
 from . import host
 from ._runtime import INTERPRET
@@ -81,11 +81,24 @@ register_backward_autograd("paanet_fast::triton_mini_decoder_backward", portable
 register_backward_autograd("paanet_fast::triton_gam_multiply_backward", portable.gam_multiply_backward)
 
 
+def _through_float32(t: Tensor) -> bool:
+    # bfloat16 on a card without bfloat16 arithmetic (Turing: T4, RTX 20xx), where older Tritons
+    # (3.2, torch 2.6's) cannot even convert it (ptxas: "'.bf16' requires .target sm_80"). The
+    # kernels accumulate in float32 anyway: from float32 copies, with the outputs rounded once, the
+    # forward gives the bfloat16 kernels' values, and autograd's casts the gradients' dtypes.
+    return t.dtype == torch.bfloat16 and not cuda_arch.computes_bfloat16(t.device)
+
+
 def mini_decoder(features: list[Tensor], weight: Tensor, bias: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
     """Backend entry point (validated arguments): (logits, gam), each (B, 1, H, W)."""
+    if _through_float32(weight):
+        logits, gam = mini_decoder_op([f.float() for f in features], weight.float(), bias.float(), list(size))
+        return logits.bfloat16(), gam.bfloat16()
     return mini_decoder_op(features, weight, bias, list(size))
 
 
 def gam_multiply(features: list[Tensor], gam: Tensor, reverse: bool) -> list[Tensor]:
     """Backend entry point (validated arguments): P_v shaped like each F_v."""
+    if _through_float32(gam):
+        return [p.bfloat16() for p in gam_multiply_op([f.float() for f in features], gam.float(), reverse)]
     return gam_multiply_op(features, gam, reverse)
