@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-KNOWN_BACKENDS = ("reference", "portable", "cpp", "cuda", "triton")
+from .options import KNOWN_BACKENDS
 _AUTO_ORDER = {"cpu": ("cpp",), "cuda": ("cuda", "triton")}
 # Modules that register backends when imported; an ImportError leaves the backend unavailable.
 _PROVIDERS = {"cpp": "paanet_fast._compiled", "cuda": "paanet_fast._compiled", "triton": "paanet_fast.triton"}

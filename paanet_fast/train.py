@@ -39,6 +39,7 @@ from .encoder import check_encoder_name
 from .evaluate import score_loader
 from .losses import PAANetLoss
 from .model import PAANet
+from .options import PAPER_DEFAULTS, SYNTHETIC_DEFAULTS
 from .runtime import autocast, pick_device, resolved_backend
 from .visualize import save_sample_panel, save_training_curves
 
@@ -47,15 +48,6 @@ PANEL_SAMPLES = 4
 # running averages before each validation: enough for stable means and variances, and in a
 # synthetic or paper-sized run a forward pass over them costs a few percent of an epoch.
 CALIBRATION_IMAGES = 128
-# The paper's settings for the real datasets; the synthetic set's are sized so that the default
-# run takes a few minutes on two CPU cores and still shows clear learning.
-PAPER_DEFAULTS = {"epochs": 30, "batch_size": 8, "image_size": 256, "lr": 1e-4, "encoder": "resnet50",
-                  "encoder_weights": "imagenet"}
-SYNTHETIC_DEFAULTS = {"epochs": 10, "batch_size": 8, "image_size": 128, "lr": 1e-3, "encoder": "resnet18",
-                      "encoder_weights": "none", "num_images": 400}
-# The measured length of the default synthetic run on two CPU cores: the one figure that `train --help`
-# prints and the README quotes (tests/test_readme.py holds them together).
-SYNTHETIC_MINUTES = 4
 # Flags that may change when resuming a run; every other setting is the run's own.
 RESUME_OVERRIDES = frozenset({"epochs", "workers", "data_root", "device", "backend"})
 
@@ -353,21 +345,24 @@ class _Run:
 
 
 def _train(config: TrainConfig, proc: Distributed, resume_state: dict | None) -> list[dict]:
+    # Everything that can refuse the run comes before the run folder is made: a refused run leaves none.
     out = Path(config.out)
-    if proc.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-    log = RunLog(out / "train.log", proc.is_main)
     try:
         backend = resolved_backend(config.backend, proc.device)
     except (RuntimeError, ValueError) as exc:
         raise RunError(f"--backend {config.backend}: {exc}") from exc
-    log(f"device: {proc.device} | backend: {backend} | world size: {proc.world_size}")
     if config.batch_size % proc.world_size:
         raise RunError(f"--batch-size {config.batch_size} (the global batch) must be a multiple of the "
                        f"world size {proc.world_size}")
     source = open_source(config.dataset, config.data_root, image_size=config.image_size,
                          num_images=config.num_images, seed=config.seed)
     split = _choose_split(config, source, resume_state)
+    model = _build_model(config, resume_state is not None).to(proc.device)
+    if proc.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    log = RunLog(out / "train.log", proc.is_main)
+    log(f"device: {proc.device} | backend: {backend}{' (auto)' if config.backend == 'auto' else ''} | "
+        f"world size: {proc.world_size}")
     if proc.is_main:
         write_split(out / "split.json", split)
         write_text(out / "config.json", json.dumps(dataclasses.asdict(config), indent=1) + "\n")
@@ -390,7 +385,6 @@ def _train(config: TrainConfig, proc: Distributed, resume_state: dict | None) ->
         calibration_set, batch_size=config.batch_size // proc.world_size, num_workers=config.workers, pin_memory=pin,
         sampler=DistributedSampler(calibration_set, num_replicas=proc.world_size, rank=proc.rank, shuffle=False))
 
-    model = _build_model(config, resume_state is not None).to(proc.device)
     if proc.world_size > 1 and proc.device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from paanet_fast.cli import main
-from paanet_fast.train import SYNTHETIC_MINUTES
+from paanet_fast.options import SYNTHETIC_MINUTES
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
