@@ -41,7 +41,7 @@ from .losses import PAANetLoss
 from .model import PAANet
 from .options import PAPER_DEFAULTS, SYNTHETIC_DEFAULTS
 from .runtime import autocast, pick_device, resolved_backend
-from .visualize import save_sample_panel, save_training_curves
+from .visualize import GAM_CAPTION, save_sample_panel, save_training_curves
 
 PANEL_SAMPLES = 4
 # Training images (the first of the split, without augmentation) whose batch statistics replace the
@@ -208,7 +208,8 @@ def _save_panel(model: PAANet, dataset: SegmentationDataset, config: TrainConfig
         predictions=list((output.logits[:, 0] > 0).cpu().numpy()),
         gams=list(gams), gam_titles=gam_titles,
         row_titles=[f"{item['id']}\nDSC {d:.3f}" for item, d in zip(items, dsc.tolist())],
-        path=path, title=f"{config.dataset}: validation samples after epoch {epoch}")
+        path=path, title=f"{config.dataset}: validation samples after epoch {epoch}",
+        caption=GAM_CAPTION if any(block.reverse for block in model.decoder.blocks) else None)
 
 
 @torch.no_grad()
