@@ -193,19 +193,19 @@ def _message(exc: Exception) -> str:
     return message
 
 
-def _passive_openmp_threads(restart: bool) -> None:
+def _passive_openmp_threads() -> None:
     """Set OMP_WAIT_POLICY=PASSIVE for this command unless the user chose a policy.
 
     PyTorch's OpenMP threads otherwise spin while they wait for each other; on a machine whose
     cores are shared with other work (a 2-core laptop, a busy CI box) a spinning thread that has
     lost its core stalls every parallel region, and training gets several times slower. libgomp
     reads the policy when it is loaded, with torch: before that, setting the variable is enough;
-    after it (torch imported before `main` ran) the process starts again, if `restart` allows.
+    after it (torch imported before `main` ran) the process starts again.
     """
     if "OMP_WAIT_POLICY" in os.environ:
         return
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-    if "torch" in sys.modules and restart:
+    if "torch" in sys.modules:
         sys.stdout.flush()
         os.execv(sys.executable, sys.orig_argv)  # the same command line, interpreter flags included
 
@@ -219,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if argv is None:
-        _passive_openmp_threads(restart=True)
+        _passive_openmp_threads()
     try:
         return COMMANDS[args.command](args, parser)
     except KeyboardInterrupt:
