@@ -58,10 +58,12 @@ def test_the_package_imports_its_names_when_they_are_used():
     script = ("import sys, paanet_fast; lazy = 'torch' not in sys.modules; "
               "from paanet_fast import PAANet, PAANetOutput, PAANetLoss, available_backends, export_onnx, metrics, ops; "
               "print(lazy, sorted(paanet_fast.__all__) == sorted(set(dir(paanet_fast)) & set(paanet_fast.__all__)), "
-              "PAANet.__module__, metrics.__name__, callable(export_onnx))")
+              "PAANet.__module__, metrics.__name__, callable(export_onnx), "
+              "callable(paanet_fast.export.dynamic_image_shapes), paanet_fast.backends.resolve.__module__)")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT,
                             env=ENV)
-    assert result.stdout.split() == ["True", "True", "paanet_fast.model", "paanet_fast.metrics", "True"], result.stderr
+    assert result.stdout.split() == ["True", "True", "paanet_fast.model", "paanet_fast.metrics", "True", "True",
+                                     "paanet_fast.backends"], result.stderr
     with pytest.raises(AttributeError, match="has no attribute 'nonexistent'"):
         import paanet_fast
 
