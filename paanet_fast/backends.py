@@ -19,8 +19,8 @@ from typing import Callable
 import torch
 
 from . import cuda_arch, first_use
+from .options import KNOWN_BACKENDS
 
-KNOWN_BACKENDS = ("reference", "portable", "cpp", "cuda", "triton")
 _AUTO_ORDER = {"cpu": ("cpp",), "cuda": ("cuda", "triton")}
 # Modules that register backends when imported; an ImportError leaves the backend unavailable.
 _PROVIDERS = {"cpp": "paanet_fast._compiled", "cuda": "paanet_fast._compiled", "triton": "paanet_fast.triton"}

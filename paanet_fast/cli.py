@@ -1,4 +1,8 @@
-"""The `paanet-fast` command line (also `python -m paanet_fast`): train, evaluate, predict, export."""
+"""The `paanet-fast` command line (also `python -m paanet_fast`): train, evaluate, predict, export, doctor.
+
+Parsing imports nothing heavy (the choices come from .options): `--help` and argument errors come
+before torch is imported; each command imports what it runs.
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,12 +10,12 @@ import os
 import sys
 from typing import Sequence
 
-from .backends import KNOWN_BACKENDS
-from .data import DATASET_NAMES
-from .runtime import AMP_MODES
+from .options import AMP_MODES, DATASET_NAMES, KNOWN_BACKENDS, PAPER_DEFAULTS, SYNTHETIC_DEFAULTS, SYNTHETIC_MINUTES
 
 DATASETS = DATASET_NAMES
 BACKENDS = ("auto", *KNOWN_BACKENDS)
+EXIT_ERROR = 2  # a usage or data problem, or any other error (one line on stderr)
+EXIT_SKIPPED = 1  # predict: some image files could not be read and were skipped; the rest were written
 EPILOG = """examples:
   paanet-fast doctor
   paanet-fast train --dataset synthetic --out runs/demo
@@ -54,8 +58,7 @@ def _runtime_flags(parser: argparse.ArgumentParser, **defaults) -> None:
 
 
 def _train_description() -> str:
-    from .train import PAPER_DEFAULTS as paper, SYNTHETIC_DEFAULTS as synthetic, SYNTHETIC_MINUTES
-
+    paper, synthetic = PAPER_DEFAULTS, SYNTHETIC_DEFAULTS
     return (f"Train a PAANet. Real datasets default to the paper's settings (Adam, lr {paper['lr']}, "
             f"{paper['epochs']} epochs, batch {paper['batch_size']}, {paper['image_size']}x{paper['image_size']}, "
             f"{paper['encoder']}, ImageNet weights); the synthetic set to a run of about {SYNTHETIC_MINUTES} minutes "
@@ -117,7 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     _runtime_flags(evaluate)
     evaluate.set_defaults(backend="auto", amp="none", device="auto")
 
-    predict = commands.add_parser("predict", help="mask and overlay PNGs for image files or folders")
+    predict = commands.add_parser(
+        "predict", help="mask and overlay PNGs for image files or folders",
+        description="Write a mask and an overlay PNG for every image file. Entries of a folder that are not "
+                    "image files are named and skipped; so are image files that cannot be read, and then the exit "
+                    f"status is {EXIT_SKIPPED} (the others are written). Exit status: 0 all written, "
+                    f"{EXIT_SKIPPED} some unreadable images skipped, {EXIT_ERROR} an error.")
     network = predict.add_mutually_exclusive_group(required=True)
     network.add_argument("--checkpoint", help="a best.pt or last.pt of a run")
     network.add_argument("--onnx", help="an ONNX file written by `paanet-fast export` (run by onnxruntime on the CPU)")
@@ -141,28 +149,56 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    from .train import TrainConfig, dataset_defaults, train
-
+def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     given = {k: v for k, v in vars(args).items() if k not in ("command", "resume")}
     resume = getattr(args, "resume", False)
     if not resume and "dataset" not in given:
         parser.error("train: --dataset is required (unless --resume)")
     if "data_root" in given and given.get("dataset") == "synthetic":
         parser.error("train: --data-root is not used with --dataset synthetic")
+    from .train import TrainConfig, dataset_defaults, train
+
     if resume:
         train(TrainConfig(dataset=given.get("dataset", "synthetic"), out=given["out"]), resume=True, given=given)
     else:
         train(TrainConfig(**{**dataset_defaults(given["dataset"]), **given}))
+    return 0
 
 
-def _predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    from .predict import predict
+def _evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .evaluate import evaluate
 
+    evaluate(args.checkpoint, args.out, dataset=args.dataset, data_root=args.data_root, split=args.split,
+             split_file=args.split_file, batch_size=args.batch_size, workers=args.workers,
+             backend=args.backend, amp=args.amp, device=args.device, threshold=args.threshold)
+    return 0
+
+
+def _predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.onnx is not None and (args.backend != "auto" or args.amp != "none" or args.device not in ("auto", "cpu")):
         parser.error("predict: --backend, --amp and --device apply to --checkpoint (--onnx runs on the CPU)")
-    predict(args.checkpoint, args.inputs, args.out, onnx=args.onnx, backend=args.backend, device=args.device,
-            amp=args.amp, threshold=args.threshold, batch_size=args.batch_size, image_size=args.image_size)
+    from .predict import predict
+
+    predicted = predict(args.checkpoint, args.inputs, args.out, onnx=args.onnx, backend=args.backend,
+                        device=args.device, amp=args.amp, threshold=args.threshold, batch_size=args.batch_size,
+                        image_size=args.image_size)
+    return EXIT_SKIPPED if predicted.unreadable else 0
+
+
+def _export(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .export import export_checkpoint
+
+    print(f"wrote {export_checkpoint(args.checkpoint, args.out, opset=args.opset)}")
+    return 0
+
+
+def _doctor(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .doctor import main as doctor
+
+    return doctor(args.json)
+
+
+COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "export": _export, "doctor": _doctor}
 
 
 def _message(exc: Exception) -> str:
@@ -173,58 +209,48 @@ def _message(exc: Exception) -> str:
     return message
 
 
-def _restart_with_passive_openmp_threads() -> None:
-    """Re-run this command with OMP_WAIT_POLICY=PASSIVE unless the user chose a policy.
+def _passive_openmp_threads() -> None:
+    """Set OMP_WAIT_POLICY=PASSIVE for this command unless the user chose a policy.
 
     PyTorch's OpenMP threads otherwise spin while they wait for each other; on a machine whose
     cores are shared with other work (a 2-core laptop, a busy CI box) a spinning thread that has
     lost its core stalls every parallel region, and training gets several times slower. libgomp
-    reads the policy only when it is loaded, which happened when `paanet_fast` imported torch, so
-    the process has to start again for it to take effect.
+    reads the policy when it is loaded, with torch: before that, setting the variable is enough;
+    after it (torch imported before `main` ran) the process starts again.
     """
     if "OMP_WAIT_POLICY" in os.environ:
         return
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-    sys.stdout.flush()
-    os.execv(sys.executable, sys.orig_argv)  # the same command line, interpreter flags included
+    if "torch" in sys.modules:
+        sys.stdout.flush()
+        os.execv(sys.executable, sys.orig_argv)  # the same command line, interpreter flags included
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (2 for a usage or data problem).
+    """Run the command line; returns the exit status: 0, EXIT_SKIPPED, or EXIT_ERROR after a one-line error.
 
     `argv` None means the program's own arguments (the console script and `python -m`); only
-    then may the process restart itself to set the OpenMP wait policy.
+    then is the OpenMP wait policy set for the process.
     """
-    if argv is None:
-        _restart_with_passive_openmp_threads()
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .checkpoint import RunError
-    from .data import DatasetError
-
-    if args.command == "doctor":
-        from .doctor import main as doctor
-
-        return doctor(args.json)
+    if argv is None:
+        _passive_openmp_threads()
     try:
-        if args.command == "train":
-            _train(args, parser)
-        elif args.command == "evaluate":
-            from .evaluate import evaluate
-
-            evaluate(args.checkpoint, args.out, dataset=args.dataset, data_root=args.data_root, split=args.split,
-                     split_file=args.split_file, batch_size=args.batch_size, workers=args.workers,
-                     backend=args.backend, amp=args.amp, device=args.device, threshold=args.threshold)
-        elif args.command == "predict":
-            _predict(args, parser)
-        else:
-            from .export import export_checkpoint
-
-            print(f"wrote {export_checkpoint(args.checkpoint, args.out, opset=args.opset)}")
-    except (DatasetError, RunError, ModuleNotFoundError) as exc:
-        print(f"paanet-fast {args.command}: error: {_message(exc)}", file=sys.stderr)
-        return 2
+        return COMMANDS[args.command](args, parser)
     except KeyboardInterrupt:
         print(f"paanet-fast {args.command}: interrupted", file=sys.stderr)
         return 130
-    return 0
+    except Exception as exc:  # every error is one line; PAANET_FAST_TRACEBACK=1 shows where it came from
+        if os.environ.get("PAANET_FAST_TRACEBACK") == "1":
+            raise
+        print(f"paanet-fast {args.command}: error: {_describe(exc)}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _describe(exc: Exception) -> str:
+    """The message of an error about the command's input (RunError and DatasetError are ValueErrors, a
+    missing extra is a ModuleNotFoundError, a file problem an OSError); other errors also name their type."""
+    if isinstance(exc, (ValueError, ModuleNotFoundError, OSError)):
+        return _message(exc)
+    return f"{type(exc).__name__}: {_message(exc)} (PAANET_FAST_TRACEBACK=1 shows the traceback)"

@@ -26,6 +26,8 @@ INPUT_NAME, OUTPUT_NAME = "image", "logits"
 # stride-32 feature map one pixel high or wide: dynamic sizes start above. (The ONNX file has no
 # such guard and runs smaller inputs too.)
 MIN_DYNAMIC_SIZE = 33
+# For the same reason the example's batch must be 2 or more; the program then runs batch 1 too.
+MIN_EXAMPLE_BATCH = 2
 # Metadata keys of the ONNX file (its metadata_props).
 META_MODEL_CONFIG = "paanet_fast.model_config"
 META_IMAGE_SIZE = "paanet_fast.image_size"
@@ -41,12 +43,24 @@ def require_export_packages(what: str, packages: tuple[str, ...] = EXPORT_PACKAG
                                   "pip install \"paanet_fast[export]\"", name=missing[0])
 
 
-def dynamic_image_shapes() -> dict[str, dict[int, Any]]:
+def dynamic_image_shapes(example: torch.Tensor | None = None) -> dict[str, dict[int, Any]]:
     """`dynamic_shapes` for torch.export.export(model, (x,)) of a PAANet: batch, height and width.
 
-    Height and width range from MIN_DYNAMIC_SIZE (33) up; the batch from 1 up.
+    Height and width range from MIN_DYNAMIC_SIZE (33) up; the batch from 1 up. torch.export fixes
+    a dimension whose size in the example is 1, so the example x (B, C, H, W) must have B >= 2
+    (for one image, x.repeat(2, 1, 1, 1)) and H, W >= 33; given `example`, that is checked here
+    with an error that says so (torch.export's own error does not).
     """
     from torch.export import Dim
+
+    if example is not None:
+        shape = tuple(example.shape) if isinstance(example, torch.Tensor) else type(example).__name__
+        if (not isinstance(example, torch.Tensor) or example.dim() != 4 or example.shape[0] < MIN_EXAMPLE_BATCH
+                or min(example.shape[-2:]) < MIN_DYNAMIC_SIZE):
+            raise ValueError(f"dynamic_image_shapes: the example input must be (B, C, H, W) with B >= "
+                             f"{MIN_EXAMPLE_BATCH} and H, W >= {MIN_DYNAMIC_SIZE}, got {shape}: torch.export fixes a "
+                             "dimension whose size in the example is 1 (for one image pass x.repeat(2, 1, 1, 1)); "
+                             "the exported program runs batch 1 too")
 
     return {"x": {0: Dim("batch", min=1), 2: Dim("height", min=MIN_DYNAMIC_SIZE),
                   3: Dim("width", min=MIN_DYNAMIC_SIZE)}}

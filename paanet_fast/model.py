@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from . import ops
 from .amp import autocast_dtype
-from .backends import check_name
+from .backends import check_name, resolve
 from .encoder import SCALES, build_encoder
 from .encoder_weights import EncoderWeights
 
@@ -134,7 +134,7 @@ class PAANet(nn.Module):
     forward(x: (B, in_channels, H, W), return_aux=False) -> logits (B, classes, H, W), or a
     PAANetOutput with the deep-supervision and GAM logits when return_aux is True. Any H, W works:
     the input is zero-padded to a multiple of 32 and every output cropped back. predict(x) gives
-    the logits in eval mode without autograd, as smp's predict.
+    the logits in eval mode without autograd, as smp's predict, and leaves the mode as it was.
 
     `config` holds the constructor's arguments but the weights (JSON-serialisable);
     PAANet.from_config(config) builds the same network again.
@@ -174,6 +174,12 @@ class PAANet(nn.Module):
         self.config["backend"] = check_name(name)
         for block in self.decoder.blocks:
             block.backend = self.config["backend"]
+
+    def resolved_backend(self, device: torch.device | str | None = None) -> str:
+        """The backend that runs for inputs on `device` (default: the parameters' device): what "auto" picks
+        there ("cpp" for CPU tensors, ...), or the name set; raises as a forward would where it cannot run."""
+        device = next(self.parameters()).device if device is None else torch.device(device)
+        return resolve(self.backend, device).name
 
     def _check_input(self, x: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor):
@@ -228,11 +234,15 @@ class PAANet(nn.Module):
 
     @torch.inference_mode()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (B, classes, H, W) for x (B, in_channels, H, W) without autograd, as smp's predict.
+        """Logits (B, classes, H, W) for x (B, in_channels, H, W) in eval mode without autograd.
 
-        Like smp's, it switches the model to eval mode (and leaves it there).
+        Unlike smp's predict, which leaves the model in eval mode, it restores the mode the model
+        was in (a training loop that calls it goes on training with dropout and batch statistics).
         """
-        if self.training:
-            self.eval()
-        return self(x)
+        was_training = self.training
+        self.eval()
+        try:
+            return self(x)
+        finally:
+            self.train(was_training)
 

@@ -1,10 +1,13 @@
 """Predicting masks for image files: a mask PNG and an overlay PNG per image, at the image's own size.
 
+An image that cannot be read is reported and skipped; the others are still predicted.
+
 The network is a checkpoint's PAANet or an ONNX file written by export_onnx (run by onnxruntime);
 both get the same batches of resized images, and their logits are written the same way.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -26,6 +29,14 @@ _MAX_LISTED_SKIPS = 10  # how many skipped names one message lists before it onl
 
 # (B, in_channels, S, S) normalised float32 images -> (B, classes, S, S) float32 logits, on the CPU.
 Network = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Predicted:
+    """What predict wrote, and the image files it skipped because they could not be read."""
+
+    masks: list[Path]
+    unreadable: dict[Path, str]  # path -> why
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,15 @@ def describe_skipped(skipped: Sequence[Path]) -> str:
     entries = "entry that is not an image file" if len(names) == 1 else "entries that are not image files"
     return (f"skipped {len(names)} {entries} ({', '.join(IMAGE_SUFFIXES)}; folders are not searched): "
             f"{listed}{more}")
+
+
+def describe_unreadable(unreadable: dict[Path, str]) -> str:
+    """Lines naming the image files that could not be read, and why."""
+    count = f"{len(unreadable)} image file{'s' if len(unreadable) > 1 else ''}"
+    reasons = [f"  {why}" for why in list(unreadable.values())[:_MAX_LISTED_SKIPS]]
+    if len(unreadable) > _MAX_LISTED_SKIPS:
+        reasons.append(f"  and {len(unreadable) - _MAX_LISTED_SKIPS} more")
+    return "\n".join([f"skipped {count} that could not be read (no mask written for them):", *reasons])
 
 
 def checkpoint_network(checkpoint: str | Path, backend: str = "auto", device: str = "auto",
@@ -129,26 +149,39 @@ def onnx_network(path: str | Path, image_size: int | None = None) -> tuple[Netwo
 
 
 def predicted_probabilities(network: Network, files: Sequence[Path], image_size: int, batch_size: int,
-                            progress: Callable[[int], object] = lambda n: None
+                            progress: Callable[[int], object] = lambda n: None,
+                            unreadable: Callable[[Path, DatasetError], object] | None = None
                             ) -> Iterator[tuple[Path, np.ndarray, torch.Tensor]]:
     """(path, image (H, W, 3) uint8, probabilities (H, W)) for every file, in order.
 
     Images are resized to image_size x image_size and run `batch_size` at a time; the logits of the
     first class are resized back (bilinear) to each image's size before the sigmoid. `progress`
-    is told how many images each batch finished.
+    is told how many files each batch finished. A file that cannot be read raises DatasetError,
+    or, given `unreadable`, is passed to it with the error and left out.
     """
     from .data.transforms import PairTransform  # albumentations: only imported where used
 
     resize = PairTransform(image_size, train=False)
     for start in range(0, len(files), batch_size):
-        paths = files[start:start + batch_size]
-        images = [read_rgb(path) for path in paths]
+        batch = files[start:start + batch_size]
+        paths, images = [], []
+        for path in batch:
+            try:
+                images.append(read_rgb(path))
+                paths.append(path)
+            except DatasetError as exc:
+                if unreadable is None:
+                    raise
+                unreadable(path, exc)
+        if not paths:
+            progress(len(batch))
+            continue
         resized = [resize(image, np.zeros(image.shape[:2], dtype=bool), seed=0)[0] for image in images]
         logits = network(torch.stack([image_to_tensor(r) for r in resized]))
         for path, image, image_logits in zip(paths, images, logits):
             full = F.interpolate(image_logits[None], size=image.shape[:2], mode="bilinear", align_corners=False)
             yield path, image, torch.sigmoid(full[0, 0])
-        progress(len(paths))
+        progress(len(batch))
 
 
 def _save_png(array: np.ndarray, path: Path) -> None:
@@ -159,14 +192,15 @@ def _save_png(array: np.ndarray, path: Path) -> None:
 def predict(checkpoint: str | Path | None, inputs: Sequence[str | Path], out: str | Path, *,
             onnx: str | Path | None = None, backend: str = "auto", device: str = "auto", amp: str = "none",
             threshold: float = 0.5, batch_size: int = DEFAULT_BATCH_SIZE, image_size: int | None = None
-            ) -> list[Path]:
+            ) -> Predicted:
     """Write out/masks/<name>.png (0 or 255) and out/overlays/<name>.png for every input image.
 
     The network is the checkpoint's PAANet (on `device`, with `backend` and `amp`) or, given
     `onnx` instead, an ONNX file written by export_onnx (onnxruntime, CPU). Each image is resized
     to the training size (the checkpoint's, the ONNX file's record, or `image_size`), images go
     through the network `batch_size` at a time, and the logits are resized back (bilinear) to
-    each image's size before thresholding sigmoid(logits) at `threshold`. Returns the mask paths.
+    each image's size before thresholding sigmoid(logits) at `threshold`. An image file that cannot
+    be read is named on stderr and skipped. Returns the mask paths and the unreadable files.
     """
     if (checkpoint is None) == (onnx is None):
         raise RunError("predict: give either a checkpoint or an ONNX file (--checkpoint or --onnx), not both")
@@ -185,13 +219,17 @@ def predict(checkpoint: str | Path | None, inputs: Sequence[str | Path], out: st
         (out / folder).mkdir(parents=True, exist_ok=True)
     from tqdm import tqdm  # a command-line dependency: only imported where used
 
-    written = []
+    written: list[Path] = []
+    unreadable: dict[Path, str] = {}
     with tqdm(total=len(images.files), desc="predict", unit="image", disable=None, dynamic_ncols=True) as bar:
-        for path, image, probabilities in predicted_probabilities(network, images.files, size, batch_size,
-                                                                  bar.update):
+        for path, image, probabilities in predicted_probabilities(
+                network, images.files, size, batch_size, bar.update,
+                unreadable=lambda path, exc: unreadable.__setitem__(path, str(exc))):
             mask = (probabilities > threshold).numpy()
             _save_png(mask.astype(np.uint8) * 255, out / "masks" / f"{path.stem}.png")
             _save_png(overlay(image, mask), out / "overlays" / f"{path.stem}.png")
             written.append(out / "masks" / f"{path.stem}.png")
     print(f"wrote {len(written)} masks to {out / 'masks'} and overlays to {out / 'overlays'}")
-    return written
+    if unreadable:
+        print(describe_unreadable(unreadable), file=sys.stderr)
+    return Predicted(written, unreadable)

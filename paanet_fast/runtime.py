@@ -8,8 +8,7 @@ from typing import Iterator
 import torch
 
 from .backends import resolve
-
-AMP_MODES = ("none", "fp16", "bf16")
+from .options import AMP_MODES
 _AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 

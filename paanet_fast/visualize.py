@@ -16,6 +16,9 @@ from matplotlib.ticker import MaxNLocator
 from .atomic import atomic_path
 
 _OVERLAY_COLOUR = np.array([255, 40, 40], dtype=np.float32)
+# Under the sample panel: its GAM columns show G itself, also for the reverse blocks, which weight
+# their features by 1 - G (where G is dark).
+GAM_CAPTION = "GAM columns show G = sigmoid(GAM logits); blocks marked 'rev' attend with 1 - G (where G is dark)"
 
 
 def _save(figure: Figure, path: Path) -> None:
@@ -44,9 +47,10 @@ def save_training_curves(history: Sequence[dict], path: Path) -> None:
 
 def save_sample_panel(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], predictions: Sequence[np.ndarray],
                       gams: Sequence[Sequence[np.ndarray]], gam_titles: Sequence[str], row_titles: Sequence[str],
-                      path: Path, title: str) -> None:
+                      path: Path, title: str, caption: str | None = None) -> None:
     """One row per sample: image (H, W, 3) uint8, ground truth and prediction (H, W) bool, then
-    every GAM (H, W) in [0, 1] (the sigmoid of the GAM logits), titled by `gam_titles`."""
+    every GAM (H, W) in [0, 1] (the sigmoid of the GAM logits), titled by `gam_titles`; `caption`
+    goes under the panel."""
     columns = 3 + len(gam_titles)
     figure = Figure(figsize=(1.7 * columns, 1.8 * len(images) + 0.4), layout="constrained")
     figure.suptitle(title)
@@ -64,6 +68,8 @@ def save_sample_panel(images: Sequence[np.ndarray], masks: Sequence[np.ndarray],
             if row == 0:
                 axis.set_title(headers[column], fontsize=8)
         axes[row, 0].set_ylabel(row_titles[row], fontsize=7)
+    if caption:
+        figure.supxlabel(caption, fontsize=8)
     _save(figure, path)
 
 

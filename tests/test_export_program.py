@@ -64,3 +64,18 @@ def test_exported_program_keeps_the_operators_and_matches_the_model(backend):
         assert got.shape == (shape[0], 1, *shape[2:])
         torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12, msg=lambda m: f"input {shape}: {m}")
 
+
+
+def test_a_batch_of_one_gets_an_error_that_says_what_the_example_must_be():
+    """Issue 18: the README's snippet with one image failed inside torch.export ("specialized it to be
+    a constant (1)"). The helper says what to pass, and the README's way for one image exports a
+    program that runs that image as the model does."""
+    image = torch.randn(1, 3, 70, 45, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    for bad in (image, image[:, :, :32].repeat(2, 1, 1, 1), image[0]):
+        with pytest.raises(ValueError, match=r"B >= 2 and H, W >= 33, got .*x.repeat\(2, 1, 1, 1\)"):
+            dynamic_image_shapes(bad)
+    model = _model("portable")
+    x = image.repeat(2, 1, 1, 1)
+    program = torch.export.export(model, (x,), dynamic_shapes=dynamic_image_shapes(x))
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(image), model(image), rtol=1e-12, atol=1e-12)

@@ -111,3 +111,15 @@ print("same")
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and result.stdout.strip() == "same", result.stderr[-3000:]
+
+
+def test_resolved_backend_says_what_auto_runs_for_a_device():
+    """Issue 18: `model.backend` reads "auto"; resolved_backend names what computes (the compiled CPU
+    kernels for CPU tensors), and refuses a device a named backend cannot compute, as forward does."""
+    model = PAANet("resnet18", encoder_weights=None, growth=8)
+    assert model.backend == "auto" and model.resolved_backend() == FAST == model.resolved_backend("cpu")
+    model.backend = "portable"
+    assert model.resolved_backend(torch.device("cpu")) == "portable"
+    model.backend = "cuda"
+    with pytest.raises(ValueError, match=r"backend 'cuda' computes \['cuda'\] tensors, but the inputs are on cpu"):
+        model.resolved_backend()

@@ -110,3 +110,27 @@ def test_predict_needs_a_checkpoint_or_an_onnx_file(images, capsys):
     with pytest.raises(SystemExit) as info:
         main(["predict", str(images[0]), "--out", "unused"])
     assert info.value.code == 2 and "one of the arguments --checkpoint --onnx is required" in capsys.readouterr().err
+
+
+def test_unreadable_images_are_named_and_skipped_and_the_exit_status_says_so(checkpoint, tmp_path, capsys):
+    """Issue 18: one corrupt image stopped the whole run (exit 2, no masks)."""
+    folder = tmp_path / "mixed"
+    write_images(folder, {"a": (40, 40), "d": (33, 50)})
+    (folder / "b_garbage.png").write_bytes(b"not an image at all")
+    data = (folder / "d.png").read_bytes()
+    (folder / "c_cut.png").write_bytes(data[:len(data) // 2])  # header intact, data cut
+    (folder / "b_zero.png").write_bytes(b"")
+    (folder / "notes.txt").write_text("not an image")
+    # batches of 2: [a, b_garbage], [b_zero, c_cut] (nothing to run), [d]
+    argv = ["predict", "--checkpoint", str(checkpoint), str(folder), "--out", str(tmp_path / "out"), "--batch-size", "2"]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert "skipped 1 entry that is not an image file" in captured.out and "notes.txt" in captured.out
+    assert "skipped 3 image files that could not be read" in captured.err
+    assert all(f"cannot read image {folder / name}" in captured.err for name in ("b_garbage.png", "b_zero.png",
+                                                                                 "c_cut.png"))
+    assert sorted(p.name for p in (tmp_path / "out" / "masks").iterdir()) == ["a.png", "d.png"]
+    readable = _masks(tmp_path / "out")
+    assert main([*argv[:3], str(folder / "a.png"), str(folder / "d.png"), "--out", str(tmp_path / "alone")]) == 0
+    alone = _masks(tmp_path / "alone")
+    assert all(np.array_equal(readable[name], alone[name]) for name in ("a", "d"))

@@ -38,15 +38,17 @@ def test_the_parts_are_smps():
 
 
 @pytest.mark.parametrize("backend", ["reference", "cpp"])
-def test_predict_is_eval_mode_logits_without_autograd(backend):
+def test_predict_is_eval_mode_logits_without_autograd_and_keeps_the_mode(backend):
     net = make(backend=backend).train()
     x, _ = batch((1, 3, 37, 50))
     logits = net.predict(x)
-    assert not net.training  # switched to eval mode, as smp's predict does
+    assert net.training  # back in training mode (smp's predict would have left it in eval mode: issue 18)
     assert logits.shape == (1, 1, 37, 50) and not logits.requires_grad and logits.grad_fn is None
     with torch.no_grad():
-        expected = net(x)
+        expected = net.eval()(x)
     torch.testing.assert_close(logits, expected, rtol=0, atol=0)
+    torch.testing.assert_close(net.predict(x), expected, rtol=0, atol=0)
+    assert not net.training  # an eval-mode model stays in eval mode
     # in train mode the batch statistics would have given other logits: predict really used eval mode
     with torch.no_grad():
         assert not torch.allclose(net.train()(x), expected)

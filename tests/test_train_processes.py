@@ -36,10 +36,6 @@ def test_kill_9_during_training_then_resume_finishes_the_run(tmp_path):
         assert process.poll() is None, process.stderr.read().decode()
         assert time.monotonic() < deadline, "no checkpoint after 300 s"
         time.sleep(0.05)
-    environ = f"/proc/{process.pid}/environ"
-    if "OMP_WAIT_POLICY" not in ENV and os.path.exists(environ):  # the CLI restarted itself with passive waits
-        with open(environ, "rb") as handle:
-            assert b"OMP_WAIT_POLICY=PASSIVE" in handle.read().split(b"\0")
     process.send_signal(signal.SIGKILL)
     process.wait()
     process.stderr.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..options import DATASET_NAMES
 from .common import DatasetError
 from .dataset import SegmentationDataset, Source, image_to_tensor, tensor_to_image
 from .dsb2018 import open_dsb2018
@@ -14,7 +15,6 @@ from .kvasir_instrument import open_kvasir_instrument
 from .splits import SPLIT_NAMES, Split, carve_validation, random_split, read_split, write_split
 from .synthetic import SyntheticSource
 
-DATASET_NAMES = ("synthetic", "dsb2018", "isic2018", "kvasir-instrument")
 _FILE_DATASETS = {"dsb2018": open_dsb2018, "isic2018": open_isic2018, "kvasir-instrument": open_kvasir_instrument}
 
 __all__ = ["DATASET_NAMES", "SPLIT_NAMES", "DatasetError", "SegmentationDataset", "Source", "Split",
