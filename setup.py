@@ -4,10 +4,15 @@ torch are present. The build never looks for a GPU: build machines usually have 
 Environment switches:
   PAANET_FAST_CUDA=1|0      force (fail if impossible) or skip the CUDA kernels; default: auto.
   PAANET_FAST_PORTABLE=1    no -march=native (for binaries that travel to other machines).
+
+It compiles against the torch installed where it runs, so pip must not build it in an isolated
+environment: `pip install --no-build-isolation ...` after installing torch. Without torch it still
+gives the metadata and the sdist; a build then stops with that advice.
   TORCH_CUDA_ARCH_LIST      respected; default "8.0;8.6;8.9;9.0+PTX" (PTX so newer cards JIT it).
 
 Beside the built extension it writes paanet_fast/_build_info.py, which records whether this build
-was asked to compile the CUDA kernels, so that the tests can require them exactly then.
+was asked to compile the CUDA kernels (so that the tests can require them exactly then) and the torch
+and CUDA versions it compiled against (named when the extension fails to load under another torch).
 """
 import glob
 import os
@@ -17,7 +22,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).parent.resolve()
 
@@ -42,8 +48,24 @@ if "CUDA_HOME" not in os.environ and "CUDA_PATH" not in os.environ:
     if _home:
         os.environ["CUDA_HOME"] = _home
 
-import torch  # noqa: E402
-from torch.utils import cpp_extension  # noqa: E402
+try:
+    import torch
+    from torch.utils import cpp_extension
+except ModuleNotFoundError:  # enough for the metadata and the sdist; a build stops (_NeedsTorch)
+    torch = cpp_extension = None
+
+NO_TORCH_MESSAGE = (
+    "paanet_fast compiles its kernels against the torch it will run with, and there is no torch here "
+    "(pip builds in an isolated environment unless told not to). Install torch first, then build "
+    "without isolation:\n    pip install torch\n    pip install --no-build-isolation -e .   "
+    "(or: pip install --no-build-isolation paanet_fast)")
+
+
+class _NeedsTorch(build_ext):
+    """The build command where torch is missing: stop with the fix instead of compiling nothing."""
+
+    def run(self) -> None:
+        sys.exit(NO_TORCH_MESSAGE)
 
 
 def _nvidia_wheel_includes() -> list[str]:
@@ -63,21 +85,26 @@ def _want_cuda() -> bool:
     return possible
 
 
-WANT_CUDA = _want_cuda()  # one decision for the extension and the build's record of it
+def _build_info_text() -> str:
+    return ('"""Written by setup.py when it built paanet_fast._C: what that build was asked to compile."""\n'
+            f"CUDA_REQUESTED = {WANT_CUDA!r}  # PAANET_FAST_CUDA=1, or unset with nvcc and a CUDA torch\n"
+            f"PAANET_FAST_CUDA = {os.environ.get('PAANET_FAST_CUDA', 'auto')!r}  # the switch at build time\n"
+            f"TORCH_VERSION = {torch.__version__!r}  # the torch whose headers and libraries it used\n"
+            f"TORCH_CUDA_VERSION = {torch.version.cuda!r}  # that torch's CUDA (None: a CPU-only torch)\n")
 
 
-class _BuildExtension(cpp_extension.BuildExtension):
-    """torch's BuildExtension, and the build's record next to the extension it builds."""
+if torch is not None:
+    WANT_CUDA = _want_cuda()  # one decision for the extension and the build's record of it
 
-    def run(self) -> None:
-        super().run()
-        text = ('"""Written by setup.py when it built paanet_fast._C: what that build was asked to compile."""\n'
-                f"CUDA_REQUESTED = {WANT_CUDA!r}  # PAANET_FAST_CUDA=1, or unset with nvcc and a CUDA torch\n"
-                f"PAANET_FAST_CUDA = {os.environ.get('PAANET_FAST_CUDA', 'auto')!r}  # the switch at build time\n")
-        # Beside the extension in the build folder (for wheels) and in the source tree (editable
-        # installs copy only the extension itself there).
-        for folder in {Path(self.get_ext_fullpath("paanet_fast._C")).parent.resolve(), ROOT / "paanet_fast"}:
-            (folder / "_build_info.py").write_text(text)
+    class _BuildExtension(cpp_extension.BuildExtension):
+        """torch's BuildExtension, and the build's record next to the extension it builds."""
+
+        def run(self) -> None:
+            super().run()
+            # Beside the extension in the build folder (for wheels) and in the source tree (editable
+            # installs copy only the extension itself there).
+            for folder in {Path(self.get_ext_fullpath("paanet_fast._C")).parent.resolve(), ROOT / "paanet_fast"}:
+                (folder / "_build_info.py").write_text(_build_info_text())
 
 
 def _extension():
@@ -100,7 +127,7 @@ def _extension():
         extra_link_args=["-fopenmp"])
 
 
-setup(
-    ext_modules=[_extension()],
-    cmdclass={"build_ext": _BuildExtension.with_options(use_ninja=True)},
-)
+if torch is None:
+    setup(ext_modules=[Extension("paanet_fast._C", sources=[])], cmdclass={"build_ext": _NeedsTorch})
+else:
+    setup(ext_modules=[_extension()], cmdclass={"build_ext": _BuildExtension.with_options(use_ninja=True)})
