@@ -3,10 +3,22 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include "cpu/kernels.h"
+
+namespace {
+PyObject* cpu_kernels(PyObject*, PyObject*) { return PyUnicode_FromString(paanet::cpu::kernels().name); }
+
+PyMethodDef methods[] = {
+    {"cpu_kernels", cpu_kernels, METH_NOARGS,
+     "The instruction set whose CPU kernel loops run here: 'default', 'avx2' or 'avx512'."},
+    {nullptr, nullptr, 0, nullptr}};
+}  // namespace
+
 extern "C" {
-// Importing paanet_fast._C runs the static registrations below; the module itself is empty.
+// Importing paanet_fast._C runs the static registrations below; the module itself only says which
+// CPU kernel loops it runs.
 PyObject* PyInit__C(void) {
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, methods};
   return PyModule_Create(&module_def);
 }
 }
