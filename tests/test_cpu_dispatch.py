@@ -21,7 +21,7 @@ import torch
 
 import paanet_fast._C
 
-TESTS = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent.parent
 # ATen's names, widest last; each includes the ones before it.
 CAPABILITIES = ("default", "avx2", "avx512")
 PARITY_TESTS = "random_shapes or model_strides or tall_maps or any_layout"
@@ -34,7 +34,7 @@ def _cpu_has(capability: str) -> bool:
 
 def _run(args: list[str], capability: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "ATEN_CPU_CAPABILITY": capability}
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=900, cwd=TESTS, env=env)
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=900, cwd=ROOT, env=env)
 
 
 @pytest.mark.parametrize("capability", CAPABILITIES)
@@ -44,7 +44,7 @@ def test_each_instruction_set_runs_its_loops_and_matches_the_reference(capabilit
     chosen = _run(["-c", "import paanet_fast._C as C; print(C.cpu_kernels())"], capability)
     assert chosen.returncode == 0, chosen.stderr[-3000:]
     assert chosen.stdout.split() == [capability]
-    parity = _run(["-m", "pytest", "-q", "-p", "no:cacheprovider", "test_ops_parity.py", "-k", PARITY_TESTS],
+    parity = _run(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_ops_parity.py", "-k", PARITY_TESTS],
                   capability)
     assert parity.returncode == 0, parity.stdout[-5000:]
     assert re.search(r"\b\d+ passed\b", parity.stdout) and " failed" not in parity.stdout
