@@ -3,15 +3,19 @@ torch are present. The build never looks for a GPU: build machines usually have 
 
 Environment switches:
   PAANET_FAST_CUDA=1|0      force (fail if impossible) or skip the CUDA kernels; default: auto.
-  PAANET_FAST_PORTABLE=1    no -march=native (for binaries that travel to other machines).
   TORCH_CUDA_ARCH_LIST      respected; default: the GPUs present at build time (torch's choice), or
                             without one sm_75 to the newest this nvcc knows (the first of each
                             major, which runs on its later minors, and the newest), with PTX for
                             the newest (so that newer cards JIT it).
 
+It compiles against the torch installed where it runs, so pip must not build it in an isolated
+environment: `pip install --no-build-isolation ...` after installing torch. Without torch it still
+gives the metadata and the sdist; a build then stops with that advice.
+
 Beside the built extension it writes paanet_fast/_build_info.py, which records whether this build
-was asked to compile the CUDA kernels, so that the tests can require them exactly then, and the
-CUDA architectures it compiled for (paanet_fast.cuda_arch reads them to skip a card they miss).
+was asked to compile the CUDA kernels (so that the tests can require them exactly then) and the torch
+and CUDA versions it compiled against (named when the extension fails to load under another torch),
+and the CUDA architectures it compiled for (paanet_fast.cuda_arch reads them to skip a card they miss).
 """
 import glob
 import os
@@ -21,7 +25,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).parent.resolve()
 
@@ -46,8 +51,24 @@ if "CUDA_HOME" not in os.environ and "CUDA_PATH" not in os.environ:
     if _home:
         os.environ["CUDA_HOME"] = _home
 
-import torch  # noqa: E402
-from torch.utils import cpp_extension  # noqa: E402
+try:
+    import torch
+    from torch.utils import cpp_extension
+except ModuleNotFoundError:  # enough for the metadata and the sdist; a build stops (_NeedsTorch)
+    torch = cpp_extension = None
+
+NO_TORCH_MESSAGE = (
+    "paanet_fast compiles its kernels against the torch it will run with, and there is no torch here "
+    "(pip builds in an isolated environment unless told not to). Install torch first, then build "
+    "without isolation:\n    pip install torch\n    pip install --no-build-isolation -e .   "
+    "(or: pip install --no-build-isolation paanet_fast)")
+
+
+class _NeedsTorch(build_ext):
+    """The build command where torch is missing: stop with the fix instead of compiling nothing."""
+
+    def run(self) -> None:
+        sys.exit(NO_TORCH_MESSAGE)
 
 
 def _nvidia_wheel_includes() -> list[str]:
@@ -67,7 +88,13 @@ def _want_cuda() -> bool:
     return possible
 
 
-WANT_CUDA = _want_cuda()  # one decision for the extension and the build's record of it
+def _build_info_text() -> str:
+    return ('"""Written by setup.py when it built paanet_fast._C: what that build was asked to compile."""\n'
+            f"CUDA_REQUESTED = {WANT_CUDA!r}  # PAANET_FAST_CUDA=1, or unset with nvcc and a CUDA torch\n"
+            f"PAANET_FAST_CUDA = {os.environ.get('PAANET_FAST_CUDA', 'auto')!r}  # the switch at build time\n"
+            f"TORCH_VERSION = {torch.__version__!r}  # the torch whose headers and libraries it used\n"
+            f"TORCH_CUDA_VERSION = {torch.version.cuda!r}  # that torch's CUDA (None: a CPU-only torch)\n"
+            f"CUDA_ARCH_LIST = {CUDA_ARCH_LIST!r}  # compiled for (SASS, +PTX: also PTX); None: no CUDA kernels\n")
 
 
 def _known_to_torch(arch: str) -> bool:
@@ -110,29 +137,26 @@ def _cuda_arch_list() -> str | None:
                     for (major, minor, suffix), ptx in sorted(compiled.items()))
 
 
-CUDA_ARCH_LIST = _cuda_arch_list()
+if torch is not None:
+    WANT_CUDA = _want_cuda()  # one decision for the extension and the build's record of it
+    CUDA_ARCH_LIST = _cuda_arch_list()
 
+    class _BuildExtension(cpp_extension.BuildExtension):
+        """torch's BuildExtension, and the build's record next to the extension it builds."""
 
-class _BuildExtension(cpp_extension.BuildExtension):
-    """torch's BuildExtension, and the build's record next to the extension it builds."""
-
-    def run(self) -> None:
-        super().run()
-        text = ('"""Written by setup.py when it built paanet_fast._C: what that build was asked to compile."""\n'
-                f"CUDA_REQUESTED = {WANT_CUDA!r}  # PAANET_FAST_CUDA=1, or unset with nvcc and a CUDA torch\n"
-                f"PAANET_FAST_CUDA = {os.environ.get('PAANET_FAST_CUDA', 'auto')!r}  # the switch at build time\n"
-                f"CUDA_ARCH_LIST = {CUDA_ARCH_LIST!r}  # compiled for (SASS, +PTX: also PTX); None: no CUDA kernels\n")
-        # Beside the extension in the build folder (for wheels) and in the source tree (editable
-        # installs copy only the extension itself there).
-        for folder in {Path(self.get_ext_fullpath("paanet_fast._C")).parent.resolve(), ROOT / "paanet_fast"}:
-            (folder / "_build_info.py").write_text(text)
+        def run(self) -> None:
+            super().run()
+            # Beside the extension in the build folder (for wheels) and in the source tree (editable
+            # installs copy only the extension itself there).
+            for folder in {Path(self.get_ext_fullpath("paanet_fast._C")).parent.resolve(), ROOT / "paanet_fast"}:
+                (folder / "_build_info.py").write_text(_build_info_text())
 
 
 def _extension():
     cpp_sources = sorted(glob.glob("csrc/**/*.cpp", recursive=True))
+    # No -march=native: the binary runs on any x86-64, and the CPU kernel loops are compiled for
+    # AVX2 and AVX-512 too and picked at run time (csrc/cpu/kernels.h), as fast as a native build.
     cxx_flags = ["-O3", "-fopenmp"]
-    if os.environ.get("PAANET_FAST_PORTABLE", "0") != "1":
-        cxx_flags.append("-march=native")
     include_dirs = [str(ROOT / "csrc")]
     if not WANT_CUDA:
         return cpp_extension.CppExtension(
@@ -147,7 +171,7 @@ def _extension():
         extra_link_args=["-fopenmp"])
 
 
-setup(
-    ext_modules=[_extension()],
-    cmdclass={"build_ext": _BuildExtension.with_options(use_ninja=True)},
-)
+if torch is None:
+    setup(ext_modules=[Extension("paanet_fast._C", sources=[])], cmdclass={"build_ext": _NeedsTorch})
+else:
+    setup(ext_modules=[_extension()], cmdclass={"build_ext": _BuildExtension.with_options(use_ninja=True)})

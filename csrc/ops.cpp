@@ -1,15 +1,7 @@
 // Schemas of the paanet_fast operators. CPU kernels live in csrc/cpu, CUDA kernels in kernels/;
-// fake (meta) kernels and autograd are registered from Python (paanet_fast/_compiled.py).
-#include <Python.h>
+// fake (meta) kernels and autograd are registered from Python (paanet_fast/_compiled.py), and
+// csrc/module.cpp makes the library the Python module paanet_fast._C.
 #include <torch/library.h>
-
-extern "C" {
-// Importing paanet_fast._C runs the static registrations below; the module itself is empty.
-PyObject* PyInit__C(void) {
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
-  return PyModule_Create(&module_def);
-}
-}
 
 TORCH_LIBRARY(paanet_fast, m) {
   m.def("mini_decoder(Tensor[] features, Tensor weight, Tensor bias, SymInt[2] size) -> (Tensor, Tensor)");

@@ -19,6 +19,7 @@ from typing import Callable
 import torch
 
 from . import cuda_arch, first_use
+from ._load_failure import load_failure_reason
 from .options import KNOWN_BACKENDS
 
 _AUTO_ORDER = {"cpu": ("cpp",), "cuda": ("cuda", "triton")}
@@ -58,7 +59,7 @@ def _load(name: str) -> Backend | None:
         try:
             importlib.import_module(_PROVIDERS[name])
         except ImportError as exc:  # a missing build or missing triton: a reason, not a crash
-            mark_unavailable(name, f"{_PROVIDERS[name]} could not be imported: {exc}")
+            mark_unavailable(name, load_failure_reason(_PROVIDERS[name], exc))
         if name not in _registry:
             _unavailable.setdefault(name, f"{_PROVIDERS[name]} did not register it")
     return _registry.get(name)

@@ -20,7 +20,7 @@ stamp="$venv/.paanet_fast_build"
 build_key() {
   {
     "$venv/bin/python" -c 'import torch; print(torch.__version__, torch.version.cuda)'
-    echo "${PAANET_FAST_PORTABLE:-} ${TORCH_CUDA_ARCH_LIST:-} ${CUDA_HOME:-} ${CUDA_PATH:-} $(command -v nvcc || true)"
+    echo "${TORCH_CUDA_ARCH_LIST:-} ${CUDA_HOME:-} ${CUDA_PATH:-} $(command -v nvcc || true)"
     find csrc kernels -type f -print0 | sort -z | xargs -0 sha256sum
     sha256sum setup.py pyproject.toml
   } | sha256sum | cut -d" " -f1
