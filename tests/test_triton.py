@@ -156,10 +156,10 @@ def test_half_precision_in_the_interpreter(dtype, tol):
     _assert_matches(actual, expected, dtype, tol)
 
 
-@interpreted
-def test_small_tiles_in_the_interpreter(monkeypatch):
-    """Blocks far smaller than the problem, as on a GPU: many programs, partial tiles at every edge,
-    GAM blocks that do not divide a scale's pixels (the interpreter's own blocks cover these shapes whole)."""
+@pytest.fixture
+def small_tiles(monkeypatch):
+    """Blocks far smaller than the problem, as on a GPU (the interpreter's own blocks cover the test
+    shapes whole)."""
     from paanet_fast.triton import _runtime, gam_kernels, mini_decoder_kernels
     small = {mini_decoder_kernels.forward_kernel: {"BLOCK_H": 8, "BLOCK_W": 8},
              mini_decoder_kernels.logit_grad_kernel: {"BLOCK": 32},
@@ -168,6 +168,11 @@ def test_small_tiles_in_the_interpreter(monkeypatch):
              gam_kernels.gam_grad_kernel: {"BLOCK": 64}}
     for kernel, meta in small.items():
         monkeypatch.setitem(_runtime._interpreter_meta, id(kernel), meta)
+
+
+@interpreted
+def test_small_tiles_in_the_interpreter(small_tiles):
+    """Many programs, partial tiles at every edge, GAM blocks that do not divide a scale's pixels."""
     inputs, grads = _mini_decoder_problem(2, [(3, 5, 7), (2, 3, 4), (1, 9, 2)], (13, 17), "cpu", torch.float64, seed=9)
     actual = _outputs_and_grads(_mini_decoder_fn(3, (13, 17), "triton"), inputs, grads)
     expected = _outputs_and_grads(_mini_decoder_fn(3, (13, 17), "reference"), inputs, grads)
@@ -178,6 +183,19 @@ def test_small_tiles_in_the_interpreter(monkeypatch):
         actual = _outputs_and_grads(_gam_fn(reverse, "triton"), inputs, grads)
         expected = _outputs_and_grads(_gam_fn(reverse, "reference"), inputs, grads)
         _assert_matches(actual, expected, torch.float64, 1e-10)
+
+
+@interpreted
+def test_more_tiles_than_the_grid_limit_in_the_interpreter(small_tiles, monkeypatch):
+    """A grid axis holds at most 65535 programs on CUDA (the forward's B * H rows pass it from about
+    half a million rows): with the limit lowered to 2, programs loop over 3 to 4 tiles each."""
+    monkeypatch.setattr(host, "MAX_GRID_Y", 2)
+    # 2 x 13 rows: 4 row tiles of 8 in the forward; 3 tiles of 4 indices over the 9 rows of a scale.
+    inputs, grads = _mini_decoder_problem(2, [(3, 5, 7), (2, 9, 4), (1, 2, 3)], (13, 17), "cpu", torch.float64,
+                                          seed=11)
+    actual = _outputs_and_grads(_mini_decoder_fn(3, (13, 17), "triton"), inputs, grads)
+    expected = _outputs_and_grads(_mini_decoder_fn(3, (13, 17), "reference"), inputs, grads)
+    _assert_matches(actual, expected, torch.float64, 1e-10)
 
 
 @pytest.mark.parametrize("device", DEVICES)
