@@ -322,6 +322,30 @@ def test_more_than_four_scales_is_a_clear_error(device):
         ops.gam_multiply(features, gam, backend="triton")
 
 
+@interpreted
+def test_operators_check_their_arguments_on_fake_and_meta_tensors():
+    """The Triton operators' fake kernels reject what a run would (torch.compile traces them on fake
+    tensors), and a call mixing meta and CPU tensors, which reaches the fake kernel, is an error."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    triton_ops = torch.ops.paanet_fast
+    features, weight = [torch.rand(2, 3, 4, 6), torch.rand(2, 2, 2, 3)], torch.rand(1, 5, 3, 3)
+    gam = torch.rand(2, 1, 8, 12)
+    with pytest.raises(ValueError, match=r"`gam` is on meta but the features are on cpu"):
+        triton_ops.triton_gam_multiply(features, gam.to("meta"), False)
+    with pytest.raises(ValueError, match=r"`weight` is on meta but the features are on cpu"):
+        triton_ops.triton_mini_decoder(features, weight.to("meta"), torch.rand(1), [8, 12])
+    with FakeTensorMode() as mode:
+        features, weight, gam = [mode.from_tensor(f) for f in features], mode.from_tensor(weight), mode.from_tensor(gam)
+        with pytest.raises(ValueError, match=r"GAM size \(8, 10\) must be an integer multiple"):
+            triton_ops.triton_gam_multiply(features, gam[..., :10], True)
+        with pytest.raises(ValueError, match=r"`weight` must have shape \(1, 5, 3, 3\)"):
+            triton_ops.triton_mini_decoder(features, weight[:, :4], mode.from_tensor(torch.rand(1)), [8, 12])
+        with pytest.raises(ValueError, match=r"`grad_gam` has dtype"):
+            triton_ops.triton_mini_decoder_backward(gam, gam.double(), gam, features, weight)
+        with pytest.raises(ValueError, match=r"grad_outputs\[1\] must have the shape of features\[1\]"):
+            triton_ops.triton_gam_multiply_backward([features[0], features[0]], features, gam, False)
+
+
 def test_backend_devices():
     """CPU tensors only under the interpreter; otherwise asking for Triton on the CPU says why not."""
     assert ("cpu" in resolve("triton", torch.device("cuda")).device_types) == INTERPRET
