@@ -188,7 +188,7 @@ def test_small_tiles_in_the_interpreter(small_tiles):
 @interpreted
 def test_more_tiles_than_the_grid_limit_in_the_interpreter(small_tiles, monkeypatch):
     """A grid axis holds at most 65535 programs on CUDA (the forward's B * H rows pass it from about
-    half a million rows): with the limit lowered to 2, programs loop over 3 to 4 tiles each."""
+    half a million rows): with the limit lowered to 2, each program of that axis loops over 2 tiles."""
     monkeypatch.setattr(host, "MAX_GRID_Y", 2)
     # 2 x 13 rows: 4 row tiles of 8 in the forward; 3 tiles of 4 indices over the 9 rows of a scale.
     inputs, grads = _mini_decoder_problem(2, [(3, 5, 7), (2, 9, 4), (1, 2, 3)], (13, 17), "cpu", torch.float64,
