@@ -40,7 +40,7 @@ def check_features(features: Sequence[torch.Tensor], op: str) -> list[torch.Tens
             raise ValueError(f"{op}: features[{i}] is on {f.device} but features[0] is on {first.device}")
         if f.shape[0] != first.shape[0]:
             raise ValueError(f"{op}: features[{i}] has batch {f.shape[0]} but features[0] has batch {first.shape[0]}")
-        if min(f.shape[1:]) == 0:
+        if any(side == 0 for side in f.shape[1:]):  # not min(): comparing sizes would guard on their order
             raise ValueError(f"{op}: features[{i}] must have non-zero channels, height and width, "
                              f"got shape {tuple(f.shape)}")
     return features
