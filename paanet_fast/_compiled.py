@@ -2,8 +2,9 @@
 
 Importing this module loads paanet_fast._C, whose static initialisers define the four
 torch.ops.paanet_fast operators and their CPU (and CUDA) kernels. Here they get what torch.compile
-and autograd need: fake kernels (shapes and strides only, SymInt-friendly), autograd formulas
-that call the backward operators, and autograd formulas for those (paanet_fast.double_backward).
+and autograd need: fake kernels (the kernels' argument checks, then shapes and strides;
+SymInt-friendly), autograd formulas that call the backward operators, and autograd formulas for
+those (paanet_fast.double_backward).
 An ImportError of the extension propagates on purpose: paanet_fast.backends records it as the
 reason the backends are unavailable.
 """
