@@ -41,6 +41,12 @@ void check_weight(at::TensorList features, const at::Tensor& weight, const char*
                     channels, " channels in total, got ", weight.sizes());
 }
 
+// 0 is a multiple of every size, so an empty GAM would pass the window checks and pool nothing.
+void check_gam_extent(const at::Tensor& gam, const char* op) {
+  TORCH_CHECK_VALUE(gam.size(2) > 0 && gam.size(3) > 0, op,
+                    ": `gam` must have non-zero height and width, got shape ", gam.sizes());
+}
+
 // A full-resolution (B, 1, H, W) map of the features' batch and dtype; `like` fixes H and W.
 void check_full_res_map(const at::Tensor& t, const char* arg, const at::Tensor& like,
                         at::TensorList features, const char* op) {
@@ -71,6 +77,7 @@ void check_gam_multiply_args(at::TensorList features, const at::Tensor& gam) {
   check_feature_list(features, op);
   TORCH_CHECK_VALUE(gam.dim() == 4 && gam.size(1) == 1, op, ": `gam` must have shape (B, 1, H, W), got ",
                     gam.sizes());
+  check_gam_extent(gam, op);
   check_like(gam, "gam", features[0], op);
   TORCH_CHECK_VALUE(gam.size(0) == features[0].size(0), op, ": `gam` has batch ", gam.size(0),
                     " but the features have batch ", features[0].size(0));
@@ -91,6 +98,7 @@ void check_mini_decoder_backward_args(const at::Tensor& grad_logits, const at::T
   check_weight(features, weight, op);
   check_like(weight, "weight", features[0], op);
   TORCH_CHECK_VALUE(gam.dim() == 4, op, ": `gam` must have shape (B, 1, H, W), got ", gam.sizes());
+  check_gam_extent(gam, op);
   check_full_res_map(gam, "gam", gam, features, op);
   check_full_res_map(grad_logits, "grad_logits", gam, features, op);
   check_full_res_map(grad_gam, "grad_gam", gam, features, op);

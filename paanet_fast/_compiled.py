@@ -2,8 +2,9 @@
 
 Importing this module loads paanet_fast._C, whose static initialisers define the four
 torch.ops.paanet_fast operators and their CPU (and CUDA) kernels. Here they get what torch.compile
-and autograd need: fake kernels (shapes and strides only, SymInt-friendly), autograd formulas
-that call the backward operators, and autograd formulas for those (paanet_fast.double_backward).
+and autograd need: fake kernels (the kernels' argument checks, then shapes and strides;
+SymInt-friendly), autograd formulas that call the backward operators, and autograd formulas for
+those (paanet_fast.double_backward).
 An ImportError of the extension propagates on purpose: paanet_fast.backends records it as the
 reason the backends are unavailable.
 """
@@ -17,16 +18,23 @@ from . import _C  # noqa: F401  (registers the operators)
 from . import portable
 from .amp import cast_for_autocast
 from .backends import Backend, mark_unavailable, register
+from .checks import (check_gam_multiply_args, check_gam_multiply_backward_args, check_kernel_dtype,
+                     check_mini_decoder_args, check_mini_decoder_backward_args)
 from .double_backward import register_backward_autograd
 
 _ops = torch.ops.paanet_fast
 
 
 # --- fake kernels: output metadata exactly as the compiled kernels produce it ---------------------
+# They check the arguments as the kernels do (csrc/checks.cpp), so that what torch.compile traces
+# runs, and a direct call mixing meta and CPU tensors (dispatched here) fails instead of returning
+# uninitialised memory.
 
 @torch.library.register_fake("paanet_fast::mini_decoder")
 def _mini_decoder_fake(features: Sequence[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor,
                        size: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    features = check_mini_decoder_args(features, weight, bias, size, "paanet_fast.mini_decoder")
+    check_kernel_dtype(features, "paanet_fast.mini_decoder")
     logits = features[0].new_empty((features[0].shape[0], 1, size[0], size[1]))
     return logits, torch.empty_like(logits)
 
@@ -35,17 +43,23 @@ def _mini_decoder_fake(features: Sequence[torch.Tensor], weight: torch.Tensor, b
 def _mini_decoder_backward_fake(grad_logits: torch.Tensor, grad_gam: torch.Tensor, gam: torch.Tensor,
                                 features: Sequence[torch.Tensor], weight: torch.Tensor
                                 ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    check_mini_decoder_backward_args(grad_logits, grad_gam, gam, features, weight, "paanet_fast.mini_decoder_backward")
+    check_kernel_dtype(features, "paanet_fast.mini_decoder_backward")
     return [torch.empty_like(f) for f in features], torch.empty_like(weight), weight.new_empty((1,))
 
 
 @torch.library.register_fake("paanet_fast::gam_multiply")
 def _gam_multiply_fake(features: Sequence[torch.Tensor], gam: torch.Tensor, reverse: bool) -> list[torch.Tensor]:
+    features = check_gam_multiply_args(features, gam, reverse, "paanet_fast.gam_multiply")
+    check_kernel_dtype(features, "paanet_fast.gam_multiply")
     return [torch.empty_like(f) for f in features]
 
 
 @torch.library.register_fake("paanet_fast::gam_multiply_backward")
 def _gam_multiply_backward_fake(grad_outputs: Sequence[torch.Tensor], features: Sequence[torch.Tensor],
                                 gam: torch.Tensor, reverse: bool) -> tuple[list[torch.Tensor], torch.Tensor]:
+    check_gam_multiply_backward_args(grad_outputs, features, gam, reverse, "paanet_fast.gam_multiply_backward")
+    check_kernel_dtype(features, "paanet_fast.gam_multiply_backward")
     return [torch.empty_like(f) for f in features], torch.empty_like(gam)
 
 
@@ -90,21 +104,24 @@ register_backward_autograd("paanet_fast::gam_multiply_backward", portable.gam_mu
 
 # --- autocast: cast the inputs as a built-in op would, then run the kernels with autocast off -----
 # The kernels compute half types in float32 with ATen matmuls inside; left under autocast, those
-# matmuls would hand back the autocast dtype where the kernel expects float32. Registered for the
-# backward operators too, since a backward may run inside the caller's autocast region.
+# matmuls would hand back the autocast dtype where the kernel expects float32. A backward may run
+# inside the caller's autocast region: its operators run with autocast off too, but uncast, since a
+# backward computes in the dtype of its forward.
 
-def _autocast_kernel(op: torch._ops.OpOverload, device_type: str):
+def _autocast_kernel(op: torch._ops.OpOverload, device_type: str, cast: bool):
     def kernel(*args):
-        dtype = torch.get_autocast_dtype(device_type)
+        if cast:
+            args = cast_for_autocast(args, device_type, torch.get_autocast_dtype(device_type))
         with torch.autocast(device_type, enabled=False):
-            return op(*cast_for_autocast(args, device_type, dtype))
+            return op(*args)
     return kernel
 
 
 _autocast_library = torch.library.Library("paanet_fast", "IMPL")
-for _name in ("mini_decoder", "mini_decoder_backward", "gam_multiply", "gam_multiply_backward"):
+for _name, _cast in (("mini_decoder", True), ("gam_multiply", True),
+                     ("mini_decoder_backward", False), ("gam_multiply_backward", False)):
     for _device_type, _key in (("cpu", "AutocastCPU"), ("cuda", "AutocastCUDA")):
-        _autocast_library.impl(_name, _autocast_kernel(getattr(_ops, _name).default, _device_type), _key)
+        _autocast_library.impl(_name, _autocast_kernel(getattr(_ops, _name).default, _device_type, _cast), _key)
 
 
 # --- backends ------------------------------------------------------------------------------------

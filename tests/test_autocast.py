@@ -104,6 +104,40 @@ def test_float64_weight_with_float32_features_under_autocast_is_rejected_clearly
         ops.mini_decoder(case.features, case.weight.double(), case.bias, case.size, backend="cpp")
 
 
+def _backend_for(backend: str) -> str:
+    if backend == "triton":
+        pytest.importorskip("triton", reason="the triton package is not installed")
+        import paanet_fast.triton  # noqa: F401  (registers the backend; runs in the interpreter here)
+    return backend
+
+
+def _grads_of_a_float32_forward(backend: str, autocast: torch.dtype | None) -> list[torch.Tensor]:
+    """Gradients of both operators, forward in float32 outside autocast, backward inside `autocast`."""
+    md, gm = mini_decoder_case(5, torch.float32, strides=(2, 4), max_side=9), gam_multiply_case(5, torch.float32)
+    leaves = [t.detach().clone().requires_grad_(True) for t in (*md.features, md.weight, md.bias, *gm.features, gm.gam)]
+    n, m = len(md.features), len(gm.features)
+    logits, gam = ops.mini_decoder(leaves[:n], leaves[n], leaves[n + 1], md.size, backend=backend)
+    products = ops.gam_multiply(leaves[n + 2:n + 2 + m], leaves[-1], True, backend=backend)
+    outputs = [logits, gam, *products]
+    gen = torch.Generator().manual_seed(10)
+    loss = sum((o * torch.randn(o.shape, generator=gen)).sum() for o in outputs)
+    with cpu_autocast(autocast):
+        return list(torch.autograd.grad(loss, leaves))
+
+
+@pytest.mark.parametrize("dtype", HALF_TYPES)
+@pytest.mark.parametrize("backend", ["cpp", "triton"])
+def test_backward_inside_autocast_computes_in_the_forward_dtype(backend, dtype):
+    """torch.autograd.grad under autocast, of a float32 forward: the float32 gradients, bit for bit, as
+    the reference (convolution and interpolation) gives them."""
+    backend = _backend_for(backend)
+    plain = _grads_of_a_float32_forward(backend, None)
+    for i, (a, e) in enumerate(zip(_grads_of_a_float32_forward(backend, dtype), plain)):
+        assert a.dtype == torch.float32 and torch.equal(a, e), f"gradient {i}: {(a - e).abs().max().item()}"
+    for i, (a, e) in enumerate(zip(plain, _grads_of_a_float32_forward("reference", dtype))):
+        assert_close(a, e, torch.float32, f"gradient {i} against the reference's under autocast")
+
+
 # --- the whole model ------------------------------------------------------------------------------
 
 def _model(backend: str, state: dict | None = None) -> PAANet:

@@ -182,3 +182,16 @@ def test_zero_batch(emulated):
     outputs = emulated.gam_multiply(features, torch.rand(0, 1, 6, 6), True)
     dfeatures, dgam = emulated.gam_multiply_backward(outputs, features, torch.rand(0, 1, 6, 6), True)
     assert outputs[0].shape == dfeatures[0].shape == (0, 2, 3, 3) and dgam.shape == (0, 1, 6, 6)
+
+
+def test_an_empty_gam_is_rejected(emulated):
+    """0 is a multiple of every size, so only an explicit check keeps the kernel from averaging an
+    empty window out of shared memory that nothing wrote."""
+    features, weight = [torch.randn(1, 2, 3, 3)], torch.randn(1, 2, 3, 3)
+    for gam in (torch.rand(1, 1, 0, 6), torch.rand(1, 1, 6, 0)):
+        with pytest.raises(ValueError, match=r"`gam` must have non-zero height and width"):
+            emulated.gam_multiply(features, gam, False)
+        with pytest.raises(ValueError, match=r"`gam` must have non-zero height and width"):
+            emulated.gam_multiply_backward(features, features, gam, True)
+        with pytest.raises(ValueError, match=r"`gam` must have non-zero height and width"):
+            emulated.mini_decoder_backward(gam, gam, gam, features, weight)

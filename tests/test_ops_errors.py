@@ -1,12 +1,14 @@
-"""Bad inputs raise clear errors naming the argument, both in the Python front end
-(paanet_fast.ops) and in the C++ entry points (torch.ops.paanet_fast.*); backend selection errors
-and the auto -> portable fallback."""
+"""Bad inputs raise clear errors naming the argument, in the Python front end (paanet_fast.ops), in
+the C++ entry points (torch.ops.paanet_fast.*) and in their fake kernels (what torch.compile traces,
+and what a call on meta tensors runs); backend selection errors and the auto -> portable fallback."""
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import pytest
 import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
 
 from paanet_fast import backends, ops, portable
 import paanet_fast._compiled  # noqa: E402,F401  (loads the extension: fails here if it is not built)
@@ -65,6 +67,8 @@ BAD_GAM_MULTIPLY = [
     ("3-D gam", features(), torch.rand(2, 8, 12), ValueError, r"`gam` must have shape \(B, 1, H, W\)"),
     ("gam not a multiple", features(), gam(size=(8, 10)), ValueError,
      r"GAM size \(8, 10\) must be an integer multiple of features\[0\]'s size \(4, 6\)"),
+    ("gam of height 0", features(), gam(size=(0, 12)), ValueError, r"`gam` must have non-zero height and width"),
+    ("gam of width 0", features(), gam(size=(8, 0)), ValueError, r"`gam` must have non-zero height and width"),
     ("empty list", [], gam(), ValueError, r"non-empty list"),
 ]
 
@@ -102,52 +106,101 @@ def test_front_end_rejects_wrong_argument_types():
         ops.mini_decoder(features(), weight(), bias(), (8, 8, 8))
 
 
-# --- C++ entry points (the same checks, reached without the front end) -----------------------------
+# --- C++ entry points (the same checks, reached without the front end) and their fake kernels --------
+# "kernel": CPU tensors reach the C++ kernel. "fake": FakeTensorMode, as torch.compile and torch.export
+# trace. "meta": meta tensors. The last two run the fake kernels, which must reject what the kernels do.
+WHERE = ["kernel", "fake", "meta"]
 
+
+@contextlib.contextmanager
+def dispatched_to(where: str):
+    """A function that moves an argument (a tensor or a list of them) to where the call should run."""
+    def converter(convert_tensor):
+        def convert(value):
+            return [convert(v) for v in value] if isinstance(value, list) else convert_tensor(value)
+        return convert
+
+    if where == "fake":
+        with FakeTensorMode() as mode:
+            yield converter(mode.from_tensor)
+    else:
+        yield converter(lambda t: t.to("meta") if where == "meta" else t)
+
+
+@pytest.mark.parametrize("where", WHERE)
 @pytest.mark.parametrize("case", BAD_MINI_DECODER, ids=_ids(BAD_MINI_DECODER))
-def test_cpp_entry_rejects_bad_mini_decoder_inputs(case):
+def test_cpp_entry_rejects_bad_mini_decoder_inputs(case, where):
     _, feats, w, b, size, error, message = case
-    with pytest.raises(error, match=message):
-        torch.ops.paanet_fast.mini_decoder(feats, w, b, list(size))
+    with dispatched_to(where) as to, pytest.raises(error, match=message):
+        torch.ops.paanet_fast.mini_decoder(to(feats), to(w), to(b), list(size))
 
 
+@pytest.mark.parametrize("where", WHERE)
 @pytest.mark.parametrize("case", BAD_GAM_MULTIPLY, ids=_ids(BAD_GAM_MULTIPLY))
-def test_cpp_entry_rejects_bad_gam_multiply_inputs(case):
+def test_cpp_entry_rejects_bad_gam_multiply_inputs(case, where):
     _, feats, g, error, message = case
-    with pytest.raises(error, match=message):
-        torch.ops.paanet_fast.gam_multiply(feats, g, False)
+    with dispatched_to(where) as to, pytest.raises(error, match=message):
+        torch.ops.paanet_fast.gam_multiply(to(feats), to(g), False)
 
 
-def test_cpp_entry_rejects_dtypes_without_a_kernel():
+@pytest.mark.parametrize("where", WHERE)
+def test_cpp_entry_rejects_dtypes_without_a_kernel(where):
     float8 = getattr(torch, "float8_e4m3fn", None)
     if float8 is None:
         pytest.skip("this torch has no float8 dtype")
     feats = [f.to(float8) for f in features()]
-    with pytest.raises(ValueError, match=r"`features` has dtype .*which this kernel does not support"):
-        torch.ops.paanet_fast.mini_decoder(feats, weight().to(float8), bias().to(float8), [8, 8])
-    with pytest.raises(ValueError, match=r"`features` has dtype .*which this kernel does not support"):
-        torch.ops.paanet_fast.gam_multiply(feats, gam().to(float8), True)
+    with dispatched_to(where) as to:
+        with pytest.raises(ValueError, match=r"`features` has dtype .*which this kernel does not support"):
+            torch.ops.paanet_fast.mini_decoder(to(feats), to(weight().to(float8)), to(bias().to(float8)), [8, 8])
+        with pytest.raises(ValueError, match=r"`features` has dtype .*which this kernel does not support"):
+            torch.ops.paanet_fast.gam_multiply(to(feats), to(gam().to(float8)), True)
 
 
-def test_cpp_backward_entries_reject_bad_inputs():
+@pytest.mark.parametrize("where", WHERE)
+def test_cpp_backward_entries_reject_bad_inputs(where):
     feats, w, g = features(), weight(), gam()
     grad = torch.rand_like(g)
     md_backward = torch.ops.paanet_fast.mini_decoder_backward
     gm_backward = torch.ops.paanet_fast.gam_multiply_backward
-    with pytest.raises(ValueError, match=r"`grad_logits` must have shape \(2, 1, 8, 12\)"):
-        md_backward(grad[:, :, :7], grad, g, feats, w)
-    with pytest.raises(ValueError, match=r"`grad_gam` has dtype"):
-        md_backward(grad, grad.double(), g, feats, w)
-    with pytest.raises(ValueError, match=r"`gam` must have shape \(2, 1, 8, 12\)"):
-        md_backward(grad, grad, torch.rand(2, 2, 8, 12), feats, w)
-    with pytest.raises(ValueError, match=r"`weight` must have shape \(1, 5, 3, 3\)"):
-        md_backward(grad, grad, g, feats, weight(4))
-    with pytest.raises(ValueError, match=r"got 1 grad_outputs for 2 features"):
-        gm_backward(feats[:1], feats, g, False)
-    with pytest.raises(ValueError, match=r"grad_outputs\[1\] must have the shape of features\[1\]"):
-        gm_backward([feats[0], feats[0]], feats, g, False)
-    with pytest.raises(ValueError, match=r"GAM size \(8, 10\) must be an integer multiple"):
-        gm_backward(feats, feats, gam(size=(8, 10)), False)
+    with dispatched_to(where) as to:
+        feats, w, g, grad = to(feats), to(w), to(g), to(grad)
+        with pytest.raises(ValueError, match=r"`grad_logits` must have shape \(2, 1, 8, 12\)"):
+            md_backward(grad[:, :, :7], grad, g, feats, w)
+        with pytest.raises(ValueError, match=r"`grad_gam` has dtype"):
+            md_backward(grad, grad.double(), g, feats, w)
+        with pytest.raises(ValueError, match=r"`gam` must have shape \(2, 1, 8, 12\)"):
+            md_backward(grad, grad, to(torch.rand(2, 2, 8, 12)), feats, w)
+        with pytest.raises(ValueError, match=r"`gam` must have non-zero height and width"):
+            md_backward(grad[:, :, :0], grad[:, :, :0], g[:, :, :0], feats, w)
+        with pytest.raises(ValueError, match=r"`weight` must have shape \(1, 5, 3, 3\)"):
+            md_backward(grad, grad, g, feats, to(weight(4)))
+        with pytest.raises(ValueError, match=r"got 1 grad_outputs for 2 features"):
+            gm_backward(feats[:1], feats, g, False)
+        with pytest.raises(ValueError, match=r"grad_outputs\[1\] must have the shape of features\[1\]"):
+            gm_backward([feats[0], feats[0]], feats, g, False)
+        with pytest.raises(ValueError, match=r"GAM size \(8, 10\) must be an integer multiple"):
+            gm_backward(feats, feats, to(gam(size=(8, 10))), False)
+        with pytest.raises(ValueError, match=r"`gam` must have non-zero height and width"):
+            gm_backward(feats, feats, g[:, :, :, :0], False)
+
+
+def test_a_meta_tensor_among_cpu_tensors_is_rejected():
+    """The dispatcher sends such a call to the fake kernel, which must not return CPU tensors of
+    uninitialised memory."""
+    feats, w, b, g = features(), weight(), bias(), gam()
+    grad = torch.rand_like(g)
+    meta_feats = [feats[0], feats[1].to("meta")]
+    ops_ = torch.ops.paanet_fast
+    with pytest.raises(ValueError, match=r"`gam` is on meta but the features are on cpu"):
+        ops_.gam_multiply(feats, g.to("meta"), False)
+    with pytest.raises(ValueError, match=r"features\[1\] is on meta but features\[0\] is on cpu"):
+        ops_.gam_multiply(meta_feats, g, True)
+    with pytest.raises(ValueError, match=r"`weight` is on meta but the features are on cpu"):
+        ops_.mini_decoder(feats, w.to("meta"), b, [8, 12])
+    with pytest.raises(ValueError, match=r"`grad_gam` is on meta but the features are on cpu"):
+        ops_.mini_decoder_backward(grad, grad.to("meta"), g, feats, w)
+    with pytest.raises(ValueError, match=r"`grad_outputs` is on meta but the features are on cpu"):
+        ops_.gam_multiply_backward([feats[0], feats[1].to("meta")], feats, g, False)
 
 
 # --- backend selection ----------------------------------------------------------------------------

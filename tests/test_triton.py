@@ -182,10 +182,10 @@ def test_bfloat16_on_a_card_without_bfloat16_arithmetic(device, monkeypatch):
     assert kernel_dtypes == {torch.float32}
 
 
-@interpreted
-def test_small_tiles_in_the_interpreter(monkeypatch):
-    """Blocks far smaller than the problem, as on a GPU: many programs, partial tiles at every edge,
-    GAM blocks that do not divide a scale's pixels (the interpreter's own blocks cover these shapes whole)."""
+@pytest.fixture
+def small_tiles(monkeypatch):
+    """Blocks far smaller than the problem, as on a GPU (the interpreter's own blocks cover the test
+    shapes whole)."""
     from paanet_fast.triton import _runtime, gam_kernels, mini_decoder_kernels
     small = {mini_decoder_kernels.forward_kernel: {"BLOCK_H": 8, "BLOCK_W": 8},
              mini_decoder_kernels.logit_grad_kernel: {"BLOCK": 32},
@@ -194,6 +194,11 @@ def test_small_tiles_in_the_interpreter(monkeypatch):
              gam_kernels.gam_grad_kernel: {"BLOCK": 64}}
     for kernel, meta in small.items():
         monkeypatch.setitem(_runtime._interpreter_meta, id(kernel), meta)
+
+
+@interpreted
+def test_small_tiles_in_the_interpreter(small_tiles):
+    """Many programs, partial tiles at every edge, GAM blocks that do not divide a scale's pixels."""
     inputs, grads = _mini_decoder_problem(2, [(3, 5, 7), (2, 3, 4), (1, 9, 2)], (13, 17), "cpu", torch.float64, seed=9)
     actual = _outputs_and_grads(_mini_decoder_fn(3, (13, 17), "triton"), inputs, grads)
     expected = _outputs_and_grads(_mini_decoder_fn(3, (13, 17), "reference"), inputs, grads)
@@ -204,6 +209,19 @@ def test_small_tiles_in_the_interpreter(monkeypatch):
         actual = _outputs_and_grads(_gam_fn(reverse, "triton"), inputs, grads)
         expected = _outputs_and_grads(_gam_fn(reverse, "reference"), inputs, grads)
         _assert_matches(actual, expected, torch.float64, 1e-10)
+
+
+@interpreted
+def test_more_tiles_than_the_grid_limit_in_the_interpreter(small_tiles, monkeypatch):
+    """A grid axis holds at most 65535 programs on CUDA (the forward's B * H rows pass it from about
+    half a million rows): with the limit lowered to 2, each program of that axis loops over 2 tiles."""
+    monkeypatch.setattr(host, "MAX_GRID_Y", 2)
+    # 2 x 13 rows: 4 row tiles of 8 in the forward; 3 tiles of 4 indices over the 9 rows of a scale.
+    inputs, grads = _mini_decoder_problem(2, [(3, 5, 7), (2, 9, 4), (1, 2, 3)], (13, 17), "cpu", torch.float64,
+                                          seed=11)
+    actual = _outputs_and_grads(_mini_decoder_fn(3, (13, 17), "triton"), inputs, grads)
+    expected = _outputs_and_grads(_mini_decoder_fn(3, (13, 17), "reference"), inputs, grads)
+    _assert_matches(actual, expected, torch.float64, 1e-10)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -328,6 +346,30 @@ def test_more_than_four_scales_is_a_clear_error(device):
         ops.mini_decoder(features, weight, bias, (4, 4), backend="triton")
     with pytest.raises(ValueError, match="1 to 4 scales in `features`"):
         ops.gam_multiply(features, gam, backend="triton")
+
+
+@interpreted
+def test_operators_check_their_arguments_on_fake_and_meta_tensors():
+    """The Triton operators' fake kernels reject what a run would (torch.compile traces them on fake
+    tensors), and a call mixing meta and CPU tensors, which reaches the fake kernel, is an error."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    triton_ops = torch.ops.paanet_fast
+    features, weight = [torch.rand(2, 3, 4, 6), torch.rand(2, 2, 2, 3)], torch.rand(1, 5, 3, 3)
+    gam = torch.rand(2, 1, 8, 12)
+    with pytest.raises(ValueError, match=r"`gam` is on meta but the features are on cpu"):
+        triton_ops.triton_gam_multiply(features, gam.to("meta"), False)
+    with pytest.raises(ValueError, match=r"`weight` is on meta but the features are on cpu"):
+        triton_ops.triton_mini_decoder(features, weight.to("meta"), torch.rand(1), [8, 12])
+    with FakeTensorMode() as mode:
+        features, weight, gam = [mode.from_tensor(f) for f in features], mode.from_tensor(weight), mode.from_tensor(gam)
+        with pytest.raises(ValueError, match=r"GAM size \(8, 10\) must be an integer multiple"):
+            triton_ops.triton_gam_multiply(features, gam[..., :10], True)
+        with pytest.raises(ValueError, match=r"`weight` must have shape \(1, 5, 3, 3\)"):
+            triton_ops.triton_mini_decoder(features, weight[:, :4], mode.from_tensor(torch.rand(1)), [8, 12])
+        with pytest.raises(ValueError, match=r"`grad_gam` has dtype"):
+            triton_ops.triton_mini_decoder_backward(gam, gam.double(), gam, features, weight)
+        with pytest.raises(ValueError, match=r"grad_outputs\[1\] must have the shape of features\[1\]"):
+            triton_ops.triton_gam_multiply_backward([features[0], features[0]], features, gam, False)
 
 
 def test_backend_devices():

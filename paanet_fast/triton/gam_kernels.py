@@ -31,14 +31,15 @@ WINDOW_CHUNK = tl.constexpr(8)
 @triton.jit
 def _attention(gam_ptr, batch, y, x, mask, H, W, sy, sx, REVERSE: tl.constexpr, BLOCK: tl.constexpr):
     """a at low-resolution pixels (batch, y, x): the mean of their sy x sx GAM window, or 1 - it."""
-    window = gam_ptr + batch.to(tl.int64) * H * W + (y * sy) * W + x * sx
+    row = gam_ptr + (batch * H + y * sy) * W + x * sx  # batch, y and x are int64 (see _pixels)
     chunk = tl.arange(0, WINDOW_CHUNK)
     total = upcast(tl.zeros([BLOCK, WINDOW_CHUNK], gam_ptr.dtype.element_ty))
     for i in range(0, sy):
         for j in range(0, sx, WINDOW_CHUNK):
             columns = j + chunk
-            total += upcast(tl.load((window + i * W)[:, None] + columns[None, :],
+            total += upcast(tl.load(row[:, None] + columns[None, :],
                                     mask=mask[:, None] & (columns < sx)[None, :], other=0.0))
+        row += W
     mean = tl.sum(total, axis=1) / tl.cast(sy * sx, total.dtype)
     if REVERSE:
         mean = 1.0 - mean
@@ -46,10 +47,17 @@ def _attention(gam_ptr, batch, y, x, mask, H, W, sy, sx, REVERSE: tl.constexpr, 
 
 
 @triton.jit
+def _pixel_count(B, h, w):
+    """B * h * w low-resolution pixels, in int64."""
+    return tl.cast(B, tl.int64) * h * w
+
+
+@triton.jit
 def _pixels(block, B, h, w, BLOCK: tl.constexpr):
-    """Flat index, mask, batch, in-plane offset, row and column of this block's low-resolution pixels."""
-    offsets = block * BLOCK + tl.arange(0, BLOCK)
-    plane = h * w
+    """Flat index, mask, batch, in-plane offset, row and column of this block's low-resolution pixels,
+    all int64: a tensor may hold 2^31 elements."""
+    offsets = tl.cast(block, tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    plane = tl.cast(h, tl.int64) * w
     mask = offsets < B * plane
     pixel = offsets % plane
     return offsets, mask, offsets // plane, pixel, pixel // w, pixel % w
@@ -61,8 +69,8 @@ def _forward_segment(block, f_ptr, out_ptr, C, h, w, gam_ptr, B, H, W,
     """out = f * a for one block of one scale's pixels (all channels)."""
     offsets, mask, batch, pixel, y, x = _pixels(block, B, h, w, BLOCK)
     a = _attention(gam_ptr, batch, y, x, mask, H, W, H // h, W // w, REVERSE, BLOCK)
-    plane = h * w
-    base = batch.to(tl.int64) * C * plane + pixel
+    plane = tl.cast(h, tl.int64) * w
+    base = batch * C * plane + pixel
     for c in range(0, C):
         f = upcast(tl.load(f_ptr + base + c * plane, mask=mask))
         tl.store(out_ptr + base + c * plane, (f * a).to(out_ptr.dtype.element_ty), mask=mask)
@@ -76,9 +84,9 @@ def forward_kernel(gam_ptr,
     """P_v = F_v * a_v for NUM_SCALES <= 4 scales (the arguments of the others are never read);
     grid: the blocks of every scale, scale after scale."""
     pid = tl.program_id(0)
-    end0 = tl.cdiv(B * h0 * w0, BLOCK)
-    end1 = end0 + tl.cdiv(B * h1 * w1, BLOCK)
-    end2 = end1 + tl.cdiv(B * h2 * w2, BLOCK)
+    end0 = tl.cdiv(_pixel_count(B, h0, w0), BLOCK)
+    end1 = end0 + tl.cdiv(_pixel_count(B, h1, w1), BLOCK)
+    end2 = end1 + tl.cdiv(_pixel_count(B, h2, w2), BLOCK)
     if pid < end0:
         _forward_segment(pid, f0_ptr, out0_ptr, c0, h0, w0, gam_ptr, B, H, W, REVERSE, BLOCK)
     if NUM_SCALES > 1:
@@ -100,8 +108,8 @@ def _backward_segment(block, f_ptr, grad_out_ptr, grad_f_ptr, grad_pool_ptr, C, 
     sy = H // h
     sx = W // w
     a = _attention(gam_ptr, batch, y, x, mask, H, W, sy, sx, REVERSE, BLOCK)
-    plane = h * w
-    base = batch.to(tl.int64) * C * plane + pixel
+    plane = tl.cast(h, tl.int64) * w
+    base = batch * C * plane + pixel
     grad_a = tl.zeros_like(a)
     for c in range(0, C):
         grad_out = upcast(tl.load(grad_out_ptr + base + c * plane, mask=mask))
@@ -121,9 +129,9 @@ def backward_kernel(gam_ptr,
     """For NUM_SCALES <= 4 scales: dF_v (like F_v) and the per-window GAM gradient (B, h_v, w_v) in the
     accumulation type; grid as forward_kernel's."""
     pid = tl.program_id(0)
-    end0 = tl.cdiv(B * h0 * w0, BLOCK)
-    end1 = end0 + tl.cdiv(B * h1 * w1, BLOCK)
-    end2 = end1 + tl.cdiv(B * h2 * w2, BLOCK)
+    end0 = tl.cdiv(_pixel_count(B, h0, w0), BLOCK)
+    end1 = end0 + tl.cdiv(_pixel_count(B, h1, w1), BLOCK)
+    end2 = end1 + tl.cdiv(_pixel_count(B, h2, w2), BLOCK)
     if pid < end0:
         _backward_segment(pid, f0_ptr, g0_ptr, gf0_ptr, gp0_ptr, c0, h0, w0, gam_ptr, B, H, W, REVERSE, BLOCK)
     if NUM_SCALES > 1:
@@ -153,8 +161,9 @@ def gam_grad_kernel(gp0_ptr, h0, w0, gp1_ptr, h1, w1, gp2_ptr, h2, w2, gp3_ptr, 
     offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offsets < n
     x = offsets % W
-    y = (offsets // W) % H
-    batch = offsets // (H * W)
+    row = offsets // W
+    y = row % H
+    batch = row // H  # not offsets // (H * W): that product is int32
     total = _window_grad(gp0_ptr, h0, w0, H, W, batch, y, x, mask)
     if NUM_SCALES > 1:
         total += _window_grad(gp1_ptr, h1, w1, H, W, batch, y, x, mask)

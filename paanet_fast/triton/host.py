@@ -15,6 +15,13 @@ from . import gam_kernels, mini_decoder_kernels
 from ._runtime import accumulation_dtype, launch
 
 MAX_SCALES = 4  # the kernels take the scales as separate arguments
+# CUDA's limit on a grid's y size. Kernels with a y axis launch at most this many programs along it
+# and loop over the tiles beyond (a module constant so that tests can lower it).
+MAX_GRID_Y = 65535
+
+
+def _grid_y(tiles: int) -> int:
+    return min(tiles, MAX_GRID_Y)
 
 
 def new_tensor(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -59,7 +66,7 @@ def mini_decoder_forward(features: list[torch.Tensor], weight: torch.Tensor, bia
     scale_args = _pad_scales([[r, r.shape[2], r.shape[3]] for r in reduced], [reduced[0], 1, 1])
 
     def grid(meta: dict) -> tuple[int, int]:
-        return triton.cdiv(W, meta["BLOCK_W"]), triton.cdiv(B * H, meta["BLOCK_H"])
+        return triton.cdiv(W, meta["BLOCK_W"]), _grid_y(triton.cdiv(B * H, meta["BLOCK_H"]))
 
     launch(mini_decoder_kernels.forward_kernel, grid, *scale_args, bias, logits, gam, B, H, W,
            NUM_SCALES=len(reduced))
@@ -87,7 +94,7 @@ def _resize_transpose_axis(x: torch.Tensor, out: torch.Tensor, n: int, m: int, l
                            x_strides: tuple[int, int, int], out_strides: tuple[int, int, int, int]) -> None:
     """out[n, d, i, m] = sum_P weight(P + d - 1 -> i) * x[n, m, P]; strides (n, m, P) and (n, d, i, m)."""
     def grid(meta: dict) -> tuple[int, int]:
-        return triton.cdiv(n * m, meta["BLOCK_M"]), triton.cdiv(low, meta["BLOCK_I"])
+        return triton.cdiv(n * m, meta["BLOCK_M"]), _grid_y(triton.cdiv(low, meta["BLOCK_I"]))
 
     launch(mini_decoder_kernels.resize_transpose_kernel, grid, x, out, n, m, low, high, _window(low, high),
            *x_strides, *out_strides)

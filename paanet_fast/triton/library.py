@@ -3,7 +3,9 @@
 
 On a GPU they are torch.library.triton_op: torch.compile traces into them and sees the kernels.
 Under the interpreter they are opaque custom ops (torch.compile cannot trace an interpreted kernel),
-whose fake kernel is the host function itself with the launches skipped.
+whose fake kernel is the host function itself with the launches skipped. Either way the function
+below is what runs on fake tensors too, so its argument checks (paanet_fast.checks) are the fake
+kernel's: a trace rejects what a run would.
 """
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import torch
 from torch import Tensor
 
 from .. import cuda_arch, portable
+from ..checks import (check_gam_multiply_args, check_gam_multiply_backward_args, check_kernel_dtype,
+                      check_mini_decoder_args, check_mini_decoder_backward_args)
 from ..double_backward import register_backward_autograd
 from . import host
 from ._runtime import INTERPRET
@@ -28,20 +32,30 @@ def _define(name: str, fn: Callable) -> Any:
 
 
 def _mini_decoder(features: list[Tensor], weight: Tensor, bias: Tensor, size: list[int]) -> tuple[Tensor, Tensor]:
+    check_mini_decoder_args(features, weight, bias, size, "paanet_fast.triton_mini_decoder")
+    check_kernel_dtype(features, "paanet_fast.triton_mini_decoder")
     return host.mini_decoder_forward(features, weight, bias, size)
 
 
 def _mini_decoder_backward(grad_logits: Tensor, grad_gam: Tensor, gam: Tensor, features: list[Tensor],
                            weight: Tensor) -> tuple[list[Tensor], Tensor, Tensor]:
+    op = "paanet_fast.triton_mini_decoder_backward"
+    check_mini_decoder_backward_args(grad_logits, grad_gam, gam, features, weight, op)
+    check_kernel_dtype(features, op)
     return host.mini_decoder_backward(grad_logits, grad_gam, gam, features, weight)
 
 
 def _gam_multiply(features: list[Tensor], gam: Tensor, reverse: bool) -> list[Tensor]:
+    check_gam_multiply_args(features, gam, reverse, "paanet_fast.triton_gam_multiply")
+    check_kernel_dtype(features, "paanet_fast.triton_gam_multiply")
     return host.gam_multiply_forward(features, gam, reverse)
 
 
 def _gam_multiply_backward(grad_outputs: list[Tensor], features: list[Tensor], gam: Tensor,
                            reverse: bool) -> tuple[list[Tensor], Tensor]:
+    op = "paanet_fast.triton_gam_multiply_backward"
+    check_gam_multiply_backward_args(grad_outputs, features, gam, reverse, op)
+    check_kernel_dtype(features, op)
     return host.gam_multiply_backward(grad_outputs, features, gam, reverse)
 
 
