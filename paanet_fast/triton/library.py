@@ -7,7 +7,7 @@ whose fake kernel is the host function itself with the launches skipped.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, List  # List, not list: torch 2.6 infers the ops' schemas from typing.List only
 
 import torch
 from torch import Tensor
@@ -27,21 +27,21 @@ def _define(name: str, fn: Callable) -> Any:
     return torch.library.triton_op(qualname, fn, mutates_args=())
 
 
-def _mini_decoder(features: list[Tensor], weight: Tensor, bias: Tensor, size: list[int]) -> tuple[Tensor, Tensor]:
+def _mini_decoder(features: List[Tensor], weight: Tensor, bias: Tensor, size: List[int]) -> tuple[Tensor, Tensor]:
     return host.mini_decoder_forward(features, weight, bias, size)
 
 
-def _mini_decoder_backward(grad_logits: Tensor, grad_gam: Tensor, gam: Tensor, features: list[Tensor],
-                           weight: Tensor) -> tuple[list[Tensor], Tensor, Tensor]:
+def _mini_decoder_backward(grad_logits: Tensor, grad_gam: Tensor, gam: Tensor, features: List[Tensor],
+                           weight: Tensor) -> tuple[List[Tensor], Tensor, Tensor]:
     return host.mini_decoder_backward(grad_logits, grad_gam, gam, features, weight)
 
 
-def _gam_multiply(features: list[Tensor], gam: Tensor, reverse: bool) -> list[Tensor]:
+def _gam_multiply(features: List[Tensor], gam: Tensor, reverse: bool) -> List[Tensor]:
     return host.gam_multiply_forward(features, gam, reverse)
 
 
-def _gam_multiply_backward(grad_outputs: list[Tensor], features: list[Tensor], gam: Tensor,
-                           reverse: bool) -> tuple[list[Tensor], Tensor]:
+def _gam_multiply_backward(grad_outputs: List[Tensor], features: List[Tensor], gam: Tensor,
+                           reverse: bool) -> tuple[List[Tensor], Tensor]:
     return host.gam_multiply_backward(grad_outputs, features, gam, reverse)
 
 
