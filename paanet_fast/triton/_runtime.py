@@ -29,10 +29,10 @@ INTERPRET: bool = _interpreting()
 
 
 def _index_scalars_with_any_numpy() -> None:
-    """Lets the interpreter of triton 3.5 and older bound a loop by a scalar (`range(0, C)`) under
-    numpy >= 2.4: it turns the scalar, an array of shape (1,), into an index with int(array), which
-    numpy 2.4 refuses; later releases squeeze the array first, as this does (their patch function
-    also takes a second argument, so they are left alone)."""
+    """Lets the interpreter of older triton (3.2 and 3.5 seen) bound a loop by a scalar (`range(0, C)`)
+    under numpy >= 2.4: it turns the scalar, an array of shape (1,), into an index with int(array),
+    which numpy 2.4 refuses. Triton 3.8 squeezes the array first, as this does; its patch function
+    takes a second argument, so it is left alone."""
     from triton.runtime import interpreter
 
     original = getattr(interpreter, "_patch_lang_tensor", None)
