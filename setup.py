@@ -25,8 +25,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import setuptools
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+
+# pyproject.toml's SPDX `license = "MIT"` needs setuptools >= 77; older ones stop with "invalid
+# pyproject.toml config: project.license", which does not say what to do. A build without isolation
+# (the way to build against the installed torch) uses the environment's setuptools: a fresh venv has 65.
+if int(setuptools.__version__.split(".")[0]) < 77:
+    sys.exit(f"paanet_fast needs setuptools >= 77 to build, found {setuptools.__version__}: "
+             'run `pip install "setuptools>=77"` first')
 
 ROOT = Path(__file__).parent.resolve()
 

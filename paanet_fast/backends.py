@@ -23,7 +23,7 @@ from ._load_failure import load_failure_reason
 from .options import KNOWN_BACKENDS
 
 _AUTO_ORDER = {"cpu": ("cpp",), "cuda": ("cuda", "triton")}
-# Modules that register backends when imported; an ImportError leaves the backend unavailable.
+# Modules that register backends when imported; any exception leaves the backend unavailable.
 _PROVIDERS = {"cpp": "paanet_fast._compiled", "cuda": "paanet_fast._compiled", "triton": "paanet_fast.triton"}
 
 
@@ -58,7 +58,9 @@ def _load(name: str) -> Backend | None:
     if name not in _registry and name not in _unavailable and name in _PROVIDERS:
         try:
             importlib.import_module(_PROVIDERS[name])
-        except ImportError as exc:  # a missing build or missing triton: a reason, not a crash
+        # Not only ImportError: a missing build or missing triton, but also e.g. triton 3.2 raising
+        # "RuntimeError: 0 active drivers" at kernel definition on a machine without a GPU.
+        except Exception as exc:  # noqa: BLE001  an optional backend that fails is a reason, not a crash
             mark_unavailable(name, load_failure_reason(_PROVIDERS[name], exc))
         if name not in _registry:
             _unavailable.setdefault(name, f"{_PROVIDERS[name]} did not register it")

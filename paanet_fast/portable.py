@@ -72,9 +72,17 @@ def _in_float32(tensors: Sequence[Tensor]) -> list[Tensor]:
     return [t.to(torch.promote_types(t.dtype, torch.float32)) for t in tensors]
 
 
+@torch.compiler.assume_constant_result
+def _has_autocast(device_type: str) -> bool:
+    # A constant to torch.compile: dynamo of torch 2.6 and 2.9 breaks the graph at the check itself
+    # (torch._C._is_autocast_available). Asked first since is_autocast_enabled raises for device
+    # types autocast does not know (meta).
+    return torch.amp.is_autocast_available(device_type)
+
+
 def _autocast_off(device_type: str) -> contextlib.AbstractContextManager:
     """Keeps autocast from casting the float32 matmuls back down (the inputs were cast already)."""
-    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+    if _has_autocast(device_type) and torch.is_autocast_enabled(device_type):
         return torch.autocast(device_type, enabled=False)
     return contextlib.nullcontext()
 

@@ -241,6 +241,26 @@ def test_auto_falls_back_to_portable_with_one_warning(without_compiled_backends)
         torch.testing.assert_close(p, e, rtol=0, atol=0)
 
 
+@pytest.fixture
+def failing_triton_provider(monkeypatch, tmp_path):
+    """The registry before triton was loaded, its provider a module that raises what triton 3.2 raises
+    when a kernel is defined on a machine without a GPU."""
+    (tmp_path / "failing_triton_provider.py").write_text('raise RuntimeError("0 active drivers ([]). There should only be one.")\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(backends._PROVIDERS, "triton", "failing_triton_provider")
+    monkeypatch.setattr(backends, "_registry", {n: b for n, b in backends._registry.items() if n != "triton"})
+    monkeypatch.setattr(backends, "_unavailable", {n: r for n, r in backends._unavailable.items() if n != "triton"})
+
+
+def test_a_provider_that_raises_any_exception_leaves_a_reason_not_a_crash(failing_triton_provider):
+    assert "triton" not in backends.available_backends()
+    assert "portable" in backends.available_backends()
+    assert backends.unavailable_reason("triton") == ("failing_triton_provider could not be imported: "
+                                                     "0 active drivers ([]). There should only be one.")
+    with pytest.raises(RuntimeError, match=r"backend 'triton' is not available: .*0 active drivers"):
+        ops.gam_multiply(features(), gam(), backend="triton")
+
+
 def test_auto_uses_the_compiled_backend_on_cpu():
     assert backends.resolve(None, torch.device("cpu")).name == "cpp"
     assert backends.resolve("auto", torch.device("cpu")).name == "cpp"

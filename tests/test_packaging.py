@@ -63,6 +63,15 @@ def test_license_is_an_spdx_expression_with_its_file():
     assert [(ROOT / f).read_text().splitlines()[0] for f in project["license-files"]] == ["MIT License"]
 
 
+def test_setup_py_with_an_old_setuptools_stops_with_the_fix():
+    """A fresh venv has setuptools 65, which rejects the SPDX license string with no hint of the fix."""
+    script = 'import runpy, setuptools; setuptools.__version__ = "65.5.0"; runpy.run_path("setup.py", run_name="__main__")'
+    result = subprocess.run([sys.executable, "-c", script, "--version"], capture_output=True, text=True, timeout=300,
+                            cwd=ROOT)
+    assert result.returncode == 1
+    assert 'needs setuptools >= 77 to build, found 65.5.0: run `pip install "setuptools>=77"` first' in result.stderr
+
+
 def test_the_library_imports_none_of_the_command_lines_packages():
     """In a fresh interpreter where those packages cannot be imported, the library still works:
     the model on the compiled backend forward and backward, the loss, the metrics, checkpoint loading."""

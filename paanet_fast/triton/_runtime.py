@@ -8,6 +8,7 @@ program and per operation, not per element.
 """
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any, Callable, Sequence
 
@@ -25,6 +26,28 @@ def _interpreting() -> bool:
 
 
 INTERPRET: bool = _interpreting()
+
+
+def _index_scalars_with_any_numpy() -> None:
+    """Lets the interpreter of older triton (3.2 and 3.5 seen) bound a loop by a scalar (`range(0, C)`)
+    under numpy >= 2.4: it turns the scalar, an array of shape (1,), into an index with int(array),
+    which numpy 2.4 refuses. Triton 3.8 squeezes the array first, as this does; its patch function
+    takes a second argument, so it is left alone."""
+    from triton.runtime import interpreter
+
+    original = getattr(interpreter, "_patch_lang_tensor", None)
+    if original is None or len(inspect.signature(original).parameters) != 1:
+        return
+
+    def patch_lang_tensor(tensor: type) -> None:
+        original(tensor)
+        tensor.__index__ = lambda self: int(self.handle.data.squeeze())
+
+    interpreter._patch_lang_tensor = patch_lang_tensor
+
+
+if INTERPRET:
+    _index_scalars_with_any_numpy()
 
 # Launch parameters of each interpreted kernel, by kernel id.
 _interpreter_meta: dict[int, dict[str, Any]] = {}

@@ -9,7 +9,7 @@ kernel's: a trace rejects what a run would.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, List  # List, not list: torch 2.6 infers the ops' schemas from typing.List only
 
 import torch
 from torch import Tensor
@@ -31,28 +31,28 @@ def _define(name: str, fn: Callable) -> Any:
     return torch.library.triton_op(qualname, fn, mutates_args=())
 
 
-def _mini_decoder(features: list[Tensor], weight: Tensor, bias: Tensor, size: list[int]) -> tuple[Tensor, Tensor]:
+def _mini_decoder(features: List[Tensor], weight: Tensor, bias: Tensor, size: List[int]) -> tuple[Tensor, Tensor]:
     check_mini_decoder_args(features, weight, bias, size, "paanet_fast.triton_mini_decoder")
     check_kernel_dtype(features, "paanet_fast.triton_mini_decoder")
     return host.mini_decoder_forward(features, weight, bias, size)
 
 
-def _mini_decoder_backward(grad_logits: Tensor, grad_gam: Tensor, gam: Tensor, features: list[Tensor],
-                           weight: Tensor) -> tuple[list[Tensor], Tensor, Tensor]:
+def _mini_decoder_backward(grad_logits: Tensor, grad_gam: Tensor, gam: Tensor, features: List[Tensor],
+                           weight: Tensor) -> tuple[List[Tensor], Tensor, Tensor]:
     op = "paanet_fast.triton_mini_decoder_backward"
     check_mini_decoder_backward_args(grad_logits, grad_gam, gam, features, weight, op)
     check_kernel_dtype(features, op)
     return host.mini_decoder_backward(grad_logits, grad_gam, gam, features, weight)
 
 
-def _gam_multiply(features: list[Tensor], gam: Tensor, reverse: bool) -> list[Tensor]:
+def _gam_multiply(features: List[Tensor], gam: Tensor, reverse: bool) -> List[Tensor]:
     check_gam_multiply_args(features, gam, reverse, "paanet_fast.triton_gam_multiply")
     check_kernel_dtype(features, "paanet_fast.triton_gam_multiply")
     return host.gam_multiply_forward(features, gam, reverse)
 
 
-def _gam_multiply_backward(grad_outputs: list[Tensor], features: list[Tensor], gam: Tensor,
-                           reverse: bool) -> tuple[list[Tensor], Tensor]:
+def _gam_multiply_backward(grad_outputs: List[Tensor], features: List[Tensor], gam: Tensor,
+                           reverse: bool) -> tuple[List[Tensor], Tensor]:
     op = "paanet_fast.triton_gam_multiply_backward"
     check_gam_multiply_backward_args(grad_outputs, features, gam, reverse, op)
     check_kernel_dtype(features, op)
