@@ -24,7 +24,9 @@ from .options import KNOWN_BACKENDS
 
 _AUTO_ORDER = {"cpu": ("cpp",), "cuda": ("cuda", "triton")}
 # Modules that register backends when imported; any exception leaves the backend unavailable.
-_PROVIDERS = {"cpp": "paanet_fast._compiled", "cuda": "paanet_fast._compiled", "triton": "paanet_fast.triton"}
+# paanet_fast.ops registers the two plain-PyTorch backends (the package imports it lazily).
+_PROVIDERS = {"reference": "paanet_fast.ops", "portable": "paanet_fast.ops", "cpp": "paanet_fast._compiled",
+              "cuda": "paanet_fast._compiled", "triton": "paanet_fast.triton"}
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,7 @@ def resolve(name: str | None, device: torch.device, dtype: torch.dtype | None = 
         for candidate in _AUTO_ORDER.get(device.type, ()):
             backend = _load(candidate)
             if (backend is not None and _runs_on(candidate, device)
-                    and first_use.passes(backend, _registry["portable"], device, dtype)):
+                    and first_use.passes(backend, _load("portable"), device, dtype)):
                 return backend
         # A backend that failed its first-use check has said so in its own warning.
         why_not = {c: _unavailable.get(c) or _refusal(c, device) for c in _AUTO_ORDER.get(device.type, ())}
@@ -121,7 +123,7 @@ def resolve(name: str | None, device: torch.device, dtype: torch.dtype | None = 
             warnings.warn(f"paanet_fast: no compiled backend for {device.type} tensors "
                           f"({reasons or 'none exists for this device type'}); using the portable backend "
                           "(plain PyTorch, slower than the compiled kernels)", RuntimeWarning, stacklevel=3)
-        return _registry["portable"]
+        return _load("portable")
     if name not in KNOWN_BACKENDS:
         raise ValueError(f"unknown backend {name!r}; expected 'auto' or one of {KNOWN_BACKENDS}")
     backend = _load(name)

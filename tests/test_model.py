@@ -1,4 +1,8 @@
 """The PAANet module: shapes, outputs, gradients, the alternating attention, state dicts, errors."""
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -126,6 +130,15 @@ def test_backend_is_switchable_and_validated(model):
 
 def test_available_backends_lists_reference():
     assert "reference" in paanet_fast.available_backends()
+
+
+def test_available_backends_in_a_fresh_process_lists_the_plain_pytorch_backends():
+    """The package imports its modules lazily: available_backends() must not depend on ops being imported."""
+    code = "import paanet_fast; print(' '.join(paanet_fast.available_backends()))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parent.parent)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert {"reference", "portable"} <= set(result.stdout.split())
 
 
 @pytest.mark.parametrize("x,message", [
