@@ -41,7 +41,8 @@ def _run(args: list[str], capability: str) -> subprocess.CompletedProcess:
 def test_each_instruction_set_runs_its_loops_and_matches_the_reference(capability):
     if not _cpu_has(capability):
         pytest.skip(f"this CPU has no {capability} (ATen: {torch.backends.cpu.get_cpu_capability()})")
-    chosen = _run(["-c", "import paanet_fast._C as C; print(C.cpu_kernels())"], capability)
+    # torch first: it loads the libraries _C links against (the package itself imports torch lazily).
+    chosen = _run(["-c", "import torch, paanet_fast._C as C; print(C.cpu_kernels())"], capability)
     assert chosen.returncode == 0, chosen.stderr[-3000:]
     assert chosen.stdout.split() == [capability]
     parity = _run(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_ops_parity.py", "-k", PARITY_TESTS],
