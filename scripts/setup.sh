@@ -13,7 +13,7 @@ $pip install -q --upgrade pip
 # shellcheck disable=SC2086  # torch_spec is a list of requirements
 $pip install -q $torch_spec
 $pip install -q ninja "setuptools>=77" wheel numpy
-# The extension takes minutes to build (about 7 on 2 cores): it is built again only when what it is
+# The extension takes minutes to build (about 4 on 2 idle cores): it is built again only when what it is
 # built from changed (sources, build files, torch, the build switches, the CUDA toolkit found), so
 # that .ci/run after the README's first command reuses it. The key of the last build is in the venv.
 stamp="$venv/.paanet_fast_build"
