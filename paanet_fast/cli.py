@@ -20,6 +20,7 @@ EPILOG = """examples:
   paanet-fast doctor
   paanet-fast train --dataset synthetic --out runs/demo
   paanet-fast train --dataset kvasir-instrument --data-root data/kvasir-instrument --out runs/kvasir
+  paanet-fast train --dataset folder --data-root data/Kvasir-SEG --out runs/kvasir-seg
   paanet-fast train --out runs/kvasir --resume
   torchrun --nproc_per_node=2 -m paanet_fast train --dataset dsb2018 --data-root data/dsb --out runs/dsb
   paanet-fast evaluate --checkpoint runs/kvasir/best.pt --out runs/kvasir/test
@@ -57,6 +58,12 @@ def _runtime_flags(parser: argparse.ArgumentParser, **defaults) -> None:
     parser.add_argument("--device", help="auto (default: the GPU if there is one), cpu, cuda, cuda:N", **defaults)
 
 
+def _folder_flags(parser: argparse.ArgumentParser) -> None:
+    """--images and --masks: the folder dataset's folder names under --data-root."""
+    parser.add_argument("--images", help="--dataset folder: the images folder under --data-root (default: images)")
+    parser.add_argument("--masks", help="--dataset folder: the masks folder under --data-root (default: masks)")
+
+
 def _train_description() -> str:
     paper, synthetic = PAPER_DEFAULTS, SYNTHETIC_DEFAULTS
     return (f"Train a PAANet. Real datasets default to the paper's settings (Adam, lr {paper['lr']}, "
@@ -88,7 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser(
         "train", help="train a PAANet", argument_default=argparse.SUPPRESS, description=_train_description())
     train.add_argument("--dataset", choices=DATASETS, help="required unless --resume")
-    train.add_argument("--data-root", help="folder with the dataset's official layout (not for synthetic)")
+    train.add_argument("--data-root", help="folder with the dataset's official layout, or for --dataset folder: "
+                       "images/ and masks/ (not for synthetic)")
+    _folder_flags(train)
+    train.add_argument("--classes", type=_positive_int, help="mask classes (default 1, binary): for folder, label "
+                       "masks 0..N or one mask folder per class; for synthetic, 2 or 3 shapes as classes")
     train.add_argument("--out", required=True, help="run folder")
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int, help="global batch (split over torchrun processes)")
@@ -110,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--checkpoint", required=True)
     evaluate.add_argument("--dataset", choices=DATASETS, help="default: the checkpoint's dataset")
     evaluate.add_argument("--data-root", help="default: the checkpoint's")
+    _folder_flags(evaluate)
     evaluate.add_argument("--split", default="test", choices=("train", "val", "test", "all"),
                           help="default: test (the checkpoint's own split unless --split-file)")
     evaluate.add_argument("--split-file")
@@ -170,7 +182,8 @@ def _evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     evaluate(args.checkpoint, args.out, dataset=args.dataset, data_root=args.data_root, split=args.split,
              split_file=args.split_file, batch_size=args.batch_size, workers=args.workers,
-             backend=args.backend, amp=args.amp, device=args.device, threshold=args.threshold)
+             backend=args.backend, amp=args.amp, device=args.device, threshold=args.threshold,
+             images=args.images, masks=args.masks)
     return 0
 
 

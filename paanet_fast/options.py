@@ -4,7 +4,7 @@ these names import them from here.
 """
 
 KNOWN_BACKENDS = ("reference", "portable", "cpp", "cuda", "triton")
-DATASET_NAMES = ("synthetic", "dsb2018", "isic2018", "kvasir-instrument")
+DATASET_NAMES = ("synthetic", "dsb2018", "isic2018", "kvasir-instrument", "folder")
 AMP_MODES = ("none", "fp16", "bf16")
 
 # The paper's settings for the real datasets; the synthetic set's are sized so that the default

@@ -22,7 +22,7 @@ from .checkpoint import RunError, load_checkpoint, model_from_checkpoint
 from .data import DatasetError, image_to_tensor
 from .data.common import IMAGE_SUFFIXES, read_rgb, visible_entries
 from .runtime import autocast, pick_device
-from .visualize import overlay
+from .visualize import label_overlay, overlay
 
 DEFAULT_BATCH_SIZE = 8
 _MAX_LISTED_SKIPS = 10  # how many skipped names one message lists before it only counts the rest
@@ -152,10 +152,11 @@ def predicted_probabilities(network: Network, files: Sequence[Path], image_size:
                             progress: Callable[[int], object] = lambda n: None,
                             unreadable: Callable[[Path, DatasetError], object] | None = None
                             ) -> Iterator[tuple[Path, np.ndarray, torch.Tensor]]:
-    """(path, image (H, W, 3) uint8, probabilities (H, W)) for every file, in order.
+    """(path, image (H, W, 3) uint8, probabilities) for every file, in order: (H, W) for a one-class
+    network, (C, H, W) for C classes.
 
-    Images are resized to image_size x image_size and run `batch_size` at a time; the logits of the
-    first class are resized back (bilinear) to each image's size before the sigmoid. `progress`
+    Images are resized to image_size x image_size and run `batch_size` at a time; the logits are
+    resized back (bilinear) to each image's size before the sigmoid. `progress`
     is told how many files each batch finished. A file that cannot be read raises DatasetError,
     or, given `unreadable`, is passed to it with the error and left out.
     """
@@ -180,8 +181,15 @@ def predicted_probabilities(network: Network, files: Sequence[Path], image_size:
         logits = network(torch.stack([image_to_tensor(r) for r in resized]))
         for path, image, image_logits in zip(paths, images, logits):
             full = F.interpolate(image_logits[None], size=image.shape[:2], mode="bilinear", align_corners=False)
-            yield path, image, torch.sigmoid(full[0, 0])
+            yield path, image, torch.sigmoid(full[0, 0] if full.shape[1] == 1 else full[0])
         progress(len(batch))
+
+
+def label_mask(probabilities: torch.Tensor, threshold: float) -> np.ndarray:
+    """(H, W) uint8 labels from (C, H, W) class probabilities: 1 + the most probable class where its
+    probability exceeds `threshold`, else 0 (background). C is at most 255."""
+    best, index = probabilities.max(dim=0)
+    return torch.where(best > threshold, index + 1, 0).to(torch.uint8).numpy()
 
 
 def _save_png(array: np.ndarray, path: Path) -> None:
@@ -193,7 +201,8 @@ def predict(checkpoint: str | Path | None, inputs: Sequence[str | Path], out: st
             onnx: str | Path | None = None, backend: str = "auto", device: str = "auto", amp: str = "none",
             threshold: float = 0.5, batch_size: int = DEFAULT_BATCH_SIZE, image_size: int | None = None
             ) -> Predicted:
-    """Write out/masks/<name>.png (0 or 255) and out/overlays/<name>.png for every input image.
+    """Write out/masks/<name>.png (0 or 255; for a network of C > 1 classes, labels 0..C: see
+    label_mask) and out/overlays/<name>.png for every input image.
 
     The network is the checkpoint's PAANet (on `device`, with `backend` and `amp`) or, given
     `onnx` instead, an ONNX file written by export_onnx (onnxruntime, CPU). Each image is resized
@@ -225,9 +234,14 @@ def predict(checkpoint: str | Path | None, inputs: Sequence[str | Path], out: st
         for path, image, probabilities in predicted_probabilities(
                 network, images.files, size, batch_size, bar.update,
                 unreadable=lambda path, exc: unreadable.__setitem__(path, str(exc))):
-            mask = (probabilities > threshold).numpy()
-            _save_png(mask.astype(np.uint8) * 255, out / "masks" / f"{path.stem}.png")
-            _save_png(overlay(image, mask), out / "overlays" / f"{path.stem}.png")
+            if probabilities.dim() == 2:
+                mask = (probabilities > threshold).numpy()
+                _save_png(mask.astype(np.uint8) * 255, out / "masks" / f"{path.stem}.png")
+                _save_png(overlay(image, mask), out / "overlays" / f"{path.stem}.png")
+            else:
+                labels = label_mask(probabilities, threshold)
+                _save_png(labels, out / "masks" / f"{path.stem}.png")
+                _save_png(label_overlay(image, labels), out / "overlays" / f"{path.stem}.png")
             written.append(out / "masks" / f"{path.stem}.png")
     print(f"wrote {len(written)} masks to {out / 'masks'} and overlays to {out / 'overlays'}")
     if unreadable:

@@ -32,11 +32,11 @@ from tqdm import tqdm
 from . import metrics
 from .atomic import write_text
 from .checkpoint import TRAINING_KEYS, RunError, load_checkpoint, save_checkpoint
-from .data import SegmentationDataset, Source, default_split, open_source, read_split, write_split
+from .data import FolderSource, SegmentationDataset, Source, default_split, open_source, read_split, write_split
 from .data.splits import Split, check_split
 from .data.transforms import PairTransform
 from .encoder import check_encoder_name
-from .evaluate import score_loader
+from .evaluate import score_loader, summarize_classes
 from .losses import PAANetLoss
 from .model import PAANet
 from .options import PAPER_DEFAULTS, SYNTHETIC_DEFAULTS
@@ -72,9 +72,12 @@ class TrainConfig:
     split_file: str | None = None
     num_images: int = 400  # synthetic dataset only
     device: str = "auto"
+    classes: int = 1  # mask channels: the folder and synthetic datasets may have several
+    images: str = "images"  # the folder dataset's folder names
+    masks: str = "masks"
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "image_size", "num_images"):
+        for name in ("epochs", "batch_size", "image_size", "num_images", "classes"):
             if getattr(self, name) < 1:
                 raise RunError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.workers < 0:
@@ -172,9 +175,17 @@ def _build_model(config: TrainConfig, resuming: bool) -> PAANet:
     weights = None if resuming or config.encoder_weights == "none" else config.encoder_weights
     torch.manual_seed(config.seed)
     try:
-        return PAANet(encoder_name=config.encoder, encoder_weights=weights, backend=config.backend)
+        return PAANet(encoder_name=config.encoder, encoder_weights=weights, backend=config.backend,
+                      classes=config.classes)
     except (RuntimeError, ValueError, OSError) as exc:  # weights that cannot be loaded: say so plainly
         raise RunError(str(exc)) from exc
+
+
+def _class_dsc(row: dict, class_names: list[str]) -> str:
+    """' (name DSC, ...)' of each class for several classes; '' for one."""
+    if len(class_names) == 1:
+        return ""
+    return " (" + ", ".join(f"{name} {row[f'val_dsc_{name}']:.4f}" for name in class_names) + ")"
 
 
 def _metrics_csv(history: list[dict]) -> str:
@@ -197,15 +208,15 @@ def _save_panel(model: PAANet, dataset: SegmentationDataset, config: TrainConfig
     model.eval()
     with autocast(device, config.amp):
         output = model(images, return_aux=True)
-    dsc = metrics.per_image_scores(output.logits.float(), masks)["dsc"]
+    dsc = metrics.per_class_scores(output.logits.float(), masks)["dsc"].mean(1)
     layers = len(output.gam_logits) // len(model.decoder.blocks)
     gam_titles = [f"GAM b{b + 1}{' rev' if model.decoder.blocks[b].reverse else ''} L{c + 1}"
                   for b in range(len(model.decoder.blocks)) for c in range(layers)]
     gams = torch.sigmoid(torch.stack(output.gam_logits, dim=1).float())[:, :, 0].cpu().numpy()
     save_sample_panel(
         images=[tensor_to_image(item["image"]) for item in items],
-        masks=[item["mask"][0].numpy() > 0.5 for item in items],
-        predictions=list((output.logits[:, 0] > 0).cpu().numpy()),
+        masks=[item["mask"].amax(0).numpy() > 0.5 for item in items],  # several classes: their union
+        predictions=list((output.logits > 0).any(1).cpu().numpy()),
         gams=list(gams), gam_titles=gam_titles,
         row_titles=[f"{item['id']}\nDSC {d:.3f}" for item, d in zip(items, dsc.tolist())],
         path=path, title=f"{config.dataset}: validation samples after epoch {epoch}",
@@ -290,6 +301,7 @@ class _Run:
     loss_fn: PAANetLoss
     history: list[dict]
     best_dsc: float
+    class_names: list[str]  # one per output channel
 
     @property
     def out(self) -> Path:
@@ -323,8 +335,10 @@ class _Run:
         """Validate, then write the checkpoints, metrics.csv and the pictures (rank 0 only)."""
         scored = score_loader(self.model, val_loader, self.proc.device, self.config.amp, loss_fn=self.loss_fn)
         summary = metrics.summarize(scored.scores)
+        per_class = summarize_classes(scored, self.class_names) if len(self.class_names) > 1 else {}
         row = {"epoch": epoch, "train_images": seen, "train_loss": loss_sum / seen, "val_loss": scored.loss,
                **{f"val_{key}": summary[key] for key in ("dsc", "miou", "recall", "precision")},
+               **{f"val_dsc_{name}": scores["dsc"] for name, scores in per_class.items()},
                "lr": self.optimizer.param_groups[0]["lr"], "train_seconds": train_seconds,
                "train_images_per_second": seen / train_seconds}
         self.history.append(row)
@@ -356,12 +370,15 @@ def _train(config: TrainConfig, proc: Distributed, resume_state: dict | None) ->
         raise RunError(f"--batch-size {config.batch_size} (the global batch) must be a multiple of the "
                        f"world size {proc.world_size}")
     source = open_source(config.dataset, config.data_root, image_size=config.image_size,
-                         num_images=config.num_images, seed=config.seed)
+                         num_images=config.num_images, seed=config.seed, classes=config.classes,
+                         images=config.images, masks=config.masks)
     split = _choose_split(config, source, resume_state)
     model = _build_model(config, resume_state is not None).to(proc.device)
     if proc.is_main:
         out.mkdir(parents=True, exist_ok=True)
     log = RunLog(out / "train.log", proc.is_main)
+    if isinstance(source, FolderSource):
+        log(source.summary)
     log(f"device: {proc.device} | backend: {backend}{' (auto)' if config.backend == 'auto' else ''} | "
         f"world size: {proc.world_size}")
     if proc.is_main:
@@ -403,7 +420,7 @@ def _train(config: TrainConfig, proc: Distributed, resume_state: dict | None) ->
                                           static_graph=True)
     run = _Run(config, proc, log, split, model, trained, optimizer, scaler, PAANetLoss(),
                history=list(resume_state["history"]) if resume_state else [],
-               best_dsc=resume_state["best_dsc"] if resume_state else -1.0)
+               best_dsc=resume_state["best_dsc"] if resume_state else -1.0, class_names=list(source.class_names))
 
     for epoch in range(len(run.history) + 1, config.epochs + 1):
         start = time.perf_counter()
@@ -417,7 +434,7 @@ def _train(config: TrainConfig, proc: Distributed, resume_state: dict | None) ->
             continue
         row = run.finish_epoch(epoch, loss_sum, seen, train_seconds, val_set, val_loader)
         log(f"epoch {epoch}/{config.epochs}: train loss {row['train_loss']:.4f}, val loss {row['val_loss']:.4f}, "
-            f"val DSC {row['val_dsc']:.4f}, mIoU {row['val_miou']:.4f}, "
+            f"val DSC {row['val_dsc']:.4f}{_class_dsc(row, run.class_names)}, mIoU {row['val_miou']:.4f}, "
             f"{row['train_images_per_second']:.1f} img/s, {time.perf_counter() - start:.1f} s"
             + (" (best)" if row["improved"] else ""))
     log(f"done: best val DSC {run.best_dsc:.4f}; run folder {out}")

@@ -16,6 +16,9 @@ from matplotlib.ticker import MaxNLocator
 from .atomic import atomic_path
 
 _OVERLAY_COLOUR = np.array([255, 40, 40], dtype=np.float32)
+# Label overlays: class k (1-based) gets colour k-1, cycling; the first is the binary overlay's red.
+_CLASS_COLOURS = np.array([[255, 40, 40], [40, 220, 40], [40, 120, 255], [255, 220, 0], [230, 60, 230],
+                           [0, 220, 220], [255, 140, 0], [150, 90, 255]], dtype=np.float32)
 # Under the sample panel: its GAM columns show G itself, also for the reverse blocks, which weight
 # their features by 1 - G (where G is dark).
 GAM_CAPTION = "GAM columns show G = sigmoid(GAM logits); blocks marked 'rev' attend with 1 - G (where G is dark)"
@@ -77,4 +80,13 @@ def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndar
     """(H, W, 3) uint8 image with the (H, W) bool mask tinted red."""
     blended = image.astype(np.float32)
     blended[mask] = (1 - alpha) * blended[mask] + alpha * _OVERLAY_COLOUR
+    return blended.round().astype(np.uint8)
+
+
+def label_overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """(H, W, 3) uint8 image with each class of the (H, W) labels (0 background, 1..N) tinted its own colour."""
+    blended = image.astype(np.float32)
+    found = labels > 0
+    colours = _CLASS_COLOURS[(labels[found].astype(np.int64) - 1) % len(_CLASS_COLOURS)]
+    blended[found] = (1 - alpha) * blended[found] + alpha * colours
     return blended.round().astype(np.uint8)

@@ -45,18 +45,36 @@ def image_size(path: Path) -> tuple[int, int]:
     return height, width
 
 
-def _decode(path: Path, mode: str) -> np.ndarray:
+def open_image(path: Path) -> Image.Image:
+    """The decoded image file (its pixels loaded), or a DatasetError naming the file."""
     try:
         with Image.open(path) as image:
             image.load()
-            return np.asarray(image.convert(mode))
+            return image  # loaded: usable after the file is closed
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise _open_error(path, exc) from exc
 
 
+def _decode(path: Path, mode: str) -> np.ndarray:
+    return np.asarray(open_image(path).convert(mode))
+
+
+# Pillow's single-channel 16-bit modes ("I": 16-bit PNGs in some Pillow versions). Its RGB(A)
+# 16-bit TIFFs already open as 8-bit "RGB"/"RGBA", keeping the high byte of each sample.
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
 def read_rgb(path: Path) -> np.ndarray:
-    """An image file as (H, W, 3) uint8 RGB; an alpha channel is dropped, grey is replicated."""
-    return _decode(path, "RGB")
+    """An image file as (H, W, 3) uint8 RGB; an alpha channel is dropped, grey is replicated.
+
+    A 16-bit grey image is scaled from its full range 0..65535 to 0..255 (Pillow's own conversion
+    would clip every value above 255).
+    """
+    image = open_image(path)
+    if image.mode in SIXTEEN_BIT_MODES:
+        grey = np.clip(np.asarray(image, dtype=np.float64) / 257, 0, 255).round().astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    return np.asarray(image.convert("RGB"))
 
 
 def read_mask(path: Path) -> np.ndarray:
@@ -76,6 +94,9 @@ class FileSample:
 
 class FileSource:
     """A dataset read from files: ids, loading, and an up-front check of every pair's sizes."""
+
+    classes = 1  # the official datasets are binary
+    class_names = ["foreground"]
 
     def __init__(self, name: str, root: Path, samples: dict[str, FileSample],
                  official_split: dict[str, list[str]] | None = None) -> None:

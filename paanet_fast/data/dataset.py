@@ -15,11 +15,14 @@ class Source(Protocol):
     """What a dataset module provides: sorted ids and a loader for one sample."""
 
     name: str
-    official_split: dict[str, list[str]] | None
+    official_split: dict[str, list[str]] | None  # {"train", "test"} lists, or all three
+    classes: int
+    class_names: list[str]  # one per mask channel
 
     def ids(self) -> list[str]: ...
 
-    def load(self, sample_id: str) -> tuple[np.ndarray, np.ndarray]: ...
+    def load(self, sample_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """(image (H, W, 3) uint8, mask (H, W) bool, or (H, W, classes) bool for classes > 1)."""
 
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
@@ -46,7 +49,7 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 class SegmentationDataset(torch.utils.data.Dataset):
     """Samples `ids` of `source`, transformed; items are dicts:
 
-    image (3, S, S) float32 normalised, mask (1, S, S) float32 in {0, 1}, id str.
+    image (3, S, S) float32 normalised, mask (classes, S, S) float32 in {0, 1}, id str.
     """
 
     def __init__(self, source: Source, ids: Sequence[str],
@@ -69,4 +72,5 @@ class SegmentationDataset(torch.utils.data.Dataset):
         sample_id = self.ids[index]
         image, mask = self.source.load(sample_id)
         image, mask = self.transform(image, mask, sample_seed(self.seed, self.epoch, index))
-        return {"image": image_to_tensor(image), "mask": torch.from_numpy(mask).float()[None], "id": sample_id}
+        channels = mask[None] if mask.ndim == 2 else mask.transpose(2, 0, 1)
+        return {"image": image_to_tensor(image), "mask": torch.from_numpy(channels).float(), "id": sample_id}

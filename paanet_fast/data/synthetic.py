@@ -106,21 +106,81 @@ def generate_sample(seed: int, index: int, image_size: int) -> tuple[np.ndarray,
     return np.clip(noisy, 0, 255).astype(np.uint8), mask
 
 
+def _triangle(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    """A triangle of random size, shape and orientation (three corners around a centre)."""
+    size = yy.shape[0]
+    radius = rng.uniform(0.08, 0.2) * size
+    cy, cx = rng.uniform(0.1, 0.9, size=2) * size
+    angles = rng.uniform(0, 2 * np.pi) + np.array([0, 2 * np.pi / 3, 4 * np.pi / 3]) + rng.uniform(-0.4, 0.4, 3)
+    corners = np.stack([cy + radius * np.sin(angles), cx + radius * np.cos(angles)], axis=1)
+    sides = []
+    for (y0, x0), (y1, x1) in zip(corners, np.roll(corners, -1, axis=0)):
+        sides.append((x1 - x0) * (yy - y0) - (y1 - y0) * (xx - x0))
+    sides = np.stack(sides)
+    return (sides >= 0).all(axis=0) | (sides <= 0).all(axis=0)
+
+
+def _rectangle(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    """A rotated rectangle of random size and aspect."""
+    size = yy.shape[0]
+    cy, cx = rng.uniform(0.1, 0.9, size=2) * size
+    u, v = _rotated(yy, xx, cy, cx, rng.uniform(0, np.pi))
+    half_w, half_h = rng.uniform(0.05, 0.15, size=2) * size
+    return (np.abs(u) <= half_w) & (np.abs(v) <= half_h)
+
+
+# The classes of the multi-class variant: told apart by shape only (colours are drawn alike for all).
+CLASS_SHAPES = {"blob": _target, "rectangle": _rectangle, "triangle": _triangle}
+
+
+def generate_multiclass_sample(seed: int, index: int, image_size: int, classes: int
+                               ) -> tuple[np.ndarray, np.ndarray]:
+    """Image `index` of the multi-class variant: ((S, S, 3) uint8, (S, S, classes) bool), S = image_size.
+
+    Two to five objects, each of a random class among the first `classes` of CLASS_SHAPES, on the
+    binary set's backgrounds; a later object occludes earlier ones (in every class's mask).
+    """
+    rng = np.random.default_rng([seed, index, classes])
+    yy, xx = np.mgrid[0:image_size, 0:image_size].astype(np.float32)
+    image = _background(rng, yy, xx)
+    mask = np.zeros((image_size, image_size, classes), dtype=bool)
+    shapes = list(CLASS_SHAPES.values())[:classes]
+    for _ in range(int(rng.integers(2, 6))):
+        label = int(rng.integers(classes))
+        region = shapes[label](rng, yy, xx)
+        _paint(rng, image, region, yy, xx)
+        mask[region] = False
+        mask[region, label] = True
+    blurred = Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).filter(
+        ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2)))
+    noisy = np.asarray(blurred, dtype=np.float32) + rng.normal(0, rng.uniform(3, 14), size=image.shape)
+    return np.clip(noisy, 0, 255).astype(np.uint8), mask
+
+
 class SyntheticSource:
-    """`num_images` generated samples with ids synthetic_00000, synthetic_00001, ..."""
+    """`num_images` generated samples with ids synthetic_00000, synthetic_00001, ...
+
+    With `classes` 2 or 3, the multi-class variant (generate_multiclass_sample): masks (S, S, classes).
+    """
 
     name = NAME
     official_split = None
 
-    def __init__(self, num_images: int, image_size: int, seed: int) -> None:
+    def __init__(self, num_images: int, image_size: int, seed: int, classes: int = 1) -> None:
         if num_images < 3:
             raise ValueError(f"synthetic: num_images must be at least 3 (train/val/test), got {num_images}")
         if image_size < 16:
             raise ValueError(f"synthetic: image_size must be at least 16, got {image_size}")
+        if not 1 <= classes <= len(CLASS_SHAPES):
+            raise ValueError(f"synthetic: --classes must be 1 (targets and distractors) or 2 to {len(CLASS_SHAPES)} "
+                             f"(shapes: {', '.join(CLASS_SHAPES)}), got {classes}")
         self.num_images = num_images
         self.image_size = image_size
         self.seed = seed
-        self.root = f"<generated: {num_images} images of {image_size}x{image_size}, seed {seed}>"
+        self.classes = classes
+        self.class_names = ["foreground"] if classes == 1 else list(CLASS_SHAPES)[:classes]
+        classes_note = "" if classes == 1 else f", {classes} classes ({', '.join(self.class_names)})"
+        self.root = f"<generated: {num_images} images of {image_size}x{image_size}, seed {seed}{classes_note}>"
         # Generated samples are kept (about 50 KB each at 128x128): later epochs only augment them.
         self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -129,10 +189,11 @@ class SyntheticSource:
         return [f"{_ID_PREFIX}{i:05d}" for i in range(self.num_images)]
 
     def load(self, sample_id: str) -> tuple[np.ndarray, np.ndarray]:
-        """(image (S, S, 3) uint8, mask (S, S) bool) of one sample."""
+        """(image (S, S, 3) uint8, mask (S, S) bool, or (S, S, classes) bool) of one sample."""
         if sample_id not in self._cache:
             index = int(sample_id.removeprefix(_ID_PREFIX))
-            sample = generate_sample(self.seed, index, self.image_size)
+            sample = (generate_sample(self.seed, index, self.image_size) if self.classes == 1 else
+                      generate_multiclass_sample(self.seed, index, self.image_size, self.classes))
             for array in sample:
                 array.setflags(write=False)  # shared by every epoch: nothing may change it in place
             self._cache[sample_id] = sample
