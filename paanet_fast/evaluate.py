@@ -116,7 +116,8 @@ def _per_image_csv(scored: Scored, class_names: list[str]) -> str:
     writer.writerow(["id", *metrics.SCORES, *(f"{key}_{name}" for name, _ in per_class for key in metrics.SCORES)])
     for row, sample_id in enumerate(scored.ids):
         writer.writerow([sample_id, *(repr(scored.scores[name][row].item()) for name in metrics.SCORES),
-                         *(repr(scored.class_scores[key][row, c].item()) for _, c in per_class for key in metrics.SCORES)])
+                         *(repr(scored.class_scores[key][row, c].item())
+                           for _, c in per_class for key in metrics.SCORES)])
     return buffer.getvalue()
 
 
@@ -158,7 +159,8 @@ def evaluate(checkpoint: str | Path, out: str | Path, dataset: str | None = None
     scored = score_loader(model, loader, torch_device, amp, threshold, timer=timer)
     summary = metrics.summarize(scored.scores)
     classes = summarize_classes(scored, source.class_names) if source.classes > 1 else None
-    result = {**summary, **({"classes": classes} if classes else {}), "images_per_second": timer.images_per_second, "images_per_second_measures": TIMING_NOTE,
+    result = {**summary, **({"classes": classes} if classes else {}),
+              "images_per_second": timer.images_per_second, "images_per_second_measures": TIMING_NOTE,
               "num_images": len(ids), "dataset": dataset, "split": split, "threshold": threshold,
               "image_size": config["image_size"], "checkpoint": str(checkpoint), "epoch": state["epoch"],
               "device": str(torch_device), "backend": resolved_backend(model.backend, torch_device), "amp": amp, "batch_size": batch_size}

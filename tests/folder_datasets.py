@@ -6,6 +6,7 @@ ground truth is (fake_datasets' recipe), so one epoch has something to learn.
 """
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -151,3 +152,20 @@ def make_class_folders(root: Path, count: int = 10, seed: int = 0) -> dict[str, 
 
 MAKERS = {"png": make_png, "jpeg-masks": make_jpeg_masks, "tiff16": make_tiff16, "cvc": make_cvc,
           "split-lists": make_split_lists, "labels": make_labels, "class-folders": make_class_folders}
+
+
+def write_rgb16_tiff(path: Path, rgb: np.ndarray) -> None:
+    """An uncompressed little-endian TIFF of (H, W, 3) uint16 RGB, which Pillow cannot write."""
+    height, width, _ = rgb.shape
+    pixels = rgb.astype("<u2").tobytes()
+    bits_offset = 8 + len(pixels)  # header, pixels, then the three BitsPerSample values, then the IFD
+    short, long = 3, 4
+    entries = [(256, short, 1, width), (257, short, 1, height), (258, short, 3, bits_offset), (259, short, 1, 1),
+               (262, short, 1, 2), (273, long, 1, 8), (277, short, 1, 3), (278, short, 1, height),
+               (279, long, 1, len(pixels)), (284, short, 1, 1)]
+    data = b"II*\x00" + struct.pack("<I", bits_offset + 6) + pixels + struct.pack("<3H", 16, 16, 16)
+    data += struct.pack("<H", len(entries))
+    for tag, kind, count, value in entries:
+        inline = struct.pack("<HH", value, 0) if kind == short and count == 1 else struct.pack("<I", value)
+        data += struct.pack("<HHI", tag, kind, count) + inline
+    path.write_bytes(data + struct.pack("<I", 0))

@@ -119,10 +119,11 @@ def _jpeg_labels(root):
 
 
 BAD_DATA = {
-    "unpaired": (_unpaired, [], "folder: 3 images in {root}/images have no mask in {root}/masks: case01.png, case04.png, "
-                 "case06.png; 1 masks in {root}/masks have no image in {root}/images: case10.png "
+    "unpaired": (_unpaired, [], "folder: 3 images in {root}/images have no mask in {root}/masks: case01.png, "
+                 "case04.png, case06.png; 1 masks in {root}/masks have no image in {root}/images: case10.png "
                  "(images and masks pair by file stem)"),
-    "size": (_resized_mask, [], "mask {root}/masks/case02.png is 10x12 but its image {root}/images/case02.png is 48x48"),
+    "size": (_resized_mask, [], "mask {root}/masks/case02.png is 10x12 but its image {root}/images/case02.png "
+             "is 48x48"),
     "unreadable": (_unreadable, [], "cannot read image {root}/images/case05.png: cannot identify image file"),
     "grey levels": (_grey_levels, [], "mask {root}/masks/case02.png is neither 0/1 nor 0/255: read as grey levels it "
                     "holds 200 values (0, 1, 2, 3, 4, 5, ...); a binary mask holds two values (label masks 0..N need "

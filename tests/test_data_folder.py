@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from folder_datasets import CLASS_FOLDERS, CLASSES, FORM_FLAGS, MAKERS, make_png, save, write_split_lists
+from folder_datasets import (CLASS_FOLDERS, CLASSES, FORM_FLAGS, MAKERS, make_png, save, write_rgb16_tiff,
+                             write_split_lists)
 from paanet_fast.data import DatasetError, FolderSource, SegmentationDataset, default_split, open_source
 from paanet_fast.data.common import read_rgb
 
@@ -52,6 +53,12 @@ def test_sixteen_bit_grey_uses_the_whole_range_instead_of_clipping(tmp_path):
         rgb = read_rgb(path)
         np.testing.assert_array_equal(rgb[..., 0], [[0, 1, 100], [200, 255, 0]], err_msg=path.name)
         assert (rgb == rgb[..., :1]).all()
+
+
+def test_sixteen_bit_rgb_tiff_keeps_the_high_byte_of_each_sample(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 65536, size=(5, 7, 3)).astype(np.uint16)
+    write_rgb16_tiff(tmp_path / "rgb16.tif", rgb)
+    np.testing.assert_array_equal(read_rgb(tmp_path / "rgb16.tif"), rgb >> 8)
 
 
 def test_rgba_images_drop_alpha(tmp_path):

@@ -148,7 +148,8 @@ class FolderSource:
             self.class_names = ["foreground"] if classes == 1 else [str(k) for k in range(1, classes + 1)]
             mask_files = _image_files(mask_dir, "masks folder")
             _unpaired(image_files, mask_files, image_dir, mask_dir)
-            self.samples = {stem: FolderSample(image, (mask_files[stem],)) for stem, image in sorted(image_files.items())}
+            self.samples = {stem: FolderSample(image, (mask_files[stem],))
+                            for stem, image in sorted(image_files.items())}
         self.official_split = _split_lists(self.root, set(self.samples), image_dir)
         read_as = self._check_files()
         self.summary = self._describe(images, masks, read_as)
