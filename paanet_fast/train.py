@@ -377,15 +377,15 @@ def _train(config: TrainConfig, proc: Distributed, resume_state: dict | None) ->
     if proc.is_main:
         out.mkdir(parents=True, exist_ok=True)
     log = RunLog(out / "train.log", proc.is_main)
-    if isinstance(source, FolderSource):
-        log(source.summary)
+    split_sizes = ", ".join(f"{len(ids)} {name}" for name, ids in split.items())
+    if isinstance(source, FolderSource):  # a folder of one's own: first say what was found and used
+        log(f"{source.summary}; split: {split_sizes}")
     log(f"device: {proc.device} | backend: {backend}{' (auto)' if config.backend == 'auto' else ''} | "
         f"world size: {proc.world_size}")
     if proc.is_main:
         write_split(out / "split.json", split)
         write_text(out / "config.json", json.dumps(dataclasses.asdict(config), indent=1) + "\n")
-    log(f"{'resuming' if resume_state else 'training'} on {config.dataset} ({source.root}): "
-        + ", ".join(f"{len(ids)} {name}" for name, ids in split.items())
+    log(f"{'resuming' if resume_state else 'training'} on {config.dataset} ({source.root}): {split_sizes}"
         + f" | {config.image_size}x{config.image_size}, batch {config.batch_size}, lr {config.lr}, "
           f"{config.encoder} ({config.encoder_weights}), amp {config.amp}")
 

@@ -30,8 +30,9 @@ def test_each_form_trains_evaluates_and_predicts(form, tmp_path, capsys):
     flags = FORM_FLAGS.get(form, [])
     assert main(["train", "--dataset", "folder", "--data-root", str(root), "--out", str(run), *TINY, *flags]) == 0
     first = capsys.readouterr().out.splitlines()
-    assert first[0].startswith(f"found {len(truth)} image/mask pairs in {root}"), first[0]
     counts = "7 train, 2 val, 1 test" if form == "split-lists" else "8 train, 1 val, 1 test"
+    assert first[0].startswith(f"found {len(truth)} image/mask pairs in {root}"), first[0]
+    assert first[0].endswith(f"; split: {counts}"), first[0]
     assert f"training on folder ({root}): {counts}" in first[2], first[2]
 
     assert main(["evaluate", "--checkpoint", str(run / "best.pt"), "--out", str(tmp_path / "scores"),
