@@ -229,7 +229,8 @@ def predict(checkpoint: str | Path | None, inputs: Sequence[str | Path], out: st
             _save_png(mask.astype(np.uint8) * 255, out / "masks" / f"{path.stem}.png")
             _save_png(overlay(image, mask), out / "overlays" / f"{path.stem}.png")
             written.append(out / "masks" / f"{path.stem}.png")
-    print(f"wrote {len(written)} masks to {out / 'masks'} and overlays to {out / 'overlays'}")
+    print(f"wrote {len(written)} mask{'' if len(written) == 1 else 's'} to {out / 'masks'} and "
+          f"overlay{'' if len(written) == 1 else 's'} to {out / 'overlays'}")
     if unreadable:
         print(describe_unreadable(unreadable), file=sys.stderr)
     return Predicted(written, unreadable)

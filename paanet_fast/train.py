@@ -299,8 +299,10 @@ class _Run:
         """One pass over this process's shard; returns (summed loss * images, images) over all processes."""
         self.trained.train()
         loss_sum, seen, start = 0.0, 0, time.perf_counter()
-        bar = tqdm(loader, desc=f"epoch {epoch}/{self.config.epochs}", unit="batch", disable=not self.proc.is_main,
-                   dynamic_ncols=True, leave=False)
+        # Only on a terminal: redirected to a file, every update of the bar would be one more line in it
+        # (a carriage return each), while the log's line per epoch says everything the file needs.
+        bar = tqdm(loader, desc=f"epoch {epoch}/{self.config.epochs}", unit="batch",
+                   disable=not (self.proc.is_main and sys.stderr.isatty()), dynamic_ncols=True, leave=False)
         for batch in bar:
             images = batch["image"].to(self.proc.device, non_blocking=True)
             masks = batch["mask"].to(self.proc.device, non_blocking=True)
