@@ -334,7 +334,7 @@ class _Run:
         self.best_dsc = max(self.best_dsc, row["val_dsc"])
         weights = {"model": self.model.state_dict(), "model_config": dict(self.model.config),
                    "config": dataclasses.asdict(self.config), "epoch": epoch, "split": self.split,
-                   "val_dsc": row["val_dsc"]}
+                   "val_dsc": row["val_dsc"], "val_scores": {k: v for k, v in row.items() if k.startswith("val_")}}
         # best.pt first: a kill between the two writes then redoes this epoch and rewrites both.
         if improved:
             save_checkpoint(self.out / "best.pt", weights)
