@@ -28,9 +28,9 @@ MODEL_KEYS = ("model", "model_config", "config", "epoch", "split", "val_dsc", "v
 TRAINING_KEYS = ("optimizer", "scaler", "history", "best_dsc", "rng")
 _REQUIRED = ("model", "model_config", "config", "epoch")
 WHAT_A_CHECKPOINT_IS = ("a paanet-fast checkpoint is the best.pt or last.pt that `paanet-fast train` writes into "
-                        "its run folder (--out): a torch.save file of a dict with the model's weights and config; or a folder "
-                        f"that save_pretrained or `paanet-fast export --format pretrained` writes ({CONFIG_FILE} and "
-                        f"{WEIGHTS_FILE})")
+                        "its run folder (--out): a torch.save file of a dict with the model's weights and config; "
+                        "or a folder that save_pretrained or `paanet-fast export --format pretrained` writes "
+                        f"({CONFIG_FILE} and {WEIGHTS_FILE})")
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes zip archives
 
 

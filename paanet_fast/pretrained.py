@@ -50,7 +50,8 @@ def save_pretrained(model: PAANet, save_directory: str | os.PathLike, *, dataset
     from safetensors.torch import save
 
     if dataset is not None and not isinstance(dataset, str):
-        raise ValueError(f"save_pretrained: `dataset` must be a string (the dataset's name), got {type(dataset).__name__}")
+        raise ValueError(f"save_pretrained: `dataset` must be a string (the dataset's name), "
+                         f"got {type(dataset).__name__}")
     if metrics is not None:
         if not isinstance(metrics, Mapping):
             raise ValueError(f"save_pretrained: `metrics` must be a mapping of names to values, "
@@ -209,4 +210,9 @@ def local_source(name_or_path: str | os.PathLike, *, revision: str | None = None
         raise OSError(f"from_pretrained: {name} is not a local folder or file, and fetching it as a Hub model "
                       f"id{'' if revision is None else f' at revision {revision}'} failed: "
                       f"{type(exc).__name__}: {exc}") from exc
+    if not (Path(folder) / WEIGHTS_FILE).is_file():
+        raise FileNotFoundError(f"from_pretrained: the Hub repository {name}"
+                                f"{'' if revision is None else f' at revision {revision}'} has no {WEIGHTS_FILE}; "
+                                "PAANet weights are read from safetensors files only, never from pickles "
+                                "(pytorch_model.bin, *.pt)")
     return Path(folder)

@@ -155,8 +155,9 @@ def test_a_saved_model_without_its_run_says_what_evaluate_and_predict_need(tmp_p
     folder = PAANet("resnet18", encoder_weights=None, growth=8, num_layers=1).eval().save_pretrained(tmp_path / "m")
     Image.fromarray(np.random.default_rng(2).integers(0, 255, (30, 40, 3), dtype=np.uint8)).save(tmp_path / "a.png")
     assert main(["evaluate", "--checkpoint", str(folder), "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
     assert (f"{folder} holds a model without the run it was trained in (training.json, which `paanet-fast export "
-            "--format pretrained` writes from a run's checkpoint): evaluate needs its dataset") in capsys.readouterr().err
+            "--format pretrained` writes from a run's checkpoint): evaluate needs its dataset") in err
     predict = ["predict", "--checkpoint", str(folder), str(tmp_path / "a.png"), "--out", str(tmp_path / "p")]
     assert main(predict) == 2
     assert "does not record the image size the model was trained at" in capsys.readouterr().err

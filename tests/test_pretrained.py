@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG = dict(encoder_name="resnet18", num_blocks=2, num_layers=1, growth=8)
 PICKLE_PROTOCOL = b"\x80"  # every pickle of protocol 2 or later starts with it, then the protocol number
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's archives (whose data.pkl is a pickle)
+HUB_REASON = 'needs huggingface_hub (the "hub" or "encoders" extra; scripts/setup.sh installs it, so CI runs these)'
 
 
 def _cpu_backends() -> list[str]:
@@ -140,8 +141,7 @@ def test_a_fresh_offline_process_loads_it_with_the_same_logits_on_every_backend(
 
 
 def test_a_hub_id_is_fetched_through_huggingface_hub_with_its_revision(trained, saved, monkeypatch, tmp_path):
-    huggingface_hub = pytest.importorskip(
-        "huggingface_hub", reason='needs huggingface_hub (the "encoders" extra brings it; scripts/setup.sh installs it)')
+    huggingface_hub = pytest.importorskip("huggingface_hub", reason=HUB_REASON)
     calls = []
 
     def snapshot_download(repo_id, **kwargs):
@@ -160,8 +160,7 @@ def test_a_hub_id_is_fetched_through_huggingface_hub_with_its_revision(trained, 
 
 
 def test_a_hub_failure_and_a_missing_path_are_named(monkeypatch, tmp_path):
-    huggingface_hub = pytest.importorskip(
-        "huggingface_hub", reason='needs huggingface_hub (the "encoders" extra brings it; scripts/setup.sh installs it)')
+    huggingface_hub = pytest.importorskip("huggingface_hub", reason=HUB_REASON)
 
     def offline(repo_id, **kwargs):
         raise huggingface_hub.errors.LocalEntryNotFoundError("offline mode is on and the cache has no copy")
@@ -170,6 +169,13 @@ def test_a_hub_failure_and_a_missing_path_are_named(monkeypatch, tmp_path):
     with pytest.raises(OSError, match="someone/nothing is not a local folder or file, and fetching it as a Hub model "
                                       "id at revision main failed: LocalEntryNotFoundError: offline mode"):
         PAANet.from_pretrained("someone/nothing", revision="main")
+    pickles_only = tmp_path / "snapshot"
+    pickles_only.mkdir()
+    (pickles_only / "config.json").write_text("{}")
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo_id, **kwargs: str(pickles_only))
+    with pytest.raises(FileNotFoundError, match="the Hub repository someone/old has no model.safetensors; PAANet "
+                                                "weights are read from safetensors files only, never from pickles"):
+        PAANet.from_pretrained("someone/old")
     missing = tmp_path / "runs" / "x" / "best.pt"
     with pytest.raises(FileNotFoundError, match=f"{missing} does not exist"):
         PAANet.from_pretrained(missing)
