@@ -36,6 +36,8 @@ def test_best_holds_weights_and_config_only_and_last_everything_resume_needs(run
     assert set(best) == set(MODEL_KEYS)
     assert set(last) == set(MODEL_KEYS) | set(TRAINING_KEYS)
     assert best["epoch"] == last["epoch"] == 1 and best["val_dsc"] == last["history"][0]["val_dsc"]
+    assert best["val_scores"] == {k: v for k, v in last["history"][0].items() if k.startswith("val_")}
+    assert {"val_dsc", "val_miou", "val_recall", "val_precision"} <= set(best["val_scores"])
     assert best["config"] == last["config"] and best["split"] == last["split"]
     # Adam keeps two moments per weight: the weights-only file is about a third of last.pt.
     assert (run / "best.pt").stat().st_size < 0.4 * (run / "last.pt").stat().st_size
