@@ -110,7 +110,7 @@ class PAANetDecoder(nn.Module):
         return self.top_down(feats), gam_logits
 
 
-def unknown_config_keys(config: Mapping[str, Any], what: str) -> None:
+def check_config_keys(config: Mapping[str, Any], what: str) -> None:
     """Raise ValueError naming `what` when `config` has keys that are not PAANet's constructor arguments
     (encoder_weights aside: a config describes the network, not where its weights come from)."""
     keys = set(inspect.signature(PAANet).parameters) - {"encoder_weights"}
@@ -170,7 +170,7 @@ class PAANet(nn.Module):
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "PAANet":
         """The network `config` (a PAANet's `config`) describes, with random weights: nothing is downloaded."""
-        unknown_config_keys(config, "config")
+        check_config_keys(config, "config")
         return cls(**config, encoder_weights=None)
 
     def save_pretrained(self, save_directory: str | os.PathLike, *, dataset: str | None = None,

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 from . import __version__
 from .atomic import atomic_path, write_text
-from .model import PAANet, unknown_config_keys
+from .model import PAANet, check_config_keys
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -157,7 +157,7 @@ def read_pretrained(folder: Path) -> dict[str, Any]:
                          "library, such as segmentation_models_pytorch, which loads it with its own from_pretrained)")
     config = {k: v for k, v in config.items() if not k.startswith("_")}
     config.pop("encoder_weights", None)  # the folder's weights replace any
-    unknown_config_keys(config, str(folder / CONFIG_FILE))
+    check_config_keys(config, str(folder / CONFIG_FILE))
     try:
         tensors = load_file(str(folder / WEIGHTS_FILE), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
