@@ -2,12 +2,9 @@
 
 The names below, and the submodules (`paanet_fast.export`, ...), are imported when first used
 (module __getattr__), so that the command line can parse its arguments and print its help before
-torch is imported.
+torch is imported. The module's namespace holds nothing else: `dir(paanet_fast)` lists the public
+names (and the submodules imported so far).
 """
-from __future__ import annotations
-
-import importlib
-from typing import Any
 
 __version__ = "0.2.0"
 # name -> the submodule that defines it
@@ -16,7 +13,9 @@ _DEFINED_IN = {"PAANet": "model", "PAANetOutput": "model", "PAANetLoss": "losses
 __all__ = ["PAANet", "PAANetOutput", "PAANetLoss", "available_backends", "export_onnx", "metrics", "ops"]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
+    import importlib  # here, not at the top: a module-level import would be one more name in dir()
+
     if name in _DEFINED_IN:
         value = getattr(importlib.import_module(f".{_DEFINED_IN[name]}", __name__), name)
     else:

@@ -2,11 +2,13 @@
 
 A checkpoint holds only tensors and plain containers of numbers and strings, so that
 torch.load(weights_only=True) can read it. Two kinds, both readable by everything that takes
---checkpoint (evaluate, predict, model_from_checkpoint):
+--checkpoint (evaluate, predict, export, model_from_checkpoint, PAANet.from_pretrained):
 - best.pt, for inference and fine-tuning (MODEL_KEYS): the model's weights and constructor config,
-  the run's config and split, the epoch and its validation DSC;
+  the run's config and split, the epoch and its validation scores;
 - last.pt, for resuming: that and TRAINING_KEYS, the optimizer and GradScaler states, the per-epoch
   history, the best validation DSC so far and the RNG states.
+A save_pretrained folder (paanet_fast.pretrained) is read into the same dict: the weights and the
+model's config, and the run's entries when it was exported from a run.
 """
 from __future__ import annotations
 
@@ -18,13 +20,17 @@ import torch
 
 from .atomic import atomic_path
 from .model import PAANet
+from .pretrained import CONFIG_FILE, TRAINING_FILE, WEIGHTS_FILE, is_pretrained_folder, read_pretrained
 
 
-MODEL_KEYS = ("model", "model_config", "config", "epoch", "split", "val_dsc")
+# val_scores: every validation score of the checkpoint's epoch (val_dsc, val_miou, ...); older runs lack it.
+MODEL_KEYS = ("model", "model_config", "config", "epoch", "split", "val_dsc", "val_scores")
 TRAINING_KEYS = ("optimizer", "scaler", "history", "best_dsc", "rng")
 _REQUIRED = ("model", "model_config", "config", "epoch")
 WHAT_A_CHECKPOINT_IS = ("a paanet-fast checkpoint is the best.pt or last.pt that `paanet-fast train` writes into "
-                        "its run folder (--out): a torch.save file of a dict with the model's weights and config")
+                        "its run folder (--out): a torch.save file of a dict with the model's weights and config; "
+                        "or a folder that save_pretrained or `paanet-fast export --format pretrained` writes "
+                        f"({CONFIG_FILE} and {WEIGHTS_FILE})")
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes zip archives
 
 
@@ -39,8 +45,15 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint written by save_checkpoint, loaded on the CPU with weights_only=True."""
+    """A checkpoint written by save_checkpoint, loaded on the CPU with weights_only=True; or a
+    save_pretrained folder read into the same dict (without "config" and "epoch" unless it was
+    exported from a run: see require_run)."""
     path = Path(path)
+    if is_pretrained_folder(path):
+        try:
+            return read_pretrained(path)
+        except (ValueError, OSError) as exc:
+            raise RunError(str(exc)) from exc
     if path.is_dir():
         raise RunError(f"checkpoint {path} is a folder; {WHAT_A_CHECKPOINT_IS}: pass {path / 'best.pt'}, for example")
     if not path.is_file():
@@ -82,3 +95,12 @@ def model_from_checkpoint(state: dict[str, Any], backend: str = "auto") -> PAANe
     model = PAANet.from_config({**state["model_config"], "backend": backend})
     model.load_state_dict(state["model"])
     return model.eval()
+
+
+def require_run(state: dict[str, Any], path: Path, needs: str) -> dict[str, Any]:
+    """The run config of a loaded checkpoint, or a RunError for a saved model without one
+    (a save_pretrained folder that was not exported from a run): `needs` says what for."""
+    if "config" not in state:
+        raise RunError(f"{path} holds a model without the run it was trained in ({TRAINING_FILE}, which "
+                       f"`paanet-fast export --format pretrained` writes from a run's checkpoint): {needs}")
+    return state["config"]

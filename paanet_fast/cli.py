@@ -16,6 +16,7 @@ DATASETS = DATASET_NAMES
 BACKENDS = ("auto", *KNOWN_BACKENDS)
 EXIT_ERROR = 2  # a usage or data problem, or any other error (one line on stderr)
 EXIT_SKIPPED = 1  # predict: some image files could not be read and were skipped; the rest were written
+CHECKPOINT_HELP = "a run's best.pt or last.pt, or a save_pretrained folder (e.g. from export --format pretrained)"
 EPILOG = """examples:
   paanet-fast doctor
   paanet-fast train --dataset synthetic --out runs/demo
@@ -26,6 +27,7 @@ EPILOG = """examples:
   paanet-fast evaluate --checkpoint runs/kvasir/best.pt --out runs/kvasir/test
   paanet-fast predict --checkpoint runs/kvasir/best.pt images/ --out predictions
   paanet-fast export --checkpoint runs/kvasir/best.pt --out kvasir.onnx
+  paanet-fast export --checkpoint runs/kvasir/best.pt --format pretrained --out kvasir-paanet
   paanet-fast predict --onnx kvasir.onnx images/ --out predictions
 """
 
@@ -118,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     _runtime_flags(train, **unset)
 
     evaluate = commands.add_parser("evaluate", help="score a checkpoint: the paper's table, scores.json, per_image.csv")
-    evaluate.add_argument("--checkpoint", required=True)
+    evaluate.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     evaluate.add_argument("--dataset", choices=DATASETS, help="default: the checkpoint's dataset")
     evaluate.add_argument("--data-root", help="default: the checkpoint's")
     _folder_flags(evaluate)
@@ -139,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
                     f"status is {EXIT_SKIPPED} (the others are written). Exit status: 0 all written, "
                     f"{EXIT_SKIPPED} some unreadable images skipped, {EXIT_ERROR} an error.")
     network = predict.add_mutually_exclusive_group(required=True)
-    network.add_argument("--checkpoint", help="a best.pt or last.pt of a run")
+    network.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     network.add_argument("--onnx", help="an ONNX file written by `paanet-fast export` (run by onnxruntime on the CPU)")
     predict.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
     predict.add_argument("--out", required=True)
@@ -151,13 +153,19 @@ def build_parser() -> argparse.ArgumentParser:
     _runtime_flags(predict)
     predict.set_defaults(backend="auto", amp="none", device="auto")
 
-    export = commands.add_parser("export", help="a checkpoint's model as an ONNX file (dynamic batch and size)",
+    export = commands.add_parser("export", help="a checkpoint's model as an ONNX file or a save_pretrained folder",
                                  description="Write the checkpoint's PAANet as an ONNX file that onnxruntime runs on "
                                              "any batch and image size (its logits; the fused operators in their "
-                                             "portable formulation, standard ONNX ops). Needs the export extra.")
-    export.add_argument("--checkpoint", required=True)
-    export.add_argument("--out", required=True, help="the .onnx file to write")
-    export.add_argument("--opset", type=_positive_int, help="ONNX opset (default: torch's)")
+                                             "portable formulation, standard ONNX ops; needs the export extra), or "
+                                             "with --format pretrained as the folder save_pretrained writes "
+                                             "(config.json, model.safetensors, a README.md model card with the "
+                                             "run's dataset and validation scores, training.json), which "
+                                             "PAANet.from_pretrained loads and evaluate and predict take as "
+                                             "--checkpoint.")
+    export.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
+    export.add_argument("--format", choices=("onnx", "pretrained"), default="onnx", help="default: onnx")
+    export.add_argument("--out", required=True, help="the .onnx file to write, or the folder for --format pretrained")
+    export.add_argument("--opset", type=_positive_int, help="ONNX opset (default: torch's; --format onnx only)")
     return parser
 
 
@@ -199,6 +207,16 @@ def _predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _export(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.format == "pretrained":
+        if args.opset is not None:
+            parser.error("export: --opset applies to --format onnx")
+        from .export import export_pretrained
+
+        from .pretrained import FILES
+
+        folder = export_pretrained(args.checkpoint, args.out)
+        print(f"wrote {folder}: {', '.join(name for name in FILES if (folder / name).is_file())}")
+        return 0
     from .export import export_checkpoint
 
     print(f"wrote {export_checkpoint(args.checkpoint, args.out, opset=args.opset)}")

@@ -12,7 +12,7 @@ import torch
 
 from . import metrics
 from .atomic import write_text
-from .checkpoint import RunError, load_checkpoint, model_from_checkpoint
+from .checkpoint import RunError, load_checkpoint, model_from_checkpoint, require_run
 from .data import SPLIT_NAMES, FolderSource, SegmentationDataset, default_split, open_source, read_split
 from .data.splits import check_split
 from .runtime import ForwardTimer, autocast, pick_device, resolved_backend
@@ -136,7 +136,7 @@ def evaluate(checkpoint: str | Path, out: str | Path, dataset: str | None = None
         raise RunError(f"--split must be one of {SPLIT_NAMES + ('all',)}, got {split!r}")
     checkpoint = Path(checkpoint)
     state = load_checkpoint(checkpoint)
-    config = state["config"]
+    config = require_run(state, checkpoint, "evaluate needs its dataset, split and image size")
     dataset = dataset or config["dataset"]
     own = config if dataset == config["dataset"] else {}
     source = open_source(dataset, data_root if data_root is not None else config.get("data_root"),

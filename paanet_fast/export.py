@@ -145,9 +145,29 @@ def export_onnx(model: PAANet, path: str | os.PathLike, *, example: torch.Tensor
 
 
 def export_checkpoint(checkpoint: str | os.PathLike, path: str | os.PathLike, *, opset: int | None = None) -> Path:
-    """export_onnx of a checkpoint's model, recording the image size it was trained at; returns the path."""
+    """export_onnx of a checkpoint's model, recording the image size it was trained at (when the
+    checkpoint knows it); returns the path."""
     from .checkpoint import load_checkpoint, model_from_checkpoint
 
     require_export_packages("export", ("onnx", "onnxscript"))
     state = load_checkpoint(Path(checkpoint))
-    return export_onnx(model_from_checkpoint(state), path, opset=opset, image_size=state["config"]["image_size"])
+    return export_onnx(model_from_checkpoint(state), path, opset=opset,
+                       image_size=state.get("config", {}).get("image_size"))
+
+
+def export_pretrained(checkpoint: str | os.PathLike, folder: str | os.PathLike) -> Path:
+    """A run's checkpoint as a save_pretrained folder; returns the folder.
+
+    The model card names the run's dataset and lists the checkpoint's epoch and validation scores;
+    training.json keeps the run's settings, split and scores, so that evaluate and predict take
+    the folder as they take the checkpoint.
+    """
+    from .checkpoint import MODEL_KEYS, load_checkpoint, model_from_checkpoint
+    from .pretrained import save_pretrained
+
+    state = load_checkpoint(Path(checkpoint))
+    training = {key: state[key] for key in MODEL_KEYS if key in state and key not in ("model", "model_config")}
+    scores = state.get("val_scores", {"val_dsc": state["val_dsc"]} if "val_dsc" in state else {})
+    metrics = {"epoch": state["epoch"], **scores} if "epoch" in state else scores
+    return save_pretrained(model_from_checkpoint(state), folder, dataset=state.get("config", {}).get("dataset"),
+                           metrics=metrics or None, training=training or None)

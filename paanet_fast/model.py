@@ -3,6 +3,8 @@ top-down path, then the segmentation head; named as in segmentation_models_pytor
 from __future__ import annotations
 
 import inspect
+import os
+from pathlib import Path
 from typing import Any, Mapping, NamedTuple
 
 import torch
@@ -108,6 +110,14 @@ class PAANetDecoder(nn.Module):
         return self.top_down(feats), gam_logits
 
 
+def check_config_keys(config: Mapping[str, Any], what: str) -> None:
+    """Raise ValueError naming `what` when `config` has keys that are not PAANet's constructor arguments
+    (encoder_weights aside: a config describes the network, not where its weights come from)."""
+    keys = set(inspect.signature(PAANet).parameters) - {"encoder_weights"}
+    if not set(config) <= keys:
+        raise ValueError(f"{what} has unknown keys {sorted(set(config) - keys)}; a PAANet config has {sorted(keys)}")
+
+
 class PAANet(nn.Module):
     """Progressive alternating attention network (Srivastava et al., 2021).
 
@@ -137,7 +147,8 @@ class PAANet(nn.Module):
     the logits in eval mode without autograd, as smp's predict, and leaves the mode as it was.
 
     `config` holds the constructor's arguments but the weights (JSON-serialisable);
-    PAANet.from_config(config) builds the same network again.
+    PAANet.from_config(config) builds the same network again. save_pretrained(folder) and
+    PAANet.from_pretrained(folder, Hub id or run checkpoint) share a trained model as smp does.
     """
 
     def __init__(self, encoder_name: str = "resnet50", encoder_weights: EncoderWeights = "imagenet",
@@ -159,10 +170,46 @@ class PAANet(nn.Module):
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "PAANet":
         """The network `config` (a PAANet's `config`) describes, with random weights: nothing is downloaded."""
-        keys = set(inspect.signature(cls).parameters) - {"encoder_weights"}
-        if not set(config) <= keys:
-            raise ValueError(f"config has unknown keys {sorted(set(config) - keys)}; a PAANet config has {sorted(keys)}")
+        check_config_keys(config, "config")
         return cls(**config, encoder_weights=None)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *, dataset: str | None = None,
+                        metrics: Mapping[str, Any] | None = None) -> Path:
+        """Write the model into the folder `save_directory` as smp's save_pretrained does; returns the folder.
+
+        The folder holds config.json (the constructor's arguments, encoder_weights null, backend
+        "auto"), model.safetensors (the weights; no pickle) and README.md, a model card that names
+        `dataset` and lists `metrics` ({name: value}) when given. Upload it to the Hugging Face
+        Hub with huggingface_hub (`hf upload OWNER/NAME FOLDER`) to share it there.
+        """
+        from .pretrained import save_pretrained
+
+        return save_pretrained(self, save_directory, dataset=dataset, metrics=metrics)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, *, backend: str = "auto",
+                        map_location: torch.device | str = "cpu", revision: str | None = None,
+                        cache_dir: str | os.PathLike | None = None, token: str | bool | None = None) -> "PAANet":
+        """The PAANet saved in a save_pretrained folder, a Hugging Face Hub repository or a run's checkpoint.
+
+        Args:
+            name_or_path: a folder written by save_pretrained (or `paanet-fast export --format
+                pretrained`), a best.pt or last.pt of a run (loaded with weights_only=True), or a Hub
+                model id "owner/name" (fetched through huggingface_hub into its cache; with
+                HF_HUB_OFFLINE=1 from the cache only). A local path is never looked up on the Hub.
+            backend: the operator backend of the loaded model (any; the weights are the same).
+            map_location: the device the model is moved to (the files are read on the CPU).
+            revision, cache_dir, token: huggingface_hub's, for a Hub id: a branch, tag or commit,
+                the cache folder, the access token.
+
+        Returns the model in eval mode. Encoder weights are never downloaded: the saved weights
+        are the whole model's.
+        """
+        from .checkpoint import load_checkpoint, model_from_checkpoint
+        from .pretrained import local_source
+
+        source = local_source(name_or_path, revision=revision, cache_dir=cache_dir, token=token)
+        return model_from_checkpoint(load_checkpoint(source), backend).to(map_location)
 
     @property
     def backend(self) -> str:

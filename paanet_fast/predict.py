@@ -95,8 +95,9 @@ def describe_unreadable(unreadable: dict[Path, str]) -> str:
 
 
 def checkpoint_network(checkpoint: str | Path, backend: str = "auto", device: str = "auto",
-                       amp: str = "none") -> tuple[Network, int]:
-    """The checkpoint's PAANet as a Network, and the image size it was trained at."""
+                       amp: str = "none") -> tuple[Network, int | None]:
+    """The checkpoint's PAANet as a Network, and the image size it was trained at (None when a
+    save_pretrained folder does not record it)."""
     state = load_checkpoint(Path(checkpoint))
     torch_device = pick_device(device)
     model = model_from_checkpoint(state, backend).to(torch_device)
@@ -105,7 +106,7 @@ def checkpoint_network(checkpoint: str | Path, backend: str = "auto", device: st
         with torch.no_grad(), autocast(torch_device, amp):
             return model(images.to(torch_device)).float().cpu()
 
-    return run, state["config"]["image_size"]
+    return run, state.get("config", {}).get("image_size")
 
 
 def onnx_network(path: str | Path, image_size: int | None = None) -> tuple[Network, int]:
@@ -223,6 +224,9 @@ def predict(checkpoint: str | Path | None, inputs: Sequence[str | Path], out: st
     else:
         network, size = checkpoint_network(checkpoint, backend, device, amp)
         size = image_size or size
+        if size is None:
+            raise RunError(f"{checkpoint} does not record the image size the model was trained at (a folder that "
+                           "`paanet-fast export --format pretrained` writes from a run does): pass --image-size")
     out = Path(out)
     for folder in ("masks", "overlays"):
         (out / folder).mkdir(parents=True, exist_ok=True)
@@ -243,7 +247,8 @@ def predict(checkpoint: str | Path | None, inputs: Sequence[str | Path], out: st
                 _save_png(labels, out / "masks" / f"{path.stem}.png")
                 _save_png(label_overlay(image, labels), out / "overlays" / f"{path.stem}.png")
             written.append(out / "masks" / f"{path.stem}.png")
-    print(f"wrote {len(written)} masks to {out / 'masks'} and overlays to {out / 'overlays'}")
+    print(f"wrote {len(written)} mask{'' if len(written) == 1 else 's'} to {out / 'masks'} and "
+          f"overlay{'' if len(written) == 1 else 's'} to {out / 'overlays'}")
     if unreadable:
         print(describe_unreadable(unreadable), file=sys.stderr)
     return Predicted(written, unreadable)

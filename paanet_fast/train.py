@@ -311,8 +311,10 @@ class _Run:
         """One pass over this process's shard; returns (summed loss * images, images) over all processes."""
         self.trained.train()
         loss_sum, seen, start = 0.0, 0, time.perf_counter()
-        bar = tqdm(loader, desc=f"epoch {epoch}/{self.config.epochs}", unit="batch", disable=not self.proc.is_main,
-                   dynamic_ncols=True, leave=False)
+        # Only on a terminal: redirected to a file, every update of the bar would be one more line in it
+        # (a carriage return each), while the log's line per epoch says everything the file needs.
+        bar = tqdm(loader, desc=f"epoch {epoch}/{self.config.epochs}", unit="batch",
+                   disable=not (self.proc.is_main and sys.stderr.isatty()), dynamic_ncols=True, leave=False)
         for batch in bar:
             images = batch["image"].to(self.proc.device, non_blocking=True)
             masks = batch["mask"].to(self.proc.device, non_blocking=True)
@@ -346,7 +348,7 @@ class _Run:
         self.best_dsc = max(self.best_dsc, row["val_dsc"])
         weights = {"model": self.model.state_dict(), "model_config": dict(self.model.config),
                    "config": dataclasses.asdict(self.config), "epoch": epoch, "split": self.split,
-                   "val_dsc": row["val_dsc"]}
+                   "val_dsc": row["val_dsc"], "val_scores": {k: v for k, v in row.items() if k.startswith("val_")}}
         # best.pt first: a kill between the two writes then redoes this epoch and rewrites both.
         if improved:
             save_checkpoint(self.out / "best.pt", weights)

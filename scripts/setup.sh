@@ -12,6 +12,8 @@ pip="$venv/bin/python -m pip"
 $pip install -q --upgrade pip
 # shellcheck disable=SC2086  # torch_spec is a list of requirements
 $pip install -q $torch_spec
+# setuptools>=77 (the SPDX license string): torch 2.13 and newer bring it, but TORCH_SPEC may name an older one
+# (scripts/check_torch.sh installs 2.9.1 this way), which leaves a fresh venv's 65.
 $pip install -q ninja "setuptools>=77" wheel numpy
 # The extension takes minutes to build (about 4 on 2 idle cores): it is built again only when what it is
 # built from changed (sources, build files, torch, the build switches, the CUDA toolkit found), so

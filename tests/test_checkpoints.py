@@ -3,6 +3,7 @@ resuming a run that has finished."""
 from __future__ import annotations
 
 import argparse
+import json
 import zipfile
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 from PIL import Image
 
 from fake_datasets import one_thread, single_thread  # noqa: F401 (fixture)
+from paanet_fast import PAANet
 from paanet_fast.checkpoint import MODEL_KEYS, TRAINING_KEYS, RunError, load_checkpoint, model_from_checkpoint
 from paanet_fast.cli import main
 
@@ -34,6 +36,8 @@ def test_best_holds_weights_and_config_only_and_last_everything_resume_needs(run
     assert set(best) == set(MODEL_KEYS)
     assert set(last) == set(MODEL_KEYS) | set(TRAINING_KEYS)
     assert best["epoch"] == last["epoch"] == 1 and best["val_dsc"] == last["history"][0]["val_dsc"]
+    assert best["val_scores"] == {k: v for k, v in last["history"][0].items() if k.startswith("val_")}
+    assert {"val_dsc", "val_miou", "val_recall", "val_precision"} <= set(best["val_scores"])
     assert best["config"] == last["config"] and best["split"] == last["split"]
     # Adam keeps two moments per weight: the weights-only file is about a third of last.pt.
     assert (run / "best.pt").stat().st_size < 0.4 * (run / "last.pt").stat().st_size
@@ -117,3 +121,51 @@ def test_resuming_a_finished_run_says_so_and_more_epochs_continue_it(tmp_path, c
     assert state["epoch"] == 2 and state["config"]["epochs"] == 2
     assert [row["epoch"] for row in state["history"]] == [1, 2]
     assert "epoch 2/2" in capsys.readouterr().out
+
+
+def _masks(folder):
+    return {p.name: p.read_bytes() for p in sorted((folder / "masks").iterdir())}
+
+
+def test_a_run_exported_as_a_pretrained_folder_is_taken_wherever_its_checkpoint_is(run, tmp_path, capsys):
+    folder = tmp_path / "shared"
+    assert main(["export", "--checkpoint", str(run / "best.pt"), "--format", "pretrained", "--out", str(folder)]) == 0
+    assert capsys.readouterr().out == f"wrote {folder}: config.json, model.safetensors, README.md, training.json\n"
+    best = torch.load(run / "best.pt", weights_only=True)
+    card = (folder / "README.md").read_text()
+    assert "## Dataset\n\nsynthetic\n" in card and f"| val_dsc | {best['val_dsc']:.4f} |" in card
+    assert f"| val_miou | {best['val_scores']['val_miou']:.4f} |" in card and "| epoch | 1 |" in card
+    model = PAANet.from_pretrained(folder, backend="cpp")
+    assert all(torch.equal(v, best["model"][k]) for k, v in model.state_dict().items())
+
+    scores = {}
+    for name, checkpoint in (("folder", folder), ("best", run / "best.pt")):
+        assert main(["evaluate", "--checkpoint", str(checkpoint), "--out", str(tmp_path / name), "--workers", "0",
+                     "--backend", "cpp"]) == 0
+        scores[name] = json.loads((tmp_path / name / "scores.json").read_text())
+    different = {"checkpoint", "images_per_second"}
+    assert {k: v for k, v in scores["folder"].items() if k not in different} == \
+        {k: v for k, v in scores["best"].items() if k not in different}
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (41, 53, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    for name, checkpoint in (("folder", folder), ("best", run / "best.pt")):
+        assert main(["predict", "--checkpoint", str(checkpoint), str(tmp_path / "a.png"), "--out",
+                     str(tmp_path / f"p-{name}"), "--backend", "cpp"]) == 0
+    assert _masks(tmp_path / "p-folder") == _masks(tmp_path / "p-best")
+
+
+def test_a_saved_model_without_its_run_says_what_evaluate_and_predict_need(tmp_path, capsys):
+    folder = PAANet("resnet18", encoder_weights=None, growth=8, num_layers=1).eval().save_pretrained(tmp_path / "m")
+    Image.fromarray(np.random.default_rng(2).integers(0, 255, (30, 40, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    assert main(["evaluate", "--checkpoint", str(folder), "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert (f"{folder} holds a model without the run it was trained in (training.json, which `paanet-fast export "
+            "--format pretrained` writes from a run's checkpoint): evaluate needs its dataset") in err
+    predict = ["predict", "--checkpoint", str(folder), str(tmp_path / "a.png"), "--out", str(tmp_path / "p")]
+    assert main(predict) == 2
+    assert "does not record the image size the model was trained at" in capsys.readouterr().err
+    assert main([*predict, "--image-size", "32"]) == 0
+    assert (tmp_path / "p" / "masks" / "a.png").is_file()
+    with pytest.raises(SystemExit):
+        main(["export", "--checkpoint", str(folder), "--format", "pretrained", "--out", str(tmp_path / "x"),
+              "--opset", "17"])
+    assert "--opset applies to --format onnx" in capsys.readouterr().err

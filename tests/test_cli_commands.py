@@ -47,7 +47,7 @@ def test_console_script_and_python_m_entry_points():
                "--encoder-weights", "--backend", "--seed", "--amp", "--workers", "--split-file", "--resume"]),
     ("evaluate", ["--checkpoint", "--dataset", "--data-root", "--split", "--out"]),
     ("predict", ["--checkpoint", "--onnx", "INPUT", "--out", "--batch-size"]),
-    ("export", ["--checkpoint", "--out", "--opset"]),
+    ("export", ["--checkpoint", "--out", "--opset", "--format"]),
     ("doctor", ["--json"]),
 ])
 def test_every_flag_of_the_issue_exists(capsys, command, flags):

@@ -68,3 +68,13 @@ def test_the_package_imports_its_names_when_they_are_used():
         import paanet_fast
 
         paanet_fast.nonexistent
+
+
+def test_dir_of_the_package_lists_its_public_names_only():
+    """Not the helpers of the lazy import (issue 25: dir() showed Any, annotations, importlib)."""
+    script = "import paanet_fast; print(*[n for n in dir(paanet_fast) if not n.startswith('_')])"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                            env=ENV)
+    import paanet_fast
+
+    assert result.stdout.split() == sorted(paanet_fast.__all__), result.stderr

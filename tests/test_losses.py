@@ -91,3 +91,71 @@ def test_shape_mismatch_is_rejected():
         PAANetLoss()(torch.randn(1, 1, 4, 4), torch.rand(1, 1, 4, 5))
     with pytest.raises(ValueError, match="unknown groups"):
         PAANetLoss(weights={"finals": 1.0})
+
+
+class RecordingLoss:
+    """A head loss that records what it was given and returns a different value for every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def __call__(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        self.calls.append((logits, target))
+        return (logits - target).abs().mean() * len(self.calls)
+
+
+def test_a_loss_of_ones_own_is_applied_to_every_head_with_its_target_and_group_weight():
+    torch.manual_seed(0)
+    target = (torch.rand(2, 2, 9, 11) > 0.6).float()
+    out = PAANetOutput(torch.randn(2, 2, 9, 11), [torch.randn(2, 2, 9, 11) for _ in range(3)],
+                       [torch.randn(2, 1, 9, 11) for _ in range(6)])
+    recorder = RecordingLoss()
+    weights = {"final": 2.0, "aux": 0.5, "gam": 0.25}
+    loss = PAANetLoss(loss=recorder, weights=weights)(out, target)
+    union = target.amax(dim=1, keepdim=True)
+    expected_calls = [(out.logits, target), *((a, target) for a in out.aux_logits),
+                      *((g, union) for g in out.gam_logits)]
+    assert len(recorder.calls) == len(expected_calls) == 10
+    for (logits, given_target), (head, head_target) in zip(recorder.calls, expected_calls):
+        assert torch.equal(logits, head) and torch.equal(given_target, head_target)
+    groups = ["final"] + ["aux"] * 3 + ["gam"] * 6
+    terms = [(head - head_target).abs().mean() * (i + 1) for i, (head, head_target) in enumerate(expected_calls)]
+    assert torch.allclose(loss, sum(weights[g] * t for g, t in zip(groups, terms)))
+
+
+def test_a_loss_of_ones_own_trains_every_head():
+    torch.manual_seed(1)
+    target = (torch.rand(1, 1, 6, 5) > 0.5).float()
+    heads = [torch.randn(1, 1, 6, 5, requires_grad=True) for _ in range(1 + 3 + 6)]
+    out = PAANetOutput(heads[0], heads[1:4], heads[4:])
+    PAANetLoss(loss=lambda z, t: ((torch.sigmoid(z) - t) ** 2).mean())(out, target).backward()
+    for head in heads:
+        expected, = torch.autograd.grad(((torch.sigmoid(head) - target) ** 2).mean(), head)
+        assert torch.allclose(head.grad, expected)
+
+
+def test_smp_dice_loss_on_every_head_of_a_paanet():
+    smp = pytest.importorskip("segmentation_models_pytorch",
+                              reason='needs the "encoders" extra (scripts/setup.sh installs it, so CI runs these)')
+    from paanet_fast import PAANet
+
+    torch.manual_seed(2)
+    model = PAANet("resnet18", encoder_weights=None, growth=8, num_layers=1, backend="cpp")
+    x, mask = torch.randn(2, 3, 40, 48), (torch.rand(2, 1, 40, 48) > 0.5).float()
+    out = model(x, return_aux=True)
+    dice = smp.losses.DiceLoss("binary", from_logits=True)
+    loss = PAANetLoss(loss=dice)(out, mask)
+    expected = dice(out.logits, mask) + sum(dice(a, mask) for a in out.aux_logits) \
+        + sum(dice(g, mask) for g in out.gam_logits)
+    assert torch.allclose(loss, expected)
+    loss.backward()
+    assert all(p.grad is not None for p in model.aux_heads.parameters())
+    assert all(block.gam_convs[0].weight.grad.abs().sum() > 0 for block in model.decoder.blocks)
+
+
+@pytest.mark.parametrize("kwargs", [dict(boundary_weighted=True), dict(smooth=0.5)])
+def test_options_of_the_default_loss_are_refused_with_ones_own(kwargs):
+    with pytest.raises(ValueError, match="configure the default BCE"):
+        PAANetLoss(loss=lambda z, t: z.mean(), **kwargs)
+    with pytest.raises(ValueError, match="expected a callable"):
+        PAANetLoss(loss="dice")

@@ -22,7 +22,7 @@ except ModuleNotFoundError:  # Python 3.10
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "paanet_fast"
 # Imported lazily, where used, by features behind an extra (or, for triton, by torch's own dependency).
-OPTIONAL = {"segmentation_models_pytorch": "encoders", "timm": "encoders", "huggingface_hub": "encoders",
+OPTIONAL = {"segmentation_models_pytorch": "encoders", "timm": "encoders", "huggingface_hub": "hub",
             "onnx": "export", "onnxscript": "export", "onnxruntime": "export", "triton": "torch"}
 COMMAND_LINE_ONLY = ("tqdm", "matplotlib", "albumentations", "cv2")
 
@@ -55,6 +55,16 @@ def test_every_package_the_code_imports_is_a_dependency_or_behind_an_extra():
     extras = project["optional-dependencies"]
     assert "segmentation-models-pytorch" in {_canonical(r) for r in extras["encoders"]}
     assert {"onnx", "onnxscript", "onnxruntime"} <= {_canonical(r) for r in extras["export"]}
+    assert "huggingface-hub" in {_canonical(r) for r in extras["hub"]}
+
+
+def test_importing_the_package_and_the_model_imports_neither_safetensors_nor_huggingface_hub():
+    """Both are imported where a model is saved or loaded (huggingface_hub only for a Hub id)."""
+    script = ("import sys, paanet_fast; from paanet_fast import PAANet, PAANetLoss; "
+              "print(sorted(m for m in ('safetensors', 'huggingface_hub') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]"
 
 
 def test_license_is_an_spdx_expression_with_its_file():

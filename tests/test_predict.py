@@ -67,6 +67,15 @@ def test_progress_is_reported_per_batch(checkpoint, images):
     assert finished == [2, 2, 1]
 
 
+def test_the_closing_line_counts_masks_in_singular_and_plural(checkpoint, images, tmp_path, capsys):
+    for files in (images[:1], images[:2]):
+        out = tmp_path / str(len(files))
+        assert main(["predict", "--checkpoint", str(checkpoint), *map(str, files), "--out", str(out),
+                     "--backend", "cpp"]) == 0
+        noun = "mask" if len(files) == 1 else "masks"
+        assert f"wrote {len(files)} {noun} to {out / 'masks'} and overlay" in capsys.readouterr().out
+
+
 def test_folder_entries_that_are_not_images_are_named(checkpoint, tmp_path, capsys):
     folder = tmp_path / "mixed"
     write_images(folder, {"a": (40, 40), "b": (33, 50)})

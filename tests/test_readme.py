@@ -67,3 +67,25 @@ def test_readme_quotes_the_exit_statuses_and_the_calibration_images():
     assert f"batch-norm statistics are recomputed from {CALIBRATION_IMAGES} training images" in text
     assert f"names and skips image files it cannot read: then its exit status is {EXIT_SKIPPED} (0: all written)" in text
     assert f"Errors are one line on stderr with exit status {EXIT_ERROR}" in text
+
+
+def test_the_readmes_two_deep_supervision_lines_run_in_an_smp_style_step():
+    """The lines of "In your own training loop", executed as written: every head gets smp's DiceLoss."""
+    import torch
+
+    smp = pytest.importorskip("segmentation_models_pytorch",
+                              reason='needs the "encoders" extra (scripts/setup.sh installs it, so CI runs these)')
+    from paanet_fast import PAANet, PAANetLoss
+
+    text = README.read_text()
+    block = text[text.index("**In your own training loop.**"):]
+    block = block[block.index("```python\n") + len("```python\n"):block.index("```\n", block.index("```python"))]
+    assert len(block.splitlines()) == 2
+    torch.manual_seed(0)
+    model = PAANet("resnet18", encoder_weights=None, growth=8, num_layers=1)
+    images, masks = torch.randn(2, 3, 48, 40), (torch.rand(2, 1, 48, 40) > 0.5).float()
+    scope = {"model": model, "images": images, "masks": masks, "smp": smp, "PAANetLoss": PAANetLoss}
+    exec(block, scope)
+    out, dice = scope["out"], smp.losses.DiceLoss("binary")
+    expected = sum(dice(z, masks) for z in [out.logits, *out.aux_logits, *out.gam_logits])
+    assert torch.allclose(scope["loss"], expected)

@@ -58,6 +58,17 @@ def test_each_dataset_trains_one_epoch_and_fills_the_run_folder(tmp_path, datase
     assert first_line == "device: cpu | backend: reference | world size: 1"
 
 
+def test_redirected_output_gets_one_line_per_epoch_and_no_progress_bar(tmp_path, capsys):
+    """With stderr not a terminal (a file, a pipe, pytest's capture) the bar's carriage-return updates
+    would fill the file (92 KB for one synthetic run): only the log's lines are written."""
+    train(_config(tmp_path, "synthetic", epochs=2))
+    captured = capsys.readouterr()
+    assert "\r" not in captured.err and "\r" not in captured.out
+    assert captured.err == ""
+    epochs = [line for line in captured.out.splitlines() if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in epochs] == ["epoch 1/2", "epoch 2/2"]
+
+
 def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
     straight = train(_config(tmp_path / "a", "synthetic", epochs=2))
     train(_config(tmp_path / "b", "synthetic", epochs=1))
