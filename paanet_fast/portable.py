@@ -33,7 +33,14 @@ def _shifted_interpolation(out_size: int, in_size: int, like: Tensor) -> Tensor:
     # F.interpolate's index rule, in its own precision (float32 for float32 and half inputs).
     math_dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
     target = torch.arange(-1, out_size + 1, device=like.device, dtype=math_dtype)
-    source = ((target + 0.5) * (in_size / out_size) - 0.5).clamp_min(0)
+    # The scale as a 0-d tensor (the same value, divided in math_dtype as ATen does), not a Python
+    # float: traced with symbolic sizes, in_size / out_size is a SymFloat, which AOT autograd's
+    # _tensorify_python_scalars pass turns into tensor math by looking up every size symbol in it
+    # among the graph's earlier nodes. Without dynamo's lifted size inputs (opcheck's
+    # test_aot_dispatch_dynamic) a symbol that a guard folded into another size (C + C = 4, also a
+    # height: 4 -> 2 * C) has no such node yet, and the pass fails (torch 2.14: KeyError: s9).
+    scale = torch.full((), in_size, device=like.device, dtype=math_dtype) / out_size
+    source = ((target + 0.5) * scale - 0.5).clamp_min(0)
     lower = source.floor().clamp_max(in_size - 1)
     upper = (lower + 1).clamp_max(in_size - 1)
     fraction = (source - lower)[:, None]

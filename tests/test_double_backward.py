@@ -14,6 +14,8 @@ import warnings
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_map_only
 
 from ops_cases import (TOLERANCE, GamMultiplyCase, MiniDecoderCase, relative_error, tiny_gam_multiply_case,
                        tiny_mini_decoder_case, with_grad)
@@ -192,3 +194,51 @@ def test_backward_operators_differentiate_like_their_portable_twins(prefix, devi
             results.append(torch.autograd.grad(outputs, flat_tensors(args), weights))
         for i, (a, e) in enumerate(zip(*results)):
             assert relative_error(a, e) <= TOLERANCE[torch.float64], f"{op}: gradient of input {i}"
+
+
+# --- opcheck of every operator call that a PAAD layer's forward and backward dispatch ----------------
+
+class OperatorRecorder(TorchDispatchMode):
+    """Records each paanet_fast operator call with copies of its arguments, laid out as they were:
+    the gradients that .sum() hands a backward operator are expanded (stride 0), and a plain
+    clone would make them contiguous."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[torch._ops.OpOverload, tuple]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.namespace == "paanet_fast":
+            self.calls.append((func, tree_map_only(torch.Tensor, copy_keeping_layout, args)))
+        return func(*args, **(kwargs or {}))
+
+
+def copy_keeping_layout(t: torch.Tensor) -> torch.Tensor:
+    storage = t.untyped_storage().clone()
+    copy = t.new_empty(0).set_(storage, t.storage_offset(), t.shape, t.stride())
+    return copy.requires_grad_(t.requires_grad)
+
+
+@pytest.mark.parametrize("prefix,device", OPERATORS)
+def test_opcheck_the_calls_of_a_paad_layers_forward_and_backward(prefix, device):
+    """Issue 22: test_aot_dispatch_dynamic failed on mini_decoder_backward (KeyError on a size symbol
+    in torch's _tensorify_python_scalars). Two scales of 2 channels each make opcheck's duck-sized
+    symbols meet the weight's check (4 channels = 2 x 2, and 4 is also the second scale's height),
+    so that one size becomes an expression of another; portable's float scale of the resize, derived
+    from those sizes, was then a SymFloat that the pass could not rebuild."""
+    backend = "triton" if prefix else {"cpu": "cpp", "cuda": "cuda"}[device]
+    gen = torch.Generator().manual_seed(50)
+    features = [torch.randn(2, 2, 8, 12, generator=gen, dtype=torch.float64).to(device).requires_grad_(),
+                torch.randn(2, 2, 4, 6, generator=gen, dtype=torch.float64).to(device).requires_grad_()]
+    weight, bias = with_grad(on(device, [torch.randn(1, 4, 3, 3, generator=gen, dtype=torch.float64) / 3,
+                                         torch.randn(1, generator=gen, dtype=torch.float64)]))
+    with OperatorRecorder() as recorder:
+        logits, gam = ops.mini_decoder(features, weight, bias, (16, 24), backend=backend)
+        products = ops.gam_multiply(features, gam, False, backend=backend)
+        (logits.sum() + sum(p.sum() for p in products)).backward()
+    names = [func.__name__ for func, _ in recorder.calls]
+    assert names == [f"{prefix}{name}.default" for name in
+                     ("mini_decoder", "gam_multiply", "gam_multiply_backward", "mini_decoder_backward")]
+    assert recorder.calls[-1][1][0].stride() == (0, 0, 0, 0), "the gradient of the logits should be expanded"
+    for func, args in recorder.calls:
+        torch.library.opcheck(func, args)
