@@ -208,9 +208,12 @@ def kernel_key(base_name: str, parameters: str) -> str:
 
 def split_signature(demangled: str) -> tuple[str, str, str]:
     """(base name, template arguments, parameters) of `void ns::name<T...>(params)`."""
-    name_end = demangled.index("(", demangled.rfind(">") if ">(" in demangled else 0)
-    head, params = demangled[:name_end], demangled[name_end + 1:-1]
-    head = head.removeprefix("void ")
+    depth, open_paren = 0, len(demangled) - 1
+    for open_paren in range(len(demangled) - 1, -1, -1):  # the parenthesis that opens the parameter list
+        depth += {")": 1, "(": -1}.get(demangled[open_paren], 0)
+        if depth == 0:
+            break
+    head, params = demangled[:open_paren].removeprefix("void "), demangled[open_paren + 1:-1]
     template = head[head.index("<"):] if "<" in head else ""
     base = re.sub(r"\(anonymous namespace\)::|\b[A-Za-z_]\w*::", "", head[:len(head) - len(template)])
     return base, template, params
