@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -53,7 +54,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 BATCH, CHANNELS, SIZE, STRIDES = 8, 32, 256, (4, 8, 16, 32)  # the benchmark shapes (benchmarks/bench_ops.py)
 LAYERS_PER_STEP = 6  # PAAD layers of a PAANet: 2 blocks x 3 (paanet_fast.model)
-COUNT_SIZES = ((2, 4, 32), (1, 3, 64))  # (batch, channels, output size) of the two launch counts
+# (batch, channels, output size) of the two launch counts; no size-1 dimension, where a reshape would
+# be a view that is a copy elsewhere.
+COUNT_SIZES = ((2, 3, 64), (3, 4, 96))
 DTYPES = {"float32": torch.float32, "bf16 autocast": torch.bfloat16}
 
 
@@ -363,26 +366,35 @@ def operator_calls(ops: Operators, inputs: dict[str, Any], reverse: bool) -> dic
 FREE_ATEN = {"empty", "empty_strided", "empty_like", "new_empty", "view", "_unsafe_view", "as_strided", "reshape",
              "_reshape_alias", "expand", "t", "transpose", "permute", "select", "slice", "split", "split_with_sizes",
              "narrow", "unsqueeze", "squeeze", "alias", "detach", "resize_", "set_", "lift_fresh", "unbind",
-             "view_as", "contiguous", "to", "result_type", "chunk", "unflatten", "flatten", "lift_fresh_copy"}
+             "view_as", "contiguous", "to", "result_type", "chunk", "unflatten", "flatten", "resolve_conj", "resolve_neg",
+             "conj", "_conj"}
+
+
+# One device kernel each, whatever the CPU implementation calls inside (its zero-fills, conjugations).
+OPAQUE_ATEN = {"mm", "bmm", "addmm", "baddbmm", "addbmm", "mv", "dot", "sum", "mean", "cat"}
 
 
 def computing_aten_ops(fn: Callable[[], Any], excluded_scope: str | None = None) -> tuple[Counter, list[dict]]:
-    """Runs fn under torch.profiler; the leaf aten ops that would run a device kernel (views, allocations
-    and no-op casts are free), by name, and each with its input shapes; ops inside a record_function
-    named `excluded_scope` (the Triton interpreter's own work) are left out."""
+    """Runs fn under torch.profiler; the aten ops that would run a device kernel, by name, and each with its
+    input shapes: the leaf ops other than views, allocations and no-op casts (FREE_ATEN), and the ops of
+    OPAQUE_ATEN as one each. Ops inside a record_function named `excluded_scope` (the Triton
+    interpreter's own work) are left out."""
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         fn()
     names, ops = Counter(), []
     for event in prof.events():
-        if not event.name.startswith("aten::") or any(c.name.startswith("aten::") for c in event.cpu_children):
-            continue
-        parent, inside = event.cpu_parent, False
-        while parent is not None:
-            inside = inside or parent.name == excluded_scope
-            parent = parent.cpu_parent
         short = event.name.removeprefix("aten::")
-        if inside or short in FREE_ATEN:
+        if not event.name.startswith("aten::") or short in FREE_ATEN:
+            continue
+        leaf = not any(c.name.startswith("aten::") for c in event.cpu_children)
+        ancestors = []
+        parent = event.cpu_parent
+        while parent is not None:
+            ancestors.append(parent.name)
+            parent = parent.cpu_parent
+        if (excluded_scope in ancestors or any(a.removeprefix("aten::") in OPAQUE_ATEN for a in ancestors)
+                or not (leaf or short in OPAQUE_ATEN)):
             continue
         names[short] += 1
         ops.append({"op": short, "shapes": [list(s) for s in event.input_shapes if isinstance(s, list)]})
@@ -420,8 +432,16 @@ def _parse_launch_line(line: str) -> tuple[str, tuple[int, int, int], int, int]:
 
 def cuda_launch_names(emulated) -> list[str]:
     """The kernels launched since the last call: name and first parameter type (a template's instantiation)."""
-    return [_parse_launch_line(line)[0].split(",")[0].removesuffix(")") + ")"
-            for line in emulated.emulation_take_launches().splitlines()]
+    names = []
+    for line in emulated.emulation_take_launches().splitlines():
+        key = _parse_launch_line(line)[0]
+        depth, end = 0, len(key) - 1
+        for end, char in enumerate(key):  # the end of the first parameter
+            depth += {"<": 1, ">": -1}.get(char, 0)
+            if char == "," and depth == 0:
+                break
+        names.append(key[:end] + ")")
+    return names
 
 
 def count_cuda_steps(emulated, dtype: torch.dtype) -> list[dict[str, dict[str, Any]]]:
@@ -553,8 +573,7 @@ def compile_triton(launch: TritonLaunch, config, sm: int, out: Path) -> tuple[Ke
     cubin = _cache_dir(out) / f"triton-{compiled.metadata.hash}-sm{sm}.cubin"
     if not cubin.exists():
         cubin.write_bytes(compiled.asm["cubin"])
-    usage = next(iter(resource_usage(cubin).values()))
-    sass = next(iter(sass_of(cubin).values()))
+    usage, sass = _cubin_facts(cubin)
     shown = {k: v for k, v in config.kwargs.items()} | {"warps": config.num_warps}
     shown |= {k: v for k, v in launch.constexprs.items() if k not in ("NUM_SCALES",)}
     instantiation = f"{signature.get(next(n for n in fn.arg_names if n.endswith('_ptr')))} " + \
@@ -565,6 +584,12 @@ def compile_triton(launch: TritonLaunch, config, sm: int, out: Path) -> tuple[Ke
     grid = launch.grid({**bound, **kwargs}) if callable(launch.grid) else launch.grid
     grid = tuple(grid) + (1,) * (3 - len(grid))
     return kernel, Launch(key, fn.__name__, grid, config.num_warps * 32, compiled.metadata.shared)
+
+
+@functools.lru_cache(maxsize=None)
+def _cubin_facts(cubin: Path) -> tuple[dict[str, int], SassCounts]:
+    """Resource usage and SASS counts of a one-kernel cubin (a launch repeated with another shape reuses them)."""
+    return next(iter(resource_usage(cubin).values())), next(iter(sass_of(cubin).values()))
 
 
 def triton_configs(kernel: Any, quick: bool) -> list:
