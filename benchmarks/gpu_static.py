@@ -309,7 +309,8 @@ def finish_cuda_compile(jobs) -> list[Kernel]:
         names = demangle(sorted({name for _, name in ptxas}))
         for (sm, mangled), info in sorted(ptxas.items()):
             base, template, params = split_signature(names[mangled])
-            kernels.append(Kernel("cuda", sm, base, template, kernel_key(base, params), info["registers"],
+            shown = re.sub(r"\(anonymous namespace\)::|\b[A-Za-z_]\w*::|\s", "", template)
+            kernels.append(Kernel("cuda", sm, base, shown, kernel_key(base, params), info["registers"],
                                   info.get("spill_stores", 0), info["smem"], sass[(sm, mangled)],
                                   "double" not in template))
     return kernels
@@ -579,8 +580,10 @@ def compile_triton(launch: TritonLaunch, config, sm: int, out: Path) -> tuple[Ke
     instantiation = f"{signature.get(next(n for n in fn.arg_names if n.endswith('_ptr')))} " + \
         " ".join(f"{k}={v}" for k, v in shown.items())
     key = f"{fn.__name__}:{compiled.metadata.hash}"
-    kernel = Kernel("triton", sm, fn.__name__, instantiation, key, usage["REG"], usage["LOCAL"],
-                    usage["SHARED"], sass, "fp64" not in json.dumps(signature))
+    # Triton's shared memory is all dynamic (metadata.shared, what its launcher asks for; the cubin reports
+    # the same allocation), so none is counted as static.
+    kernel = Kernel("triton", sm, fn.__name__, f"{instantiation} #{compiled.metadata.hash[:6]}", key, usage["REG"],
+                    usage["LOCAL"], 0, sass, "fp64" not in json.dumps(signature))
     grid = launch.grid({**bound, **kwargs}) if callable(launch.grid) else launch.grid
     grid = tuple(grid) + (1,) * (3 - len(grid))
     return kernel, Launch(key, fn.__name__, grid, config.num_warps * 32, compiled.metadata.shared)
@@ -913,7 +916,9 @@ def render(args, archs, step_counts, cuda_kernels, triton_kernels, launches_by_k
     md += _table(["card", "backend", "dtype", "operator call", "launches", "kernel issue", "ATen ops", "modelled",
                   "floor", "x floor"], rows)
     md += ["", "## Kernels", "",
-           "Spill B: spill stores (CUDA, ptxas) or local memory a thread (Triton). Occupancy and launch "
+           "Spill B: spill stores (CUDA, ptxas) or local memory a thread (Triton). Triton kernels: the "
+           "argument types, the config and the compile's hash (one row per specialisation the host's "
+           "launches make); their shared memory is all dynamic. Occupancy and launch "
            "configuration: as the host launches the kernel for one operator call at the benchmark shapes "
            "(the lowest occupancy if several); '-': not launched at those shapes in float32 or bf16. "
            "FP64: DADD/DMUL/DFMA/DSETP/DMNMX, MUFU.*64H, FRND.F64, conversions from or to F64. "
