@@ -18,18 +18,18 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import gpu_static  # noqa: E402
+from static_gpu import cards, compiled, timing  # noqa: E402
 
 
 def test_occupancy_of_hand_checked_cases():
     # 80 registers x 32 threads, in units of 256 a warp: 2560 a warp, 25 warps of 65536, 3 blocks of 8 warps.
-    occ = gpu_static.occupancy(gpu_static.ARCHS[90], registers=80, threads_per_block=256, shared_bytes=0)
+    occ = cards.occupancy(cards.ARCHS[90], registers=80, threads_per_block=256, shared_bytes=0)
     assert (occ.blocks_per_sm, occ.fraction, occ.limiter) == (3, 24 / 64, "registers")
     # 48 KiB + 1 KiB reserved a block: 3 blocks in 164 KiB; 4 warps each of 64.
-    occ = gpu_static.occupancy(gpu_static.ARCHS[80], registers=32, threads_per_block=128, shared_bytes=48 * 1024)
+    occ = cards.occupancy(cards.ARCHS[80], registers=32, threads_per_block=128, shared_bytes=48 * 1024)
     assert (occ.blocks_per_sm, occ.fraction, occ.limiter) == (3, 12 / 64, "shared")
     # A T4 SM holds 32 warps: 1024-thread blocks, one a SM.
-    occ = gpu_static.occupancy(gpu_static.ARCHS[75], registers=16, threads_per_block=1024, shared_bytes=0)
+    occ = cards.occupancy(cards.ARCHS[75], registers=16, threads_per_block=1024, shared_bytes=0)
     assert (occ.blocks_per_sm, occ.fraction, occ.limiter) == (1, 1.0, "threads")
 
 
@@ -37,24 +37,24 @@ def test_sass_counts_of_a_hand_written_function():
     lines = [(0x00, "DADD", " R2, R2, R4 "), (0x10, "I2F.F64.S64", " R4, R6 "), (0x20, "CALL.REL.NOINC", " 0x80 "),
              (0x30, "FFMA", " R1, R2, R3, R4 "), (0x40, "BRA", " 0x10 "), (0x50, "F2I.U32.TRUNC", " R1, R2 "),
              (0x60, "EXIT", " "), (0x70, "BRA", " 0x70 "), (0x80, "NOP", " ")]
-    counts = gpu_static.count_sass(lines)
+    counts = compiled.count_sass(lines)
     # NOP and the closing self-branch are padding; the loop 0x10..0x40 holds 4 instructions.
-    assert counts == gpu_static.SassCounts(instructions=7, in_loops=4, fp64=2, calls=1, conversions_64=1)
+    assert counts == compiled.SassCounts(instructions=7, in_loops=4, fp64=2, calls=1, conversions_64=1)
 
 
 def test_kernel_keys_agree_between_the_demangler_and_gcc():
     demangled = ("void paanet::cuda::per_item_kernel<paanet::cuda::(anonymous namespace)::RowsPass<float> >"
                  "(paanet::cuda::ScaleBatch<paanet::cuda::(anonymous namespace)::RowsPass<float> >, long, float const*)")
-    base, template, params = gpu_static.split_signature(demangled)
+    base, template, params = compiled.split_signature(demangled)
     assert (base, template) == ("per_item_kernel", "<paanet::cuda::(anonymous namespace)::RowsPass<float> >")
     gcc = "paanet::cuda::ScaleBatch<paanet::cuda::{anonymous}::RowsPass<float> >, long int, const float*"
-    assert gpu_static.kernel_key(base, params) == gpu_static.kernel_key("per_item_kernel", gcc)
+    assert compiled.kernel_key(base, params) == compiled.kernel_key("per_item_kernel", gcc)
 
 
 def test_floor_of_gam_multiply_forward():
     # B=8, 32 channels at 64^2 + 32^2 + 16^2 + 8^2, read and written, and the 256x256 GAM read: 4 bytes each.
     low = 8 * 32 * (64 * 64 + 32 * 32 + 16 * 16 + 8 * 8)
-    assert gpu_static.operator_floor("gam_multiply forward", 4) == (4 * (2 * low + 8 * 256 * 256),
+    assert timing.operator_floor("gam_multiply forward", 4) == (4 * (2 * low + 8 * 256 * 256),
                                                                    8 * 256 * 256 * 4 + low)
 
 
