@@ -69,10 +69,11 @@ def test_quick_report(tmp_path):
 
     for heading in ("## Summary", "## Launches per training step", "## Modelled time", "## Kernels", "## Assumptions"):
         assert heading in table
-    for line in table.splitlines():  # every row of a table has its header's columns
-        if line.startswith("|"):
-            header = next(h for h in table[:table.index(line) + 1].split("\n\n")[-1].splitlines() if h.startswith("|"))
-            assert line.count(" | ") == header.count(" | "), line
+    tables = [block.splitlines() for block in table.split("\n\n") if block.startswith("|")]
+    assert len(tables) == 4
+    for rows in tables:  # a header, its rule, and rows with the header's columns
+        assert len(rows) > 2 and set(rows[1]) == set("|-"), rows[:2]
+        assert all(row.count("|") == rows[0].count("|") for row in rows), rows[0]
 
     kernels = raw["kernels"]
     assert {k["backend"] for k in kernels} == {"cuda", "triton"}
