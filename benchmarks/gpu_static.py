@@ -15,8 +15,9 @@ step makes, and a modelled GPU time per operator against its floor.
    and backward with four scales), per backend and dtype, counted: CUDA through the CPU emulation of
    the .cu sources (tests/cuda_emulation: its launch log), Triton under TRITON_INTERPRET=1 (the host's
    launcher hooked), plus the ATen ops of the host code that would run a device kernel (torch.profiler:
-   leaf aten ops other than views and allocations). Counts do not depend on sizes; the report counts at
-   two small sizes and says whether they agree.
+   leaf aten ops other than views, allocations and no-op casts; a matmul, sum or cat as one whatever
+   its CPU implementation calls). Counts do not depend on sizes; the report counts at two small sizes
+   and says whether they agree.
 3. A modelled H200 and A100 time per operator at the benchmark shapes (B=8, four 32-channel maps at
    strides 4, 8, 16, 32 of 256x256) against its floor; the model's assumptions are printed with it.
 
