@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # One command for a GPU machine: build the extension with its CUDA kernels, check every backend on
 # the card with `paanet-fast doctor` (its JSON in $OUT/doctor.json when OUT is set), run the GPU
-# cases of the test suite, then time both operators and a training step (benchmarks/gpu_report.py).
+# cases of the test suite, then time both operators and a training step (benchmarks/gpu_report.py),
+# and print the report predicted from the compiled code (benchmarks/gpu_static.py, in $OUT/gpu_static
+# when OUT is set). Check the measured table against that predicted one and the "Predicted GPU
+# figures" section of benchmarks/RESULTS.md: launches per step, and each operator's time against
+# its modelled time and floor.
 #
 #   bash benchmarks/gpu_check.sh [gpu_report.py options]      e.g. --skip-compile-model
 #
@@ -41,4 +45,7 @@ CI=true "$PYTHON" -m pytest -q -rs -p no:cacheprovider "${tests[@]}" tests/test_
 
 echo "== timings"
 "$PYTHON" benchmarks/gpu_report.py "$@" || status=1
+
+echo "== predicted from the compiled code (to check the timings against)"
+"$PYTHON" benchmarks/gpu_static.py ${OUT:+--out "$OUT/gpu_static"} || status=1
 exit $status

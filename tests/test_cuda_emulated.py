@@ -3,72 +3,27 @@
 This machine has no GPU, so the kernels are compiled as C++ against tests/cuda_emulation/
 cuda_emulation.h: each launch runs one thread per CUDA thread of a block with real barriers, and
 the blocks one after another. The kernel sources are used unchanged but for three mechanical
-rewrites (launch syntax, dynamic shared memory, dispatch key), so the indexing, tiling, staging,
+rewrites (tests/cuda_emulation/build.py), so the indexing, tiling, staging,
 chunking over scales and every layout path of the GPU code are checked here; only what the
 hardware adds (memory alignment faults, warp scheduling) is left to tests/test_cuda.py on a GPU.
 The build is cached by torch.utils.cpp_extension; a rebuild takes a minute or two.
 """
 from __future__ import annotations
 
-import re
-import tempfile
-from pathlib import Path
-
 import pytest
 import torch
-from torch.utils import cpp_extension
 
+from cuda_emulation.build import load_emulated_kernels
 from paanet_fast import reference
 
-ROOT = Path(__file__).resolve().parent.parent
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 DTYPES = [pytest.param(dtype, id=str(dtype).removeprefix("torch.")) for dtype in TOLERANCE]
-LAUNCH = re.compile(r"([A-Za-z_]\w*(?:<[\w, ]*>)?)<<<(.*?)>>>\(", re.S)
-
-
-def _emulated(source: str) -> tuple[str, int]:
-    """`source` with its launches, dynamic shared memory and CUDA registrations made CPU code."""
-    source, launches = LAUNCH.subn(r"emulation::Launch(\2)(\1, ", source)
-    source = re.sub(r"extern __shared__[^;]*?(\w+)\[\];", r"unsigned char* \1 = emulation::dynamic_shared;", source)
-    source = source.replace("TORCH_LIBRARY_IMPL(paanet_fast, CUDA, m)", "TORCH_LIBRARY_IMPL(paanet_cuda_emulated, CPU, m)")
-    return source, launches
-
-
-def _write_if_changed(path: Path, text: str) -> None:
-    """Keeps the file's time stamp when its text is unchanged, so that ninja does not rebuild it."""
-    if not path.exists() or path.read_text() != text:
-        path.write_text(text)
 
 
 @pytest.fixture(scope="module")
 def emulated():
     """torch.ops.paanet_cuda_emulated: the CUDA kernels, registered for CPU tensors."""
-    out = Path(tempfile.gettempdir()) / "paanet_fast_cuda_emulation"
-    out.mkdir(exist_ok=True)
-    common = (ROOT / "kernels/common.cuh").read_text()
-    for header in ("ATen/cuda/CUDAContext.h", "c10/cuda/CUDAException.h", "c10/cuda/CUDAGuard.h"):
-        common = common.replace(f"#include <{header}>\n", "")
-    common = common.replace("#include <ATen/ATen.h>\n", '#include <ATen/ATen.h>\n#include "cuda_emulation.h"\n', 1)
-    common, launches = _emulated(common)
-    sources = []
-    for kernel_file in sorted((ROOT / "kernels").glob("*.cu")):
-        text, found = _emulated(kernel_file.read_text())
-        launches += found
-        assert "<<<" not in text, f"{kernel_file.name}: a launch the rewrite does not recognise"
-        sources.append(out / f"{kernel_file.stem}.cpp")
-        _write_if_changed(sources[-1], text)
-    assert launches >= 5, "the kernels' launches were not found"
-    _write_if_changed(out / "common.cuh", common)
-    schemas = (ROOT / "csrc/ops.cpp").read_text().replace("TORCH_LIBRARY(paanet_fast, m)",
-                                                          "TORCH_LIBRARY(paanet_cuda_emulated, m)")
-    _write_if_changed(out / "schemas.cpp", schemas)
-    cpp_extension.load(
-        "paanet_cuda_emulated",
-        [str(s) for s in sources] + [str(out / "schemas.cpp"), str(ROOT / "csrc/checks.cpp"), str(ROOT / "csrc/low_res.cpp")],
-        extra_include_paths=[str(out), str(ROOT / "tests/cuda_emulation"), str(ROOT / "csrc")],
-        extra_cflags=["-O1", "-std=c++20", "-fno-strict-aliasing", "-Wno-unknown-pragmas"],
-        is_python_module=False)
-    return torch.ops.paanet_cuda_emulated
+    return load_emulated_kernels()
 
 
 @pytest.fixture(autouse=True)

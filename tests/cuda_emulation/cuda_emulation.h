@@ -2,6 +2,9 @@
 // a machine without a GPU (tests/test_cuda_emulated.py). A launch runs one std::thread per CUDA
 // thread of a block, so __syncthreads is a real barrier between concurrently running threads, and
 // runs the blocks one after another, so a block's __shared__ arrays can be function statics.
+// Every launch is also logged (kernel, grid, block, dynamic shared memory), and with `dry_run` set
+// only logged, so that benchmarks/gpu_static.py can count the launches of the host code and read
+// its launch configurations at full size without running the kernels.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -10,6 +13,8 @@
 #include <cstdint>
 #include <exception>
 #include <mutex>
+#include <sstream>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -39,8 +44,13 @@ inline std::barrier<>* block_barrier = nullptr;
 inline std::vector<unsigned char> dynamic_shared_storage;
 inline unsigned char* dynamic_shared = nullptr;
 
+// The launch log: one line per launch, "name|kernel type|grid x,y,z|block x,y,z|shared bytes".
+inline std::vector<std::string> launch_log;
+inline bool dry_run = false;
+inline int multiprocessor_count = 2;  // what the host code's grid sizing reads for this "card"
+
 // `kernel<<<grid, block, shared_bytes, stream>>>(args...)` is rewritten to
-// `emulation::Launch(grid, block, shared_bytes, stream)(kernel, args...)`.
+// `emulation::Launch(grid, block, shared_bytes, stream)("kernel", kernel, args...)`.
 struct Launch {
   dim3 grid, block;
   size_t shared_bytes;
@@ -48,13 +58,18 @@ struct Launch {
   Launch(dim3 g, dim3 b, size_t s = 0, cudaStream_t = nullptr) : grid(g), block(b), shared_bytes(s) {}
 
   template <typename Kernel, typename... Args>
-  void operator()(Kernel kernel, Args... args) const {
+  void operator()(const char* name, Kernel kernel, Args... args) const {
     // The limits a real launch enforces.
     TORCH_CHECK(grid.x > 0 && grid.y > 0 && grid.z > 0, "launch with an empty grid");
     TORCH_CHECK(grid.y <= 65535 && grid.z <= 65535, "grid.y or grid.z over 65535");
     TORCH_CHECK(shared_bytes <= 48 * 1024, "over 48 KiB of dynamic shared memory without opting in");
     const unsigned int threads = block.x * block.y * block.z;
     TORCH_CHECK(threads > 0 && threads <= 1024, "block of ", threads, " threads");
+    std::ostringstream entry;  // the compiler's spelling of the kernel's type names its instantiation
+    entry << name << '|' << __PRETTY_FUNCTION__ << '|' << grid.x << ',' << grid.y << ',' << grid.z << '|' << block.x
+          << ',' << block.y << ',' << block.z << '|' << shared_bytes;
+    launch_log.push_back(entry.str());
+    if (dry_run) return;
     dynamic_shared_storage.assign(shared_bytes + 16, 0xFF);  // NaN-like garbage, not zeros
     const uintptr_t address = reinterpret_cast<uintptr_t>(dynamic_shared_storage.data());
     dynamic_shared = dynamic_shared_storage.data() + (16 - address % 16) % 16;
@@ -103,6 +118,7 @@ struct DeviceProperties {
 };
 inline DeviceProperties* getCurrentDeviceProperties() {
   static DeviceProperties properties;
+  properties.multiProcessorCount = emulation::multiprocessor_count;
   return &properties;
 }
 inline cudaStream_t getCurrentCUDAStream() { return nullptr; }

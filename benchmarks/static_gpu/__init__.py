@@ -1,0 +1,1 @@
+"""The parts of benchmarks/gpu_static.py, the GPU report that needs no GPU (see its docstring)."""
