@@ -417,18 +417,33 @@ std::tuple<at::Tensor, at::Tensor> mini_decoder_cuda(at::TensorList features, co
 // ---------------------------------------------------------------------------------------------
 // Backward
 
-// dZ from the gradients of both outputs, read in their dtype and strides.
+// dZ down one column (sample b, column X) of the gradients of both outputs and the GAM, read in
+// their dtype and strides.
+template <typename scalar_t>
+struct LogitGradColumn {
+  const scalar_t *grad_logits, *grad_gam, *gam;
+  int64_t sy_logits, sy_grad_gam, sy_gam;
+  int32_t H;
+
+  // dZ at row Y, 0 outside the image.
+  template <typename acc_t>
+  __device__ __forceinline__ acc_t dz(int32_t Y) const {
+    if (Y < 0 || Y >= H) return static_cast<acc_t>(0);
+    return logit_grad<acc_t>(static_cast<acc_t>(grad_logits[Y * sy_logits]),
+                             static_cast<acc_t>(grad_gam[Y * sy_grad_gam]), static_cast<acc_t>(gam[Y * sy_gam]));
+  }
+};
+
 template <typename scalar_t>
 struct LogitGradMaps {
   MapView<scalar_t> grad_logits, grad_gam, gam;
   int32_t H;
 
-  // dZ[b, Y, X], 0 outside the image.
-  template <typename acc_t>
-  __device__ __forceinline__ acc_t dz(int64_t b, int32_t Y, int32_t X) const {
-    if (Y < 0 || Y >= H) return static_cast<acc_t>(0);
-    return logit_grad<acc_t>(static_cast<acc_t>(grad_logits.at(b, Y, X)), static_cast<acc_t>(grad_gam.at(b, Y, X)),
-                             static_cast<acc_t>(gam.at(b, Y, X)));
+  __device__ __forceinline__ LogitGradColumn<scalar_t> column(int64_t b, int32_t X) const {
+    return {grad_logits.data + b * grad_logits.sb + X * grad_logits.sx,
+            grad_gam.data + b * grad_gam.sb + X * grad_gam.sx,
+            gam.data + b * gam.sb + X * gam.sx,
+            grad_logits.sy, grad_gam.sy, gam.sy, H};
   }
 };
 
@@ -441,29 +456,69 @@ struct RowsScale {
   int64_t rows_offset;
 };
 
+// The output coordinates [lo, hi) that read source index `src` of an axis, for each thread, and
+// [block_lo, block_hi) for the whole block: those of its first and last source index (the ranges
+// only move forwards along the axis).
+struct GatherRange {
+  int32_t lo, hi, block_lo, block_hi;
+};
+
+template <typename acc_t>
+__device__ __forceinline__ GatherRange gather_range(int32_t src, int32_t block_first, int32_t block_last,
+                                                    int32_t in_size, int32_t out_size, acc_t scale,
+                                                    acc_t inv_scale) {
+  GatherRange g;
+  int32_t unused;
+  resize_tap_sources(src, in_size, out_size, scale, inv_scale, &g.lo, &g.hi);
+  resize_tap_sources(block_first, in_size, out_size, scale, inv_scale, &g.block_lo, &unused);
+  resize_tap_sources(block_last, in_size, out_size, scale, inv_scale, &unused, &g.block_hi);
+  return g;
+}
+
+// Calls body(P, tap of P) for the output coordinates P of the thread's range in ascending order.
+// The block computes the taps of its range once, kThreads at a time, into `table`; every thread of
+// the block calls this (it synchronises the block).
+template <typename acc_t, typename Body>
+__device__ __forceinline__ void gather_taps(Tap<acc_t>* table, const GatherRange& g, int32_t in_size, acc_t scale,
+                                            Body&& body) {
+  int32_t P = g.lo;
+  for (int32_t first = g.block_lo; first < g.block_hi; first += kThreads) {
+    __syncthreads();  // the previous chunk is read by all
+    const int32_t mine = first + static_cast<int32_t>(threadIdx.x);
+    if (mine < g.block_hi) table[threadIdx.x] = resize_tap(mine, in_size, scale);
+    __syncthreads();
+    const int32_t end = g.hi < first + kThreads ? g.hi : first + kThreads;
+    for (; P < end; ++P) body(P, table[P - first]);
+  }
+}
+
 // Rows pass, one thread per (low-res row i, full-res column X) and sample:
 //   V[b, dy + 1, i, X] = sum_{P reading row i} wy(P, i) dZ[b, P - dy, X]   (dZ = 0 outside)
 // for the three dy at once, over the rows P in ascending order. The thread of scale 0 also sums
 // dZ[b, P, X] over the rows P whose tap i0 is i, a partition of the rows, into bias_parts.
+// Threads past the end of the scale's items repeat the last item without writing it (they take
+// part in the block's table).
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads) rows_kernel(const __grid_constant__ ScaleBatch<RowsScale<acc_t>> batch,
                                                         LogitGradMaps<scalar_t> maps, int64_t B, int32_t W,
                                                         acc_t* __restrict__ rows, acc_t* __restrict__ bias_parts) {
+  __shared__ Tap<acc_t> table[kThreads];
   const int v = batch.scale_of(blockIdx.x);
   const RowsScale<acc_t>& s = batch.scale[v];
-  const int32_t k = static_cast<int32_t>(blockIdx.x - batch.start[v]) * kThreads + threadIdx.x;
-  if (k >= s.h * W) return;
-  const int32_t i = k / W, X = k - i * W, H = maps.H;
-  int32_t lo, hi;
-  resize_tap_sources(i, s.h, H, s.scale, s.inv_scale, &lo, &hi);
-  acc_t* parts = v == 0 ? bias_parts : nullptr;
+  const int32_t items = s.h * W, first = static_cast<int32_t>(blockIdx.x - batch.start[v]) * kThreads;
+  const int32_t last = first + kThreads < items ? first + kThreads - 1 : items - 1;
+  const bool inside = first + static_cast<int32_t>(threadIdx.x) <= last;
+  const int32_t k = inside ? first + static_cast<int32_t>(threadIdx.x) : last;
+  const int32_t i = k / W, X = k - i * W;
+  const GatherRange range = gather_range(i, first / W, last / W, s.h, maps.H, s.scale, s.inv_scale);
+  acc_t* parts = v == 0 && inside ? bias_parts : nullptr;
   for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
+    const LogitGradColumn<scalar_t> column = maps.column(b, X);
     // dZ at rows P + 1, P and P - 1 (dy = -1, 0, 1), slid down one row per P.
-    acc_t at_next, at_p = maps.template dz<acc_t>(b, lo, X), at_prev = maps.template dz<acc_t>(b, lo - 1, X);
+    acc_t at_p = column.template dz<acc_t>(range.lo), at_prev = column.template dz<acc_t>(range.lo - 1);
     acc_t sum[3] = {}, bias_sum = static_cast<acc_t>(0);
-    for (int32_t P = lo; P < hi; ++P) {
-      at_next = maps.template dz<acc_t>(b, P + 1, X);
-      const Tap<acc_t> tap = resize_tap(P, s.h, s.scale);
+    gather_taps(table, range, s.h, s.scale, [&](int32_t P, const Tap<acc_t>& tap) {
+      const acc_t at_next = column.template dz<acc_t>(P + 1);
       const acc_t wy = linear_tap_weight(tap, i);
       if (wy != static_cast<acc_t>(0)) {
         sum[0] += wy * at_next;
@@ -473,10 +528,13 @@ __global__ void __launch_bounds__(kThreads) rows_kernel(const __grid_constant__ 
       if (tap.i0 == i) bias_sum += at_p;
       at_prev = at_p;
       at_p = at_next;
+    });
+    if (inside) {
+      acc_t* out = rows + s.rows_offset + b * (3 * items) + k;
+#pragma unroll
+      for (int r = 0; r < 3; ++r) out[r * items] = sum[r];
     }
-    acc_t* out = rows + s.rows_offset + b * (3 * s.h * W) + k;
-    for (int r = 0; r < 3; ++r) out[r * s.h * W] = sum[r];
-    if (parts != nullptr) parts[b * (s.h * W) + k] = bias_sum;
+    if (parts != nullptr) parts[b * items + k] = bias_sum;
   }
 }
 
@@ -494,63 +552,69 @@ struct ColumnsScale {
 //   D[b, t, i, j] = sum_{Q reading column j} wx(Q, j) V[b, dy_t + 1, i, Q - dx_t]   (V = 0 outside)
 // for the 9 taps at once, over the columns Q in ascending order; then
 //   dF[b, c, i, j] = sum_t W[c_v, t] D[b, t, i, j]   for every channel c of the scale.
+// Threads past the end of the plane repeat its last pixel without writing it.
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads) columns_kernel(
     const __grid_constant__ ScaleBatch<ColumnsScale<scalar_t, acc_t>> batch, int64_t B, int32_t W,
     WeightView<const scalar_t> weight, const acc_t* __restrict__ rows, acc_t* __restrict__ planes) {
+  __shared__ Tap<acc_t> table[kThreads];
   __shared__ acc_t staged[kWeightChunk][kTaps];
   const int v = batch.scale_of(blockIdx.x);
   const ColumnsScale<scalar_t, acc_t>& s = batch.scale[v];
   const ScaleMap<scalar_t>& df = s.df;
-  const int32_t plane = df.h * df.w;
-  const int32_t k = static_cast<int32_t>(blockIdx.x - batch.start[v]) * kThreads + threadIdx.x;
-  const bool inside = k < plane;
-  const int32_t i = inside ? k / df.w : 0, j = inside ? k - i * df.w : 0;
-  int32_t lo = 0, hi = 0;
-  if (inside) resize_tap_sources(j, df.w, W, s.scale, s.inv_scale, &lo, &hi);
+  const int32_t plane = df.h * df.w, first = static_cast<int32_t>(blockIdx.x - batch.start[v]) * kThreads;
+  const int32_t last = first + kThreads < plane ? first + kThreads - 1 : plane - 1;
+  const bool inside = first + static_cast<int32_t>(threadIdx.x) <= last;
+  const int32_t k = inside ? first + static_cast<int32_t>(threadIdx.x) : last;
+  const int32_t i = k / df.w, j = k - i * df.w;
+  // The block's columns: from its first to its last pixel's, or all where it spans rows.
+  const int32_t first_row = first / df.w, last_row = last / df.w;
+  const int32_t j_first = first_row == last_row ? first - first_row * df.w : 0;
+  const int32_t j_last = first_row == last_row ? last - last_row * df.w : df.w - 1;
+  const GatherRange range = gather_range(j, j_first, j_last, df.w, W, s.scale, s.inv_scale);
+  const int32_t row_stride = df.h * W;
   for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
-    acc_t d[kTaps] = {};
-    if (inside) {
-      const acc_t* vrow = rows + s.rows_offset + b * (3 * df.h * W) + i * W;
-      const int32_t row_stride = df.h * W;
-      // V of the three rows at columns Q + 1, Q and Q - 1 (dx = -1, 0, 1), slid right one column per Q.
-      acc_t at_next[3], at_q[3], at_prev[3];
-      for (int r = 0; r < 3; ++r) {
-        at_q[r] = lo < W ? vrow[r * row_stride + lo] : static_cast<acc_t>(0);
-        at_prev[r] = lo > 0 ? vrow[r * row_stride + lo - 1] : static_cast<acc_t>(0);
-      }
-      for (int32_t Q = lo; Q < hi; ++Q) {
-        for (int r = 0; r < 3; ++r) at_next[r] = Q + 1 < W ? vrow[r * row_stride + Q + 1] : static_cast<acc_t>(0);
-        const acc_t wx = linear_tap_weight(resize_tap(Q, df.w, s.scale), j);
-        if (wx != static_cast<acc_t>(0)) {
-#pragma unroll
-          for (int r = 0; r < 3; ++r) {
-            d[3 * r] += wx * at_next[r];
-            d[3 * r + 1] += wx * at_q[r];
-            d[3 * r + 2] += wx * at_prev[r];
-          }
-        }
+    const acc_t* vrow = rows + s.rows_offset + b * (3 * row_stride) + i * W;
+    // V of the three rows at columns Q + 1, Q and Q - 1 (dx = -1, 0, 1), slid right one column per Q.
+    acc_t at_q[3], at_prev[3], d[kTaps] = {};
+    for (int r = 0; r < 3; ++r) {
+      at_q[r] = range.lo < W ? vrow[r * row_stride + range.lo] : static_cast<acc_t>(0);
+      at_prev[r] = range.lo > 0 ? vrow[r * row_stride + range.lo - 1] : static_cast<acc_t>(0);
+    }
+    gather_taps(table, range, df.w, s.scale, [&](int32_t Q, const Tap<acc_t>& tap) {
+      acc_t at_next[3];
+      for (int r = 0; r < 3; ++r) at_next[r] = Q + 1 < W ? vrow[r * row_stride + Q + 1] : static_cast<acc_t>(0);
+      const acc_t wx = linear_tap_weight(tap, j);
+      if (wx != static_cast<acc_t>(0)) {
 #pragma unroll
         for (int r = 0; r < 3; ++r) {
-          at_prev[r] = at_q[r];
-          at_q[r] = at_next[r];
+          d[3 * r] += wx * at_next[r];
+          d[3 * r + 1] += wx * at_q[r];
+          d[3 * r + 2] += wx * at_prev[r];
         }
       }
+#pragma unroll
+      for (int r = 0; r < 3; ++r) {
+        at_prev[r] = at_q[r];
+        at_q[r] = at_next[r];
+      }
+    });
+    if (inside) {
       acc_t* out = planes + df.planes_offset + b * (kTaps * plane) + k;
 #pragma unroll
       for (int t = 0; t < kTaps; ++t) out[t * plane] = d[t];
     }
-    for (int32_t first = 0; first < df.channels; first += kWeightChunk) {
-      const int32_t count = clamp_index(df.channels - first, 0, kWeightChunk);
+    for (int32_t c0 = 0; c0 < df.channels; c0 += kWeightChunk) {
+      const int32_t count = clamp_index(df.channels - c0, 0, kWeightChunk);
       __syncthreads();  // the previous chunk is read by all
-      stage_weights(weight, df.channel_offset + first, count, staged);
+      stage_weights(weight, df.channel_offset + c0, count, staged);
       __syncthreads();
       if (inside) {
         for (int32_t c = 0; c < count; ++c) {
           acc_t sum = static_cast<acc_t>(0);
 #pragma unroll
           for (int t = 0; t < kTaps; ++t) sum += staged[c][t] * d[t];
-          df.data[df.offset(b, first + c, i, j)] = static_cast<scalar_t>(sum);
+          df.data[df.offset(b, c0 + c, i, j)] = static_cast<scalar_t>(sum);
         }
       }
     }
