@@ -45,8 +45,8 @@ constexpr int64_t kForwardSharedBytes = 40 * 1024;
 // Weights staged in shared memory per step of the channel loops.
 constexpr int kWeightChunk = 64;
 
-void check_fits_32bit(int64_t n, const char* what) {
-  TORCH_CHECK_VALUE(n <= INT32_MAX, "paanet_fast.mini_decoder: ", what, " (", n,
+void check_fits_32bit(int64_t n, const char* what, const char* op) {
+  TORCH_CHECK_VALUE(n <= INT32_MAX, op, ": ", what, " (", n,
                     " elements) is too large for the CUDA kernels (at most 2^31 - 1)");
 }
 
@@ -353,8 +353,8 @@ void launch_forward(at::TensorList features, const at::Tensor& weight, const at:
     channel_offset += f.size(1);
     planes_size += B * kTaps * plane_items.back();
   }
-  const at::Tensor planes = cpu::poisoned_if_testing(at::empty({planes_size}, logits.options().dtype(
-                                                                                   c10::CppTypeToScalarType<acc_t>::value)));
+  const auto acc_options = logits.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
+  const at::Tensor planes = cpu::poisoned_if_testing(at::empty({planes_size}, acc_options));
   acc_t* planes_data = planes.mutable_data_ptr<acc_t>();
   const auto weights = weight_view(weight.const_data_ptr<scalar_t>(), weight);
   for_each_batch(maps, blocks_of(plane_items), [&](const ScaleBatch<ScaleMap<const scalar_t>>& batch, bool,
@@ -387,14 +387,13 @@ void launch_forward(at::TensorList features, const at::Tensor& weight, const at:
 }
 
 // The sizes that the kernels index in 32-bit arithmetic.
-void check_kernel_sizes(at::TensorList features, int64_t H, int64_t W) {
-  TORCH_CHECK_VALUE((H + kTileH - 1) / kTileH <= 65535, "paanet_fast.mini_decoder: output height ", H,
-                    " is too large for the CUDA kernel");
-  check_fits_32bit(H * W, "the output map");
+void check_kernel_sizes(at::TensorList features, int64_t H, int64_t W, const char* op) {
+  TORCH_CHECK_VALUE((H + kTileH - 1) / kTileH <= 65535, op, ": output height ", H, " is too large for the CUDA kernel");
+  check_fits_32bit(H * W, "the output map", op);
   for (const auto& f : features) {
-    check_fits_32bit(kTaps * f.size(2) * f.size(3), "the tap planes of a scale");
-    check_fits_32bit(3 * f.size(2) * W, "the row gradients of a scale");
-    check_fits_32bit(f.size(1), "the channels of a scale");
+    check_fits_32bit(kTaps * f.size(2) * f.size(3), "the tap planes of a scale", op);
+    check_fits_32bit(3 * f.size(2) * W, "the row gradients of a scale", op);
+    check_fits_32bit(f.size(1), "the channels of a scale", op);
   }
 }
 
@@ -404,7 +403,7 @@ std::tuple<at::Tensor, at::Tensor> mini_decoder_cuda(at::TensorList features, co
   check_mini_decoder_args(features, weight, bias, size);
   check_kernel_dtype(features[0], "features", /*allow_reduced_precision=*/true);
   const int64_t B = features[0].size(0), H = size[0], W = size[1];
-  check_kernel_sizes(features, H, W);
+  check_kernel_sizes(features, H, W, "paanet_fast.mini_decoder");
   const c10::cuda::CUDAGuard guard(features[0].device());
   at::Tensor logits = cpu::poisoned_if_testing(at::empty({B, 1, H, W}, features[0].options()));
   at::Tensor gam = cpu::poisoned_if_testing(at::empty({B, 1, H, W}, features[0].options()));
@@ -725,7 +724,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> mini_decoder_backwar
     const at::Tensor& weight) {
   check_mini_decoder_backward_args(grad_logits, grad_gam, gam, features, weight);
   check_kernel_dtype(features[0], "features", /*allow_reduced_precision=*/true);
-  check_kernel_sizes(features, gam.size(2), gam.size(3));
+  check_kernel_sizes(features, gam.size(2), gam.size(3), "paanet_fast.mini_decoder_backward");
   const c10::cuda::CUDAGuard guard(features[0].device());
   std::vector<at::Tensor> dfeatures;
   for (const auto& f : features) dfeatures.push_back(cpu::poisoned_if_testing(at::empty_like(f)));
