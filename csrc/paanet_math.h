@@ -14,13 +14,26 @@
 namespace paanet {
 
 // One output coordinate of a 1-D linear resize: it reads input i0 with weight w0 and i1 with w1.
-template <typename acc_t>
+template <typename acc_t, typename index_t = int64_t>
 struct LinearTap {
-  int64_t i0;
-  int64_t i1;
+  index_t i0;
+  index_t i1;
   acc_t w0;
   acc_t w1;
 };
+
+// The tap at source coordinate `src` of an axis of in_size inputs: neighbours floor(src) and
+// floor(src) + 1, clamped to the axis, src clamped below at 0.
+template <typename acc_t, typename index_t>
+PAANET_HD LinearTap<acc_t, index_t> tap_at_source(acc_t src, index_t in_size) {
+  if (src < static_cast<acc_t>(0)) src = static_cast<acc_t>(0);
+  index_t i0 = static_cast<index_t>(src);  // src >= 0, so truncation is floor
+  if (i0 > in_size - 1) i0 = in_size - 1;
+  const index_t i1 = i0 + (i0 < in_size - 1 ? 1 : 0);
+  acc_t l1 = src - static_cast<acc_t>(i0);
+  if (l1 > static_cast<acc_t>(1)) l1 = static_cast<acc_t>(1);
+  return {i0, i1, static_cast<acc_t>(1) - l1, l1};
+}
 
 // PyTorch's bilinear resize with align_corners=False and an explicit output size:
 // src = max((dst + 0.5) * in / out - 0.5, 0), neighbours floor(src) and floor(src) + 1 (clamped).
@@ -28,14 +41,27 @@ struct LinearTap {
 template <typename acc_t>
 PAANET_HD LinearTap<acc_t> linear_tap(int64_t dst, int64_t in_size, int64_t out_size) {
   const acc_t scale = static_cast<acc_t>(in_size) / static_cast<acc_t>(out_size);
-  acc_t src = scale * (static_cast<acc_t>(dst) + static_cast<acc_t>(0.5)) - static_cast<acc_t>(0.5);
-  if (src < static_cast<acc_t>(0)) src = static_cast<acc_t>(0);
-  int64_t i0 = static_cast<int64_t>(src);  // src >= 0, so truncation is floor
-  if (i0 > in_size - 1) i0 = in_size - 1;
-  const int64_t i1 = i0 + (i0 < in_size - 1 ? 1 : 0);
-  acc_t l1 = src - static_cast<acc_t>(i0);
-  if (l1 > static_cast<acc_t>(1)) l1 = static_cast<acc_t>(1);
-  return {i0, i1, static_cast<acc_t>(1) - l1, l1};
+  return tap_at_source<acc_t, int64_t>(scale * (static_cast<acc_t>(dst) + static_cast<acc_t>(0.5)) - static_cast<acc_t>(0.5),
+                                       in_size);
+}
+
+// The scale in / out of a resize, computed once on the host (as ATen does) for resize_tap.
+template <typename acc_t>
+PAANET_HD acc_t resize_scale(int64_t in_size, int64_t out_size) {
+  return static_cast<acc_t>(in_size) / static_cast<acc_t>(out_size);
+}
+
+PAANET_HD float fused_multiply_add(float a, float b, float c) { return fmaf(a, b, c); }
+PAANET_HD double fused_multiply_add(double a, double b, double c) { return fma(a, b, c); }
+
+// linear_tap for the CUDA kernels: 32-bit indices, the scale from resize_scale, and the source
+// coordinate as one explicit fused multiply-add, so that the host (which sizes the shared-memory
+// windows) and the device (which fills them) round it alike whatever either compiler contracts.
+// It differs from linear_tap by at most one rounding of src, where the resize is continuous.
+template <typename acc_t>
+PAANET_HD LinearTap<acc_t, int32_t> resize_tap(int32_t dst, int32_t in_size, acc_t scale) {
+  const acc_t centre = static_cast<acc_t>(dst) + static_cast<acc_t>(0.5);
+  return tap_at_source<acc_t, int32_t>(fused_multiply_add(scale, centre, static_cast<acc_t>(-0.5)), in_size);
 }
 
 // A range [lo, hi) of output coordinates that contains every output whose LinearTap reads input
@@ -52,9 +78,29 @@ PAANET_HD void linear_tap_sources(int64_t src_index, int64_t in_size, int64_t ou
   *hi = b > out_size ? out_size : b;
 }
 
-// The weight with which output coordinate `dst` reads input `src_index` (0 if it does not).
+// The output coordinates [lo, hi) whose resize_tap reads input `src_index` (as i0 or i1): the taps
+// never move backwards, so they are a range. Estimated from the inverse scale, then settled
+// against resize_tap itself: a few tap evaluations, no division, and exact.
 template <typename acc_t>
-PAANET_HD acc_t linear_tap_weight(const LinearTap<acc_t>& t, int64_t src_index) {
+PAANET_HD void resize_tap_sources(int32_t src_index, int32_t in_size, int32_t out_size, acc_t scale,
+                                  acc_t inv_scale, int32_t* lo, int32_t* hi) {
+  const acc_t out = static_cast<acc_t>(out_size);
+  acc_t first = (static_cast<acc_t>(src_index) - static_cast<acc_t>(0.5)) * inv_scale - static_cast<acc_t>(0.5);
+  int32_t a = static_cast<int32_t>(first < static_cast<acc_t>(0) ? static_cast<acc_t>(0) : (first > out ? out : first));
+  while (a > 0 && resize_tap(a - 1, in_size, scale).i1 >= src_index) --a;
+  while (a < out_size && resize_tap(a, in_size, scale).i1 < src_index) ++a;
+  acc_t last = (static_cast<acc_t>(src_index) + static_cast<acc_t>(1.5)) * inv_scale - static_cast<acc_t>(0.5);
+  int32_t b = static_cast<int32_t>(last < static_cast<acc_t>(0) ? static_cast<acc_t>(0) : (last > out ? out : last));
+  if (b < a) b = a;
+  while (b > a && resize_tap(b - 1, in_size, scale).i0 > src_index) --b;
+  while (b < out_size && resize_tap(b, in_size, scale).i0 <= src_index) ++b;
+  *lo = a;
+  *hi = b;
+}
+
+// The weight with which output coordinate `dst` reads input `src_index` (0 if it does not).
+template <typename acc_t, typename index_t>
+PAANET_HD acc_t linear_tap_weight(const LinearTap<acc_t, index_t>& t, index_t src_index) {
   acc_t w = static_cast<acc_t>(0);
   if (t.i0 == src_index) w += t.w0;
   if (t.i1 == src_index) w += t.w1;
@@ -62,9 +108,9 @@ PAANET_HD acc_t linear_tap_weight(const LinearTap<acc_t>& t, int64_t src_index) 
 }
 
 // Bilinear sample of a 2-D plane (row stride `ry`, column stride `rx`) at separable taps ty, tx.
-template <typename acc_t, typename scalar_t>
-PAANET_HD acc_t bilinear_sample(const scalar_t* plane, int64_t ry, int64_t rx,
-                                const LinearTap<acc_t>& ty, const LinearTap<acc_t>& tx) {
+template <typename acc_t, typename scalar_t, typename index_t>
+PAANET_HD acc_t bilinear_sample(const scalar_t* plane, index_t ry, index_t rx,
+                                const LinearTap<acc_t, index_t>& ty, const LinearTap<acc_t, index_t>& tx) {
   const scalar_t* r0 = plane + ty.i0 * ry;
   const scalar_t* r1 = plane + ty.i1 * ry;
   return ty.w0 * (tx.w0 * static_cast<acc_t>(r0[tx.i0 * rx]) + tx.w1 * static_cast<acc_t>(r0[tx.i1 * rx])) +
@@ -75,13 +121,13 @@ PAANET_HD acc_t bilinear_sample(const scalar_t* plane, int64_t ry, int64_t rx,
 PAANET_HD int tap_dy(int t) { return t / 3 - 1; }
 PAANET_HD int tap_dx(int t) { return t % 3 - 1; }
 
+// sigmoid(z) without overflow: 1 / (1 + e^-z) for z >= 0, e^z / (1 + e^z) for z < 0, both from
+// one exponential and one division.
 template <typename acc_t>
 PAANET_HD acc_t stable_sigmoid(acc_t z) {
-  if (z >= static_cast<acc_t>(0)) {
-    return static_cast<acc_t>(1) / (static_cast<acc_t>(1) + exp(-z));
-  }
-  const acc_t e = exp(z);
-  return e / (static_cast<acc_t>(1) + e);
+  const acc_t e = exp(z >= static_cast<acc_t>(0) ? -z : z);
+  const acc_t r = static_cast<acc_t>(1) / (static_cast<acc_t>(1) + e);
+  return z >= static_cast<acc_t>(0) ? r : e * r;
 }
 
 // dL/dZ from the gradients of both outputs of the mini-decoder (logits Z and G = sigmoid(Z)).

@@ -1,12 +1,19 @@
 // CUDA kernels of paanet_fast::mini_decoder and paanet_fast::mini_decoder_backward (design 2.1).
 //
-// Forward: the channels are reduced at low resolution to 9 tap planes per scale,
-// r_v[t] = sum_c W[c_v, t] F_v[c] (an ATen matmul), then one full-resolution kernel computes
-//   Z(Y, X) = b + sum_v sum_t valid(Y + dy_t, X + dx_t) * bilinear(r_v[t])(Y + dy_t, X + dx_t)
-// from tiles of the tap planes staged in shared memory, and writes only Z and G = sigmoid(Z).
-// Backward: dZ at full resolution, then the transposed resize of each tap as two gathers (rows,
-// then columns), each output element summed by one thread in a fixed order: deterministic, no
-// atomics. The feature and weight gradients are low-resolution matmuls.
+// Forward, two launches whatever the number of scales (up to kMaxScalesPerLaunch):
+//   1. the channels of every scale are reduced at low resolution to 9 tap planes,
+//      r_v[t] = sum_c W[c_v, t] F_v[c], into one float buffer;
+//   2. one full-resolution kernel computes
+//        Z(Y, X) = b + sum_v sum_t valid(Y + dy_t, X + dx_t) * bilinear(r_v[t])(Y + dy_t, X + dx_t)
+//      from tiles of the tap planes staged in shared memory, and writes only Z and G = sigmoid(Z).
+// Backward, three launches: the transposed resize of each tap as two gathers (rows with dZ
+// recomputed from the incoming gradients, then columns, which also apply the weights to give dF),
+// and one reduction of dW and db. Every output element is summed by one thread, or by one block in
+// a fixed tree: deterministic, no atomics.
+//
+// The kernels read the input dtype and compute in float32 (float64 for float64 inputs); the
+// resize taps come from scales computed on the host, in 32-bit index arithmetic inside a sample
+// (the host checks the sizes) with 64-bit offsets between samples.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <torch/library.h>
@@ -27,102 +34,268 @@ namespace {
 // Output tile of one forward block: one thread per pixel.
 constexpr int kTileW = 32;
 constexpr int kTileH = 8;
-// Shared memory for staged tap planes; scales that do not fit are sampled from global memory.
-constexpr int64_t kStageBudgetBytes = 48 * 1024;
+constexpr int kForwardThreads = kTileW * kTileH;
+// The row and column taps of one forward tile and its one-pixel halo, per scale.
+constexpr int kRowTaps = kTileH + 2;
+constexpr int kColumnTaps = kTileW + 2;
+constexpr int kTileTaps = kRowTaps + kColumnTaps;
+// Dynamic shared memory of a forward block (tap tables and staged windows): four blocks per SM
+// fit an A100's 164 KiB. Scales whose windows do not fit are sampled from global memory.
+constexpr int64_t kForwardSharedBytes = 40 * 1024;
+// Weights staged in shared memory per step of the channel loops.
+constexpr int kWeightChunk = 64;
 
-// ---------------------------------------------------------------------------------------------
-// Forward
-
-// The tap planes r_v (B, 9, h, w) of one scale, any strides, and where the forward kernel stages
-// them: each tap's window at stage + stage_offset + t * stage_rows * stage_cols, row stride
-// stage_cols; stage_offset < 0 means the scale is sampled from global memory.
-template <typename acc_t>
-struct TapPlanes {
-  const acc_t* data;
-  int64_t sb, st, sy, sx, h, w;
-  int64_t stage_offset, stage_rows, stage_cols;
-};
-
-// The bilinear taps of the three coordinates centre - 1, centre, centre + 1 of one axis, with
-// source indices shifted by `origin` (the first staged index) and a flag for the 3x3
-// convolution's zero padding.
-template <typename acc_t>
-struct NeighbourTaps {
-  LinearTap<acc_t> tap[3];
-  bool valid[3];
-};
-
-template <typename acc_t>
-__device__ __forceinline__ NeighbourTaps<acc_t> neighbour_taps(int64_t centre, int64_t in_size, int64_t out_size,
-                                                               int64_t origin) {
-  NeighbourTaps<acc_t> n;
-  for (int k = 0; k < 3; ++k) {
-    const int64_t p = centre + k - 1;
-    n.valid[k] = p >= 0 && p < out_size;
-    LinearTap<acc_t> t = linear_tap<acc_t>(n.valid[k] ? p : 0, in_size, out_size);
-    t.i0 -= origin;
-    t.i1 -= origin;
-    n.tap[k] = t;
-  }
-  return n;
+void check_fits_32bit(int64_t n, const char* what, const char* op) {
+  TORCH_CHECK_VALUE(n <= INT32_MAX, op, ": ", what, " (", n,
+                    " elements) is too large for the CUDA kernels (at most 2^31 - 1)");
 }
 
-// The largest window of source indices that the tap of `tile` consecutive output coordinates,
-// with a one-pixel halo on each side, can read: floor(scale * (tile + 1)) + 3 in exact
-// arithmetic; three more absorb rounding of the source coordinate on host and device.
-int64_t window_capacity(int64_t in_size, int64_t out_size, int64_t tile) {
-  const double span = static_cast<double>(in_size) / static_cast<double>(out_size) * static_cast<double>(tile + 1);
-  return std::min<int64_t>(in_size, static_cast<int64_t>(span) + 6);
+// The (1, C, 3, 3) weight or its gradient, any strides.
+template <typename T>
+struct WeightView {
+  T* data;
+  int64_t sc, sy, sx;
+
+  __device__ __forceinline__ T& at(int32_t c, int t) const { return data[c * sc + (t / 3) * sy + (t % 3) * sx]; }
+};
+
+template <typename T>
+WeightView<T> weight_view(T* data, const at::Tensor& t) {
+  return {data, t.stride(1), t.stride(2), t.stride(3)};
+}
+
+// A (B, C, h, w) feature map of one scale (or its gradient), any strides; its channels are
+// [channel_offset, channel_offset + channels) of the weight; its tap planes (or their gradients)
+// are the (B, 9, h, w) contiguous block at planes_offset of a float buffer.
+template <typename T>
+struct ScaleMap {
+  T* data;
+  int64_t sb, sc, sy, sx;
+  int32_t h, w, channels, channel_offset;
+  int64_t planes_offset;
+
+  __device__ __forceinline__ int64_t offset(int64_t b, int32_t c, int32_t i, int32_t j) const {
+    return b * sb + c * sc + i * sy + j * sx;
+  }
+};
+
+template <typename T>
+ScaleMap<T> scale_map(T* data, const at::Tensor& f, int64_t channel_offset, int64_t planes_offset) {
+  return {data, f.stride(0), f.stride(1), f.stride(2), f.stride(3), static_cast<int32_t>(f.size(2)),
+          static_cast<int32_t>(f.size(3)), static_cast<int32_t>(f.size(1)), static_cast<int32_t>(channel_offset),
+          planes_offset};
+}
+
+// Blocks of kThreads work items per scale (for_each_batch's items: scale v owns the blocks
+// [start[v], start[v + 1]) of a launch).
+std::vector<int64_t> blocks_of(const std::vector<int64_t>& items) {
+  std::vector<int64_t> blocks;
+  for (int64_t n : items) blocks.push_back((n + kThreads - 1) / kThreads);
+  return blocks;
+}
+
+__host__ __device__ __forceinline__ int32_t clamp_index(int32_t i, int32_t lo, int32_t hi) {
+  return i < lo ? lo : (i > hi ? hi : i);
+}
+
+inline unsigned int batch_grid(int64_t B) { return static_cast<unsigned int>(std::min<int64_t>(B, 65535)); }
+
+// Copies the weights of channels [first, first + count) (count <= kWeightChunk) to `staged` in the
+// compute dtype, for all threads of the block to read.
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ void stage_weights(const WeightView<const scalar_t>& weight, int32_t first, int32_t count,
+                                              acc_t (*staged)[kTaps]) {
+  for (int k = threadIdx.x; k < count * kTaps; k += kThreads) {
+    const int c = k / kTaps, t = k - c * kTaps;
+    staged[c][t] = static_cast<acc_t>(weight.at(first + c, t));
+  }
+}
+
+// Sums v[0..N) of every thread of the block into v of thread 0, in a fixed tree.
+template <typename acc_t, int N>
+__device__ __forceinline__ void block_sum(acc_t (&v)[N]) {
+  __shared__ acc_t partial[N][kThreads];
+  for (int n = 0; n < N; ++n) partial[n][threadIdx.x] = v[n];
+  __syncthreads();
+  for (int stride = kThreads / 2; stride > 0; stride /= 2) {
+    if (static_cast<int>(threadIdx.x) < stride) {
+      for (int n = 0; n < N; ++n) partial[n][threadIdx.x] += partial[n][threadIdx.x + stride];
+    }
+    __syncthreads();
+  }
+  for (int n = 0; n < N; ++n) v[n] = partial[n][0];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward, launch 1: r_v[b, t, y, x] = sum_c W[c_v, t] F_v[b, c, y, x], one thread per low-res
+// pixel, all scales of a batch in one launch (blockIdx.y: the sample).
+
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads) reduce_channels_kernel(
+    const __grid_constant__ ScaleBatch<ScaleMap<const scalar_t>> batch, int64_t B,
+    WeightView<const scalar_t> weight, acc_t* __restrict__ planes) {
+  __shared__ acc_t staged[kWeightChunk][kTaps];
+  const int v = batch.scale_of(blockIdx.x);
+  const ScaleMap<const scalar_t>& s = batch.scale[v];
+  const int32_t plane = s.h * s.w;
+  const int32_t k = static_cast<int32_t>(blockIdx.x - batch.start[v]) * kThreads + threadIdx.x;
+  const bool inside = k < plane;
+  const int32_t i = inside ? k / s.w : 0, j = inside ? k - i * s.w : 0;
+  for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
+    const scalar_t* f = s.data + s.offset(b, 0, i, j);
+    acc_t r[kTaps] = {};
+    for (int32_t first = 0; first < s.channels; first += kWeightChunk) {
+      const int32_t count = clamp_index(s.channels - first, 0, kWeightChunk);
+      __syncthreads();  // the previous chunk is read by all
+      stage_weights(weight, s.channel_offset + first, count, staged);
+      __syncthreads();
+      if (inside) {
+        for (int32_t c = 0; c < count; ++c) {
+          const acc_t value = static_cast<acc_t>(f[(first + c) * s.sc]);
+#pragma unroll
+          for (int t = 0; t < kTaps; ++t) r[t] += staged[c][t] * value;
+        }
+      }
+    }
+    if (inside) {
+      acc_t* out = planes + s.planes_offset + b * (kTaps * plane) + k;
+#pragma unroll
+      for (int t = 0; t < kTaps; ++t) out[t * plane] = r[t];
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward, launch 2: the full-resolution kernel.
+
+// The tap planes of one scale ((B, 9, h, w) contiguous, compute dtype), their resize scales, and
+// where a forward block stages their window: at stage_offset (in elements), each tap's window
+// stage_rows x stage_cols; stage_offset < 0 means the scale is sampled from global memory.
+template <typename acc_t>
+struct ForwardScale {
+  const acc_t* planes;
+  acc_t scale_y, scale_x;
+  int32_t h, w;
+  int32_t stage_offset, stage_rows, stage_cols;
+};
+
+// A range of source indices: the first and how many.
+struct SourceRange {
+  int32_t first, count;
+};
+
+// The source indices that the taps of `tile` output coordinates from `start`, with a one-pixel
+// halo (clipped to the axis), read. The host sizes the shared windows with this same function
+// over every tile, so a block's window always fits (no device-side check needed).
+template <typename acc_t>
+__host__ __device__ __forceinline__ SourceRange halo_sources(int32_t start, int32_t tile, int32_t out_size,
+                                                             int32_t in_size, acc_t scale) {
+  const int32_t a = start > 0 ? start - 1 : 0, b = start + tile < out_size ? start + tile : out_size - 1;
+  const int32_t first = resize_tap(a, in_size, scale).i0;
+  return {first, resize_tap(b, in_size, scale).i1 - first + 1};
+}
+
+// The window of one scale that a forward block reads.
+struct StageWindow {
+  SourceRange rows, cols;
+};
+
+template <typename acc_t>
+using Tap = LinearTap<acc_t, int32_t>;
+
+// Sum over the 9 taps of bilinear samples of `planes` (tap t at t * plane_size), at row taps
+// ty[0..2] (indices premultiplied by the row stride) and column taps tx[0..2]; taps outside the
+// image (the convolution's zero padding) are skipped. Inlined once for shared and once for global
+// planes, so that each compiles to its own kind of load.
+template <typename acc_t>
+__device__ __forceinline__ acc_t sample_taps(const acc_t* planes, int32_t plane_size, const Tap<acc_t> (&ty)[3],
+                                             const Tap<acc_t> (&tx)[3], const bool (&row_valid)[3],
+                                             const bool (&col_valid)[3]) {
+  acc_t sum = static_cast<acc_t>(0);
+#pragma unroll
+  for (int t = 0; t < kTaps; ++t) {
+    const int ky = tap_dy(t) + 1, kx = tap_dx(t) + 1;
+    if (row_valid[ky] && col_valid[kx]) sum += bilinear_sample<acc_t>(planes + t * plane_size, 1, 1, ty[ky], tx[kx]);
+  }
+  return sum;
 }
 
 template <typename scalar_t, typename acc_t>
-__global__ void __launch_bounds__(kTileW* kTileH) mini_decoder_forward_kernel(
-    const __grid_constant__ ScaleBatch<TapPlanes<acc_t>> batch, int64_t B, int64_t H, int64_t W,
+__global__ void __launch_bounds__(kForwardThreads, sizeof(acc_t) == 4 ? 4 : 2) mini_decoder_forward_kernel(
+    const __grid_constant__ ScaleBatch<ForwardScale<acc_t>> batch, int64_t B, int32_t H, int32_t W,
     const scalar_t* __restrict__ bias, const acc_t* carry_in, acc_t* carry_out, scalar_t* __restrict__ logits,
     scalar_t* __restrict__ gam) {
-  extern __shared__ __align__(16) unsigned char stage_bytes[];
-  acc_t* stage = reinterpret_cast<acc_t*>(stage_bytes);
+  // Shared: the tap tables (kTileTaps per scale), the windows, then the staged tap planes.
+  extern __shared__ __align__(16) unsigned char shared_bytes[];
+  Tap<acc_t>* taps = reinterpret_cast<Tap<acc_t>*>(shared_bytes);
+  StageWindow* windows = reinterpret_cast<StageWindow*>(taps + batch.count * kTileTaps);
+  acc_t* stage = reinterpret_cast<acc_t*>(windows + batch.count);
+
   const int tid = threadIdx.y * kTileW + threadIdx.x;
-  const int64_t X0 = static_cast<int64_t>(blockIdx.x) * kTileW, Y0 = static_cast<int64_t>(blockIdx.y) * kTileH;
-  const int64_t X = X0 + threadIdx.x, Y = Y0 + threadIdx.y;
+  const int32_t X0 = blockIdx.x * kTileW, Y0 = blockIdx.y * kTileH;
+  const int32_t X = X0 + threadIdx.x, Y = Y0 + threadIdx.y;
   const bool inside = X < W && Y < H;
-  // The first and last coordinates that the tile's 3x3 taps read (the halo clipped to the image).
-  const int64_t ya = Y0 > 0 ? Y0 - 1 : 0, yb = Y0 + kTileH < H ? Y0 + kTileH : H - 1;
-  const int64_t xa = X0 > 0 ? X0 - 1 : 0, xb = X0 + kTileW < W ? X0 + kTileW : W - 1;
+
+  for (int v = tid; v < batch.count; v += kForwardThreads) {
+    const ForwardScale<acc_t>& s = batch.scale[v];
+    windows[v] = {halo_sources(Y0, kTileH, H, s.h, s.scale_y), halo_sources(X0, kTileW, W, s.w, s.scale_x)};
+  }
+  __syncthreads();
+  // Row taps of Y0 - 1 .. Y0 + kTileH, then column taps of X0 - 1 .. X0 + kTileW, relative to the
+  // staged window (or absolute), row indices times the row stride. Coordinates outside the image
+  // are clamped: their taps are never used.
+  for (int k = tid; k < batch.count * kTileTaps; k += kForwardThreads) {
+    const int v = k / kTileTaps, e = k - v * kTileTaps;
+    const ForwardScale<acc_t>& s = batch.scale[v];
+    const bool staged = s.stage_offset >= 0;
+    Tap<acc_t> t;
+    int32_t origin, stride;
+    if (e < kRowTaps) {
+      t = resize_tap(clamp_index(Y0 - 1 + e, 0, H - 1), s.h, s.scale_y);
+      origin = staged ? windows[v].rows.first : 0;
+      stride = staged ? s.stage_cols : s.w;
+    } else {
+      t = resize_tap(clamp_index(X0 - 1 + e - kRowTaps, 0, W - 1), s.w, s.scale_x);
+      origin = staged ? windows[v].cols.first : 0;
+      stride = 1;
+    }
+    t.i0 = (t.i0 - origin) * stride;
+    t.i1 = (t.i1 - origin) * stride;
+    taps[k] = t;
+  }
+  const bool row_valid[3] = {Y > 0, true, Y + 1 < H};
+  const bool col_valid[3] = {X > 0, true, X + 1 < W};
 
   for (int64_t b = blockIdx.z; b < B; b += gridDim.z) {
     for (int v = 0; v < batch.count; ++v) {
-      const TapPlanes<acc_t>& s = batch.scale[v];
+      const ForwardScale<acc_t>& s = batch.scale[v];
       if (s.stage_offset < 0) continue;
-      const int64_t y_lo = linear_tap<acc_t>(ya, s.h, H).i0, rows = linear_tap<acc_t>(yb, s.h, H).i1 - y_lo + 1;
-      const int64_t x_lo = linear_tap<acc_t>(xa, s.w, W).i0, cols = linear_tap<acc_t>(xb, s.w, W).i1 - x_lo + 1;
-      CUDA_KERNEL_ASSERT(rows <= s.stage_rows && cols <= s.stage_cols);
-      const acc_t* src = s.data + b * s.sb + y_lo * s.sy + x_lo * s.sx;
+      const StageWindow win = windows[v];
+      const int32_t plane = s.h * s.w;
+      const acc_t* src = s.planes + b * (kTaps * plane) + win.rows.first * s.w + win.cols.first;
       acc_t* dst = stage + s.stage_offset;
-      const int64_t plane = rows * cols;
-      for (int64_t k = tid; k < kTaps * plane; k += kTileW * kTileH) {
-        const int64_t t = k / plane, yy = (k % plane) / cols, xx = k % cols;
-        dst[(t * s.stage_rows + yy) * s.stage_cols + xx] = src[t * s.st + yy * s.sy + xx * s.sx];
+      for (int r = threadIdx.y; r < kTaps * win.rows.count; r += kTileH) {
+        const int t = r / win.rows.count, y = r - t * win.rows.count;
+        for (int x = threadIdx.x; x < win.cols.count; x += kTileW) {
+          dst[(t * s.stage_rows + y) * s.stage_cols + x] = src[t * plane + y * s.w + x];
+        }
       }
     }
-    __syncthreads();
+    __syncthreads();  // the tables and this sample's windows are in place
     if (inside) {
       const int64_t o = (b * H + Y) * W + X;
       acc_t z = carry_in != nullptr ? carry_in[o] : static_cast<acc_t>(bias[0]);
       for (int v = 0; v < batch.count; ++v) {
-        const TapPlanes<acc_t>& s = batch.scale[v];
-        const bool staged = s.stage_offset >= 0;
-        const int64_t y_lo = staged ? linear_tap<acc_t>(ya, s.h, H).i0 : 0;
-        const int64_t x_lo = staged ? linear_tap<acc_t>(xa, s.w, W).i0 : 0;
-        const NeighbourTaps<acc_t> ty = neighbour_taps<acc_t>(Y, s.h, H, y_lo);
-        const NeighbourTaps<acc_t> tx = neighbour_taps<acc_t>(X, s.w, W, x_lo);
-        const acc_t* base = staged ? stage + s.stage_offset : s.data + b * s.sb;
-        const int64_t plane = staged ? s.stage_rows * s.stage_cols : s.st;
-        const int64_t ry = staged ? s.stage_cols : s.sy, rx = staged ? 1 : s.sx;
-#pragma unroll
-        for (int t = 0; t < kTaps; ++t) {
-          const int ky = tap_dy(t) + 1, kx = tap_dx(t) + 1;
-          if (ty.valid[ky] && tx.valid[kx]) z += bilinear_sample<acc_t>(base + t * plane, ry, rx, ty.tap[ky], tx.tap[kx]);
+        const ForwardScale<acc_t>& s = batch.scale[v];
+        const Tap<acc_t>* table = taps + v * kTileTaps;
+        const Tap<acc_t> ty[3] = {table[threadIdx.y], table[threadIdx.y + 1], table[threadIdx.y + 2]};
+        const Tap<acc_t>* columns = table + kRowTaps + threadIdx.x;
+        const Tap<acc_t> tx[3] = {columns[0], columns[1], columns[2]};
+        if (s.stage_offset >= 0) {
+          z += sample_taps(stage + s.stage_offset, s.stage_rows * s.stage_cols, ty, tx, row_valid, col_valid);
+        } else {
+          const int32_t plane = s.h * s.w;
+          z += sample_taps(s.planes + b * (kTaps * plane), plane, ty, tx, row_valid, col_valid);
         }
       }
       if (carry_out != nullptr) {
@@ -132,55 +305,79 @@ __global__ void __launch_bounds__(kTileW* kTileH) mini_decoder_forward_kernel(
         gam[o] = static_cast<scalar_t>(stable_sigmoid<acc_t>(z));
       }
     }
-    __syncthreads();  // the next sample restages the shared tiles
+    __syncthreads();  // the next sample restages the shared windows
   }
 }
 
-// Decides which scales of a launch stage their tap windows in shared memory; returns its bytes.
+// Decides which scales of a launch stage their windows in shared memory (the largest window of
+// any tile, from halo_sources) and returns the block's dynamic shared memory in bytes.
 template <typename acc_t>
-int64_t plan_staging(ScaleBatch<TapPlanes<acc_t>>& batch, int64_t H, int64_t W) {
+int64_t plan_staging(ScaleBatch<ForwardScale<acc_t>>& batch, int32_t H, int32_t W) {
+  const int64_t tables = batch.count * (kTileTaps * static_cast<int64_t>(sizeof(Tap<acc_t>)) +
+                                        static_cast<int64_t>(sizeof(StageWindow)));
   int64_t used = 0;  // in acc_t elements
   for (int v = 0; v < batch.count; ++v) {
-    TapPlanes<acc_t>& s = batch.scale[v];
-    s.stage_rows = window_capacity(s.h, H, kTileH);
-    s.stage_cols = window_capacity(s.w, W, kTileW);
-    const int64_t need = kTaps * s.stage_rows * s.stage_cols;
-    if ((used + need) * static_cast<int64_t>(sizeof(acc_t)) <= kStageBudgetBytes) {
-      s.stage_offset = used;
+    ForwardScale<acc_t>& s = batch.scale[v];
+    s.stage_rows = s.stage_cols = 0;
+    for (int32_t Y0 = 0; Y0 < H; Y0 += kTileH) {
+      s.stage_rows = std::max(s.stage_rows, halo_sources(Y0, kTileH, H, s.h, s.scale_y).count);
+    }
+    for (int32_t X0 = 0; X0 < W; X0 += kTileW) {
+      s.stage_cols = std::max(s.stage_cols, halo_sources(X0, kTileW, W, s.w, s.scale_x).count);
+    }
+    const int64_t need = kTaps * static_cast<int64_t>(s.stage_rows) * s.stage_cols;
+    if (tables + (used + need) * static_cast<int64_t>(sizeof(acc_t)) <= kForwardSharedBytes) {
+      s.stage_offset = static_cast<int32_t>(used);
       used += need;
     } else {
       s.stage_offset = -1;
     }
   }
-  return used * static_cast<int64_t>(sizeof(acc_t));
+  return tables + used * static_cast<int64_t>(sizeof(acc_t));
 }
 
 template <typename scalar_t>
-void launch_forward(const std::vector<at::Tensor>& planes, const at::Tensor& bias, at::Tensor& logits,
+void launch_forward(at::TensorList features, const at::Tensor& weight, const at::Tensor& bias, at::Tensor& logits,
                     at::Tensor& gam) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t B = logits.size(0), H = logits.size(2), W = logits.size(3);
+  const int64_t B = logits.size(0);
+  const int32_t H = static_cast<int32_t>(logits.size(2)), W = static_cast<int32_t>(logits.size(3));
   if (B == 0) return;
-  const int64_t tiles_x = (W + kTileW - 1) / kTileW, tiles_y = (H + kTileH - 1) / kTileH;
-  TORCH_CHECK_VALUE(tiles_x <= INT32_MAX && tiles_y <= 65535, "paanet_fast.mini_decoder: output size (", H, ", ",
-                    W, ") is too large for the CUDA kernel");
-  std::vector<TapPlanes<acc_t>> descs;
-  for (const auto& p : planes) {
-    descs.push_back({p.const_data_ptr<acc_t>(), p.stride(0), p.stride(1), p.stride(2), p.stride(3), p.size(2),
-                     p.size(3), -1, 0, 0});
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  std::vector<ScaleMap<const scalar_t>> maps;
+  std::vector<int64_t> plane_items;
+  int64_t channel_offset = 0, planes_size = 0;
+  for (const auto& f : features) {
+    maps.push_back(scale_map(f.const_data_ptr<scalar_t>(), f, channel_offset, planes_size));
+    plane_items.push_back(f.size(2) * f.size(3));
+    channel_offset += f.size(1);
+    planes_size += B * kTaps * plane_items.back();
+  }
+  const auto acc_options = logits.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
+  const at::Tensor planes = cpu::poisoned_if_testing(at::empty({planes_size}, acc_options));
+  acc_t* planes_data = planes.mutable_data_ptr<acc_t>();
+  const auto weights = weight_view(weight.const_data_ptr<scalar_t>(), weight);
+  for_each_batch(maps, blocks_of(plane_items), [&](const ScaleBatch<ScaleMap<const scalar_t>>& batch, bool,
+                                                          bool) {
+    reduce_channels_kernel<scalar_t, acc_t><<<dim3(static_cast<unsigned int>(batch.total()), batch_grid(B)),
+                                              kThreads, 0, stream>>>(batch, B, weights, planes_data);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+
+  std::vector<ForwardScale<acc_t>> scales;
+  for (const auto& m : maps) {
+    scales.push_back({planes_data + m.planes_offset, resize_scale<acc_t>(m.h, H), resize_scale<acc_t>(m.w, W), m.h,
+                      m.w, -1, 0, 0});
   }
   // More scales than one launch carries: the partial sums of Z travel between launches.
   at::Tensor carry;
-  if (descs.size() > static_cast<size_t>(kMaxScalesPerLaunch)) {
-    carry = at::empty({B, H, W}, planes[0].options());
-  }
+  if (scales.size() > static_cast<size_t>(kMaxScalesPerLaunch)) carry = at::empty({B, H, W}, planes.options());
   acc_t* carry_ptr = carry.defined() ? carry.mutable_data_ptr<acc_t>() : nullptr;
-  const dim3 grid(static_cast<unsigned int>(tiles_x), static_cast<unsigned int>(tiles_y),
-                  static_cast<unsigned int>(std::min<int64_t>(B, 65535)));
+  const dim3 grid(static_cast<unsigned int>((W + kTileW - 1) / kTileW),
+                  static_cast<unsigned int>((H + kTileH - 1) / kTileH), batch_grid(B));
   const dim3 block(kTileW, kTileH);
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  for_each_batch(descs, std::vector<int64_t>(descs.size(), 0), [&](ScaleBatch<TapPlanes<acc_t>> batch, bool first,
-                                                                    bool last) {
+  for_each_batch(scales, std::vector<int64_t>(scales.size(), 0), [&](ScaleBatch<ForwardScale<acc_t>> batch,
+                                                                      bool first, bool last) {
     const int64_t smem = plan_staging(batch, H, W);
     mini_decoder_forward_kernel<scalar_t, acc_t><<<grid, block, smem, stream>>>(
         batch, B, H, W, bias.const_data_ptr<scalar_t>(), first ? nullptr : carry_ptr, last ? nullptr : carry_ptr,
@@ -189,25 +386,29 @@ void launch_forward(const std::vector<at::Tensor>& planes, const at::Tensor& bia
   });
 }
 
+// The sizes that the kernels index in 32-bit arithmetic.
+void check_kernel_sizes(at::TensorList features, int64_t H, int64_t W, const char* op) {
+  TORCH_CHECK_VALUE((H + kTileH - 1) / kTileH <= 65535, op, ": output height ", H, " is too large for the CUDA kernel");
+  check_fits_32bit(H * W, "the output map", op);
+  for (const auto& f : features) {
+    check_fits_32bit(kTaps * f.size(2) * f.size(3), "the tap planes of a scale", op);
+    check_fits_32bit(3 * f.size(2) * W, "the row gradients of a scale", op);
+    check_fits_32bit(f.size(1), "the channels of a scale", op);
+  }
+}
+
 std::tuple<at::Tensor, at::Tensor> mini_decoder_cuda(at::TensorList features, const at::Tensor& weight,
                                                      const at::Tensor& bias, c10::SymIntArrayRef sym_size) {
   const at::IntArrayRef size = C10_AS_INTARRAYREF_SLOW(sym_size);
   check_mini_decoder_args(features, weight, bias, size);
   check_kernel_dtype(features[0], "features", /*allow_reduced_precision=*/true);
-  const c10::cuda::CUDAGuard guard(features[0].device());
-  const at::ScalarType dtype = features[0].scalar_type(), acc = compute_dtype(dtype);
-  const at::Tensor weight_acc = weight.to(acc);
-  std::vector<at::Tensor> planes;
-  int64_t offset = 0;
-  for (const auto& f : features) {
-    planes.push_back(reduce_channels(f.to(acc), scale_weight(weight_acc, offset, f.size(1))));
-    offset += f.size(1);
-  }
   const int64_t B = features[0].size(0), H = size[0], W = size[1];
+  check_kernel_sizes(features, H, W, "paanet_fast.mini_decoder");
+  const c10::cuda::CUDAGuard guard(features[0].device());
   at::Tensor logits = cpu::poisoned_if_testing(at::empty({B, 1, H, W}, features[0].options()));
   at::Tensor gam = cpu::poisoned_if_testing(at::empty({B, 1, H, W}, features[0].options()));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "mini_decoder_cuda", [&] {
-    launch_forward<scalar_t>(planes, bias, logits, gam);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features[0].scalar_type(), "mini_decoder_cuda", [&] {
+    launch_forward<scalar_t>(features, weight, bias, logits, gam);
   });
   return {logits, gam};
 }
@@ -215,112 +416,307 @@ std::tuple<at::Tensor, at::Tensor> mini_decoder_cuda(at::TensorList features, co
 // ---------------------------------------------------------------------------------------------
 // Backward
 
-template <typename scalar_t, typename acc_t>
-__global__ void __launch_bounds__(kThreads) logit_grad_kernel(MapView<scalar_t> grad_logits, MapView<scalar_t> grad_gam,
-                                                               MapView<scalar_t> gam, int64_t B, int64_t H, int64_t W,
-                                                               acc_t* __restrict__ dz) {
-  const int64_t n = B * H * W;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t X = i % W, Y = (i / W) % H, b = i / (H * W);
-    dz[i] = logit_grad<acc_t>(static_cast<acc_t>(grad_logits.at(b, Y, X)), static_cast<acc_t>(grad_gam.at(b, Y, X)),
-                              static_cast<acc_t>(gam.at(b, Y, X)));
+// dZ down one column (sample b, column X) of the gradients of both outputs and the GAM, read in
+// their dtype and strides.
+template <typename scalar_t>
+struct LogitGradColumn {
+  const scalar_t *grad_logits, *grad_gam, *gam;
+  int64_t sy_logits, sy_grad_gam, sy_gam;
+  int32_t H;
+
+  // dZ at row Y, 0 outside the image.
+  template <typename acc_t>
+  __device__ __forceinline__ acc_t dz(int32_t Y) const {
+    if (Y < 0 || Y >= H) return static_cast<acc_t>(0);
+    return logit_grad<acc_t>(static_cast<acc_t>(grad_logits[Y * sy_logits]),
+                             static_cast<acc_t>(grad_gam[Y * sy_grad_gam]), static_cast<acc_t>(gam[Y * sy_gam]));
+  }
+};
+
+template <typename scalar_t>
+struct LogitGradMaps {
+  MapView<scalar_t> grad_logits, grad_gam, gam;
+  int32_t H;
+
+  __device__ __forceinline__ LogitGradColumn<scalar_t> column(int64_t b, int32_t X) const {
+    return {grad_logits.data + b * grad_logits.sb + X * grad_logits.sx,
+            grad_gam.data + b * grad_gam.sb + X * grad_gam.sx,
+            gam.data + b * gam.sb + X * gam.sx,
+            grad_logits.sy, grad_gam.sy, gam.sy, H};
+  }
+};
+
+// One scale of the rows pass: its height, vertical resize scale and inverse, and its row gradients
+// V (B, 3, h, W) contiguous at rows_offset of the rows buffer.
+template <typename acc_t>
+struct RowsScale {
+  int32_t h;
+  acc_t scale, inv_scale;
+  int64_t rows_offset;
+};
+
+// The output coordinates [lo, hi) that read source index `src` of an axis, for each thread, and
+// [block_lo, block_hi) for the whole block: those of its first and last source index (the ranges
+// only move forwards along the axis).
+struct GatherRange {
+  int32_t lo, hi, block_lo, block_hi;
+};
+
+template <typename acc_t>
+__device__ __forceinline__ GatherRange gather_range(int32_t src, int32_t block_first, int32_t block_last,
+                                                    int32_t in_size, int32_t out_size, acc_t scale,
+                                                    acc_t inv_scale) {
+  GatherRange g;
+  int32_t unused;
+  resize_tap_sources(src, in_size, out_size, scale, inv_scale, &g.lo, &g.hi);
+  resize_tap_sources(block_first, in_size, out_size, scale, inv_scale, &g.block_lo, &unused);
+  resize_tap_sources(block_last, in_size, out_size, scale, inv_scale, &unused, &g.block_hi);
+  return g;
+}
+
+// Calls body(P, tap of P) for the output coordinates P of the thread's range in ascending order.
+// The block computes the taps of its range once, kThreads at a time, into `table`; every thread of
+// the block calls this (it synchronises the block).
+template <typename acc_t, typename Body>
+__device__ __forceinline__ void gather_taps(Tap<acc_t>* table, const GatherRange& g, int32_t in_size, acc_t scale,
+                                            Body&& body) {
+  int32_t P = g.lo;
+  for (int32_t first = g.block_lo; first < g.block_hi; first += kThreads) {
+    __syncthreads();  // the previous chunk is read by all
+    const int32_t mine = first + static_cast<int32_t>(threadIdx.x);
+    if (mine < g.block_hi) table[threadIdx.x] = resize_tap(mine, in_size, scale);
+    __syncthreads();
+    const int32_t end = g.hi < first + kThreads ? g.hi : first + kThreads;
+    for (; P < end; ++P) body(P, table[P - first]);
   }
 }
 
-// Rows pass of the transposed resize of one scale, one thread per output element:
-//   V[b, dy + 1, i, X] = sum_{P reading row i, Y = P - dy in [0, H)} wy(P, i) dZ[b, Y, X]
-// V is (B, 3, h, W) contiguous.
-template <typename acc_t>
-struct RowsPass {
-  const acc_t* dz;  // (B, H, W)
-  acc_t* out;
-  int64_t h, H, W;
-
-  __device__ void run(int64_t local) const {
-    const int64_t X = local % W, i = (local / W) % h, dy = (local / (W * h)) % 3 - 1, b = local / (3 * W * h);
-    int64_t lo, hi;
-    linear_tap_sources(i, h, H, &lo, &hi);
-    const acc_t* column = dz + b * H * W + X;
-    acc_t sum = static_cast<acc_t>(0);
-    for (int64_t P = lo; P < hi; ++P) {
-      const int64_t Y = P - dy;
-      if (Y < 0 || Y >= H) continue;
-      const acc_t w = linear_tap_weight(linear_tap<acc_t>(P, h, H), i);
-      if (w != static_cast<acc_t>(0)) sum += w * column[Y * W];
+// Rows pass, one thread per (low-res row i, full-res column X) and sample:
+//   V[b, dy + 1, i, X] = sum_{P reading row i} wy(P, i) dZ[b, P - dy, X]   (dZ = 0 outside)
+// for the three dy at once, over the rows P in ascending order. The thread of scale 0 also sums
+// dZ[b, P, X] over the rows P whose tap i0 is i, a partition of the rows, into bias_parts.
+// Threads past the end of the scale's items repeat the last item without writing it (they take
+// part in the block's table).
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads) rows_kernel(const __grid_constant__ ScaleBatch<RowsScale<acc_t>> batch,
+                                                        LogitGradMaps<scalar_t> maps, int64_t B, int32_t W,
+                                                        acc_t* __restrict__ rows, acc_t* __restrict__ bias_parts) {
+  __shared__ Tap<acc_t> table[kThreads];
+  const int v = batch.scale_of(blockIdx.x);
+  const RowsScale<acc_t>& s = batch.scale[v];
+  const int32_t items = s.h * W, first = static_cast<int32_t>(blockIdx.x - batch.start[v]) * kThreads;
+  const int32_t last = first + kThreads < items ? first + kThreads - 1 : items - 1;
+  const bool inside = first + static_cast<int32_t>(threadIdx.x) <= last;
+  const int32_t k = inside ? first + static_cast<int32_t>(threadIdx.x) : last;
+  const int32_t i = k / W, X = k - i * W;
+  const GatherRange range = gather_range(i, first / W, last / W, s.h, maps.H, s.scale, s.inv_scale);
+  acc_t* parts = v == 0 && inside ? bias_parts : nullptr;
+  for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
+    const LogitGradColumn<scalar_t> column = maps.column(b, X);
+    // dZ at rows P + 1, P and P - 1 (dy = -1, 0, 1), slid down one row per P.
+    acc_t at_p = column.template dz<acc_t>(range.lo), at_prev = column.template dz<acc_t>(range.lo - 1);
+    acc_t sum[3] = {}, bias_sum = static_cast<acc_t>(0);
+    gather_taps(table, range, s.h, s.scale, [&](int32_t P, const Tap<acc_t>& tap) {
+      const acc_t at_next = column.template dz<acc_t>(P + 1);
+      const acc_t wy = linear_tap_weight(tap, i);
+      if (wy != static_cast<acc_t>(0)) {
+        sum[0] += wy * at_next;
+        sum[1] += wy * at_p;
+        sum[2] += wy * at_prev;
+      }
+      if (tap.i0 == i) bias_sum += at_p;
+      at_prev = at_p;
+      at_p = at_next;
+    });
+    if (inside) {
+      acc_t* out = rows + s.rows_offset + b * (3 * items) + k;
+#pragma unroll
+      for (int r = 0; r < 3; ++r) out[r * items] = sum[r];
     }
-    out[local] = sum;
+    if (parts != nullptr) parts[b * items + k] = bias_sum;
   }
+}
+
+// One scale of the columns pass: its feature gradient dF (written), the row gradients V
+// (B, 3, h, W) at rows_offset, the tap-plane gradients D (B, 9, h, w) at dF.planes_offset of the
+// planes buffer (written), and the horizontal resize scale and inverse.
+template <typename scalar_t, typename acc_t>
+struct ColumnsScale {
+  ScaleMap<scalar_t> df;
+  int64_t rows_offset;
+  acc_t scale, inv_scale;
 };
 
-// Columns pass, one thread per output element:
-//   D[b, t, i, j] = sum_{Q reading column j, X = Q - dx_t in [0, W)} wx(Q, j) V[b, dy_t + 1, i, X]
-// written through D's strides (D has the memory format of F_v).
-template <typename acc_t>
-struct ColumnsPass {
-  const acc_t* rows;  // V of RowsPass
-  acc_t* d;
-  int64_t h, w, W;
-  int64_t sb, st, sy, sx;
-
-  __device__ void run(int64_t local) const {
-    const int64_t j = local % w, i = (local / w) % h, t = (local / (w * h)) % kTaps, b = local / (kTaps * w * h);
-    const int64_t dx = tap_dx(static_cast<int>(t));
-    const acc_t* row = rows + ((b * 3 + tap_dy(static_cast<int>(t)) + 1) * h + i) * W;
-    int64_t lo, hi;
-    linear_tap_sources(j, w, W, &lo, &hi);
-    acc_t sum = static_cast<acc_t>(0);
-    for (int64_t Q = lo; Q < hi; ++Q) {
-      const int64_t X = Q - dx;
-      if (X < 0 || X >= W) continue;
-      const acc_t wx = linear_tap_weight(linear_tap<acc_t>(Q, w, W), j);
-      if (wx != static_cast<acc_t>(0)) sum += wx * row[X];
+// Columns pass, one thread per low-res pixel (i, j) and sample:
+//   D[b, t, i, j] = sum_{Q reading column j} wx(Q, j) V[b, dy_t + 1, i, Q - dx_t]   (V = 0 outside)
+// for the 9 taps at once, over the columns Q in ascending order; then
+//   dF[b, c, i, j] = sum_t W[c_v, t] D[b, t, i, j]   for every channel c of the scale.
+// Threads past the end of the plane repeat its last pixel without writing it.
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads) columns_kernel(
+    const __grid_constant__ ScaleBatch<ColumnsScale<scalar_t, acc_t>> batch, int64_t B, int32_t W,
+    WeightView<const scalar_t> weight, const acc_t* __restrict__ rows, acc_t* __restrict__ planes) {
+  __shared__ Tap<acc_t> table[kThreads];
+  __shared__ acc_t staged[kWeightChunk][kTaps];
+  const int v = batch.scale_of(blockIdx.x);
+  const ColumnsScale<scalar_t, acc_t>& s = batch.scale[v];
+  const ScaleMap<scalar_t>& df = s.df;
+  const int32_t plane = df.h * df.w, first = static_cast<int32_t>(blockIdx.x - batch.start[v]) * kThreads;
+  const int32_t last = first + kThreads < plane ? first + kThreads - 1 : plane - 1;
+  const bool inside = first + static_cast<int32_t>(threadIdx.x) <= last;
+  const int32_t k = inside ? first + static_cast<int32_t>(threadIdx.x) : last;
+  const int32_t i = k / df.w, j = k - i * df.w;
+  // The block's columns: from its first to its last pixel's, or all where it spans rows.
+  const int32_t first_row = first / df.w, last_row = last / df.w;
+  const int32_t j_first = first_row == last_row ? first - first_row * df.w : 0;
+  const int32_t j_last = first_row == last_row ? last - last_row * df.w : df.w - 1;
+  const GatherRange range = gather_range(j, j_first, j_last, df.w, W, s.scale, s.inv_scale);
+  const int32_t row_stride = df.h * W;
+  for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
+    const acc_t* vrow = rows + s.rows_offset + b * (3 * row_stride) + i * W;
+    // V of the three rows at columns Q + 1, Q and Q - 1 (dx = -1, 0, 1), slid right one column per Q.
+    acc_t at_q[3], at_prev[3], d[kTaps] = {};
+    for (int r = 0; r < 3; ++r) {
+      at_q[r] = range.lo < W ? vrow[r * row_stride + range.lo] : static_cast<acc_t>(0);
+      at_prev[r] = range.lo > 0 ? vrow[r * row_stride + range.lo - 1] : static_cast<acc_t>(0);
     }
-    d[b * sb + t * st + i * sy + j * sx] = sum;
+    gather_taps(table, range, df.w, s.scale, [&](int32_t Q, const Tap<acc_t>& tap) {
+      acc_t at_next[3];
+      for (int r = 0; r < 3; ++r) at_next[r] = Q + 1 < W ? vrow[r * row_stride + Q + 1] : static_cast<acc_t>(0);
+      const acc_t wx = linear_tap_weight(tap, j);
+      if (wx != static_cast<acc_t>(0)) {
+#pragma unroll
+        for (int r = 0; r < 3; ++r) {
+          d[3 * r] += wx * at_next[r];
+          d[3 * r + 1] += wx * at_q[r];
+          d[3 * r + 2] += wx * at_prev[r];
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < 3; ++r) {
+        at_prev[r] = at_q[r];
+        at_q[r] = at_next[r];
+      }
+    });
+    if (inside) {
+      acc_t* out = planes + df.planes_offset + b * (kTaps * plane) + k;
+#pragma unroll
+      for (int t = 0; t < kTaps; ++t) out[t * plane] = d[t];
+    }
+    for (int32_t c0 = 0; c0 < df.channels; c0 += kWeightChunk) {
+      const int32_t count = clamp_index(df.channels - c0, 0, kWeightChunk);
+      __syncthreads();  // the previous chunk is read by all
+      stage_weights(weight, df.channel_offset + c0, count, staged);
+      __syncthreads();
+      if (inside) {
+        for (int32_t c = 0; c < count; ++c) {
+          acc_t sum = static_cast<acc_t>(0);
+#pragma unroll
+          for (int t = 0; t < kTaps; ++t) sum += staged[c][t] * d[t];
+          df.data[df.offset(b, c0 + c, i, j)] = static_cast<scalar_t>(sum);
+        }
+      }
+    }
   }
-};
+}
 
-// dZ (B, H, W) in the compute dtype.
-at::Tensor logit_grads(const at::Tensor& grad_logits, const at::Tensor& grad_gam, const at::Tensor& gam,
-                       at::ScalarType acc) {
-  const int64_t B = gam.size(0), H = gam.size(2), W = gam.size(3);
-  at::Tensor dz = at::empty({B, H, W}, gam.options().dtype(acc));
-  if (dz.numel() == 0) return dz;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gam.scalar_type(), "mini_decoder_logit_grad_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    logit_grad_kernel<scalar_t, acc_t><<<grid_for(dz.numel()), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-        map_view<scalar_t>(grad_logits), map_view<scalar_t>(grad_gam), map_view<scalar_t>(gam), B, H, W,
-        dz.mutable_data_ptr<acc_t>());
+// Weight and bias gradients, one block per channel of the batch's scales:
+//   dW[c_v, t] = sum_{b, i, j} F_v[b, c, i, j] D_v[b, t, i, j]
+// and, where bias_parts is given, one more block for db = sum of bias_parts[0..bias_count).
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads) weight_grad_kernel(
+    const __grid_constant__ ScaleBatch<ScaleMap<const scalar_t>> batch, int64_t B, const acc_t* __restrict__ planes,
+    WeightView<scalar_t> dweight, const acc_t* __restrict__ bias_parts, int64_t bias_count,
+    scalar_t* __restrict__ dbias) {
+  if (blockIdx.x == batch.total()) {
+    acc_t sum[1] = {static_cast<acc_t>(0)};
+    for (int64_t n = threadIdx.x; n < bias_count; n += kThreads) sum[0] += bias_parts[n];
+    block_sum(sum);
+    if (threadIdx.x == 0) dbias[0] = static_cast<scalar_t>(sum[0]);
+    return;
+  }
+  const int v = batch.scale_of(blockIdx.x);
+  const ScaleMap<const scalar_t>& f = batch.scale[v];
+  const int32_t c = static_cast<int32_t>(blockIdx.x - batch.start[v]), plane = f.h * f.w;
+  acc_t sum[kTaps] = {};
+  for (int64_t b = 0; b < B; ++b) {
+    const acc_t* d = planes + f.planes_offset + b * (kTaps * plane);
+    for (int32_t k = threadIdx.x; k < plane; k += kThreads) {
+      const int32_t i = k / f.w, j = k - i * f.w;
+      const acc_t value = static_cast<acc_t>(f.data[f.offset(b, c, i, j)]);
+#pragma unroll
+      for (int t = 0; t < kTaps; ++t) sum[t] += value * d[t * plane + k];
+    }
+  }
+  block_sum(sum);
+  if (threadIdx.x == 0) {
+    for (int t = 0; t < kTaps; ++t) dweight.at(f.channel_offset + c, t) = static_cast<scalar_t>(sum[t]);
+  }
+}
+
+template <typename scalar_t>
+void launch_backward(const at::Tensor& grad_logits, const at::Tensor& grad_gam, const at::Tensor& gam,
+                     at::TensorList features, const at::Tensor& weight, const std::vector<at::Tensor>& dfeatures,
+                     at::Tensor& dweight, at::Tensor& dbias) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t B = gam.size(0);
+  const int32_t H = static_cast<int32_t>(gam.size(2)), W = static_cast<int32_t>(gam.size(3));
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const auto acc_options = gam.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
+
+  std::vector<RowsScale<acc_t>> row_scales;
+  std::vector<ColumnsScale<scalar_t, acc_t>> column_scales;
+  std::vector<ScaleMap<const scalar_t>> feature_maps;
+  std::vector<int64_t> row_items, plane_items, channels;
+  int64_t channel_offset = 0, rows_size = 0, planes_size = 0;
+  for (size_t v = 0; v < features.size(); ++v) {
+    const at::Tensor& f = features[v];
+    const int64_t h = f.size(2), w = f.size(3);
+    row_scales.push_back({static_cast<int32_t>(h), resize_scale<acc_t>(h, H), resize_scale<acc_t>(H, h), rows_size});
+    column_scales.push_back({scale_map(dfeatures[v].mutable_data_ptr<scalar_t>(), dfeatures[v], channel_offset,
+                                       planes_size),
+                             rows_size, resize_scale<acc_t>(w, W), resize_scale<acc_t>(W, w)});
+    feature_maps.push_back(scale_map(f.const_data_ptr<scalar_t>(), f, channel_offset, planes_size));
+    row_items.push_back(h * W);
+    plane_items.push_back(h * w);
+    channels.push_back(f.size(1));
+    channel_offset += f.size(1);
+    rows_size += B * 3 * h * W;
+    planes_size += B * kTaps * h * w;
+  }
+  const at::Tensor rows = cpu::poisoned_if_testing(at::empty({rows_size}, acc_options));
+  const at::Tensor planes = cpu::poisoned_if_testing(at::empty({planes_size}, acc_options));
+  const int64_t bias_count = B * features[0].size(2) * W;
+  const at::Tensor bias_parts = cpu::poisoned_if_testing(at::empty({bias_count}, acc_options));
+  const LogitGradMaps<scalar_t> maps{map_view<scalar_t>(grad_logits), map_view<scalar_t>(grad_gam),
+                                     map_view<scalar_t>(gam), H};
+  const auto weights = weight_view(weight.const_data_ptr<scalar_t>(), weight);
+
+  if (B > 0) {
+    for_each_batch(row_scales, blocks_of(row_items), [&](const ScaleBatch<RowsScale<acc_t>>& batch,
+                                                               bool first, bool) {
+      rows_kernel<scalar_t, acc_t><<<dim3(static_cast<unsigned int>(batch.total()), batch_grid(B)), kThreads, 0,
+                                     stream>>>(batch, maps, B, W, rows.mutable_data_ptr<acc_t>(),
+                                               first ? bias_parts.mutable_data_ptr<acc_t>() : nullptr);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+    for_each_batch(column_scales, blocks_of(plane_items), [&](const ScaleBatch<ColumnsScale<scalar_t, acc_t>>&
+                                                                        batch, bool, bool) {
+      columns_kernel<scalar_t, acc_t><<<dim3(static_cast<unsigned int>(batch.total()), batch_grid(B)), kThreads, 0,
+                                        stream>>>(batch, B, W, weights, rows.const_data_ptr<acc_t>(),
+                                                  planes.mutable_data_ptr<acc_t>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  }
+  const auto dweights = weight_view(dweight.mutable_data_ptr<scalar_t>(), dweight);
+  for_each_batch(feature_maps, channels, [&](const ScaleBatch<ScaleMap<const scalar_t>>& batch, bool first, bool) {
+    // The first launch has one more block, for the bias.
+    weight_grad_kernel<scalar_t, acc_t><<<static_cast<unsigned int>(batch.total() + (first ? 1 : 0)), kThreads, 0,
+                                          stream>>>(batch, B, planes.const_data_ptr<acc_t>(), dweights,
+                                                    bias_parts.const_data_ptr<acc_t>(), bias_count,
+                                                    dbias.mutable_data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return dz;
-}
-
-// Fills the tap-plane gradients D_v = upsample_bilinear^T(shift_t(dZ)) (B, 9, h_v, w_v).
-template <typename acc_t>
-void launch_transposed_resize(const at::Tensor& dz, const std::vector<at::Tensor>& d_planes) {
-  const int64_t B = dz.size(0), H = dz.size(1), W = dz.size(2);
-  std::vector<int64_t> row_items, column_items;
-  int64_t total_rows = 0;
-  for (const auto& d : d_planes) {
-    row_items.push_back(B * 3 * d.size(2) * W);
-    column_items.push_back(d.numel());
-    total_rows += row_items.back();
-  }
-  const at::Tensor rows = cpu::poisoned_if_testing(at::empty({total_rows}, dz.options()));
-  std::vector<RowsPass<acc_t>> row_passes;
-  std::vector<ColumnsPass<acc_t>> column_passes;
-  int64_t offset = 0;
-  for (size_t v = 0; v < d_planes.size(); ++v) {
-    const at::Tensor& d = d_planes[v];
-    acc_t* out = rows.mutable_data_ptr<acc_t>() + offset;
-    row_passes.push_back({dz.const_data_ptr<acc_t>(), out, d.size(2), H, W});
-    column_passes.push_back({out, d.mutable_data_ptr<acc_t>(), d.size(2), d.size(3), W, d.stride(0), d.stride(1),
-                             d.stride(2), d.stride(3)});
-    offset += row_items[v];
-  }
-  launch_per_item(row_passes, row_items);
-  launch_per_item(column_passes, column_items);
 }
 
 std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> mini_decoder_backward_cuda(
@@ -328,35 +724,18 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> mini_decoder_backwar
     const at::Tensor& weight) {
   check_mini_decoder_backward_args(grad_logits, grad_gam, gam, features, weight);
   check_kernel_dtype(features[0], "features", /*allow_reduced_precision=*/true);
+  check_kernel_sizes(features, gam.size(2), gam.size(3), "paanet_fast.mini_decoder_backward");
   const c10::cuda::CUDAGuard guard(features[0].device());
-  const at::ScalarType dtype = features[0].scalar_type(), acc = compute_dtype(dtype);
-
-  const at::Tensor dz = logit_grads(grad_logits, grad_gam, gam, acc);
-  const at::Tensor dbias = dz.sum().to(dtype).reshape({1});
-
-  std::vector<at::Tensor> features_acc, d_planes;
-  for (const auto& f : features) {
-    features_acc.push_back(f.to(acc));
-    const auto format = is_channels_last(f) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-    d_planes.push_back(cpu::poisoned_if_testing(
-        at::empty({f.size(0), kTaps, f.size(2), f.size(3)}, dz.options().memory_format(format))));
-  }
-  AT_DISPATCH_FLOATING_TYPES(acc, "mini_decoder_backward_cuda", [&] {
-    launch_transposed_resize<scalar_t>(dz, d_planes);
-  });
-
-  const at::Tensor weight_acc = weight.to(acc);
-  std::vector<at::Tensor> dfeatures, dweights;
-  int64_t offset = 0;
-  for (size_t v = 0; v < features.size(); ++v) {
-    const int64_t channels = features[v].size(1);
-    auto [df, dw] = feature_and_weight_grads(features_acc[v], scale_weight(weight_acc, offset, channels), d_planes[v]);
-    dfeatures.push_back(cpu::with_layout_of(df.to(dtype), features[v]));
-    dweights.push_back(dw);
-    offset += channels;
-  }
-  const at::Tensor dweight = at::cat(dweights, 0).view({1, offset, 3, 3}).to(dtype);
-  return {dfeatures, cpu::with_layout_of(dweight, weight), dbias};
+  std::vector<at::Tensor> dfeatures;
+  for (const auto& f : features) dfeatures.push_back(cpu::poisoned_if_testing(at::empty_like(f)));
+  at::Tensor dweight = cpu::poisoned_if_testing(at::empty_like(weight));
+  at::Tensor dbias = cpu::poisoned_if_testing(at::empty({1}, weight.options()));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features[0].scalar_type(), "mini_decoder_backward_cuda",
+                                  [&] {
+                                    launch_backward<scalar_t>(grad_logits, grad_gam, gam, features, weight, dfeatures,
+                                                              dweight, dbias);
+                                  });
+  return {dfeatures, dweight, dbias};
 }
 
 }  // namespace

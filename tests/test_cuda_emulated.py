@@ -79,6 +79,8 @@ MINI_DECODER_CASES = [
     pytest.param(2, [(4, 9, 9), (2, 5, 5), (1, 3, 3)], (37, 40), id="odd"),
     pytest.param(1, [(2, 40, 50), (3, 4, 4)], (17, 23), id="downscale-unstaged"),
     pytest.param(1, [(1, 2, 2)] * 18, (9, 11), id="18-scales"),
+    # More channels than one staged chunk of weights; blocks whose gather spans over 256 rows or columns.
+    pytest.param(1, [(70, 2, 3), (3, 5, 4)], (260, 300), id="chunked-weights-and-gathers"),
 ]
 GAM_CASES = [
     pytest.param(2, [(5, 8, 12), (3, 4, 6), (2, 1, 3)], (16, 24), id="three-scales"),
