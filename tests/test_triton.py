@@ -191,7 +191,7 @@ def small_tiles(monkeypatch):
              mini_decoder_kernels.logit_grad_kernel: {"BLOCK": 32},
              mini_decoder_kernels.resize_transpose_kernel: {"BLOCK_I": 4, "BLOCK_M": 32},
              gam_kernels.forward_kernel: {"BLOCK": 16}, gam_kernels.backward_kernel: {"BLOCK": 16},
-             gam_kernels.gam_grad_kernel: {"BLOCK": 64}}
+             gam_kernels.gam_grad_kernel: {"BLOCK": 8}}
     for kernel, meta in small.items():
         monkeypatch.setitem(_runtime._interpreter_meta, id(kernel), meta)
 

@@ -52,11 +52,11 @@ def main(capability: int) -> None:
             gam_pointers.update({f"f{v}_ptr": dtype, f"out{v}_ptr": dtype, f"g{v}_ptr": dtype, f"gf{v}_ptr": dtype,
                                  f"gp{v}_ptr": acc})
         for reverse in (False, True):
-            constexprs = {"NUM_SCALES": 4, "REVERSE": reverse, "BLOCK": 256}
+            constexprs = {"NUM_SCALES": 4, "REVERSE": reverse, **gam_kernels.PIXEL_CONFIG.kwargs}
             compile_kernel(gam_kernels.forward_kernel, target, gam_pointers, constexprs, ones)
             compile_kernel(gam_kernels.backward_kernel, target, gam_pointers, constexprs, ones)
         compile_kernel(gam_kernels.gam_grad_kernel, target, {**{f"gp{v}_ptr": acc for v in range(4)}, "out_ptr": dtype},
-                       {"NUM_SCALES": 4, "BLOCK": 1024}, ones)
+                       {"NUM_SCALES": 4, **gam_kernels.ROW_CONFIG.kwargs}, ones)
 
 
 if __name__ == "__main__":

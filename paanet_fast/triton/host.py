@@ -133,22 +133,39 @@ def mini_decoder_backward(grad_logits: torch.Tensor, grad_gam: torch.Tensor, gam
     return grad_features, grad_weight, grad_bias
 
 
+def _check_sample_size(features: list[torch.Tensor], gam: torch.Tensor, op: str) -> None:
+    """The kernels index within one sample in int32 (the sample's own offset is int64)."""
+    named = {**{f"features[{i}]": f for i, f in enumerate(features)}, "gam": gam}
+    for name, t in named.items():
+        if t[0].numel() >= 2**31:
+            raise ValueError(f"{op}: the triton backend needs fewer than 2^31 elements per sample in "
+                             f"`{name}`, got shape {tuple(t.shape)}")
+
+
+def _coarse_first(features: list[torch.Tensor]) -> list[int]:
+    """The scales' order in the launch grid: largest pooling window first, so that the programs
+    with the longest window loops start first instead of trailing behind the others."""
+    return sorted(range(len(features)), key=lambda v: features[v].shape[2] * features[v].shape[3])
+
+
 def _gam_grid(features: list[torch.Tensor]) -> Callable[[dict], tuple[int]]:
-    """One program per block of low-resolution pixels, every scale's blocks one after the other."""
+    """One program per block of one sample's low-resolution pixels, every scale's blocks one after the other."""
     B = features[0].shape[0]
 
     def grid(meta: dict) -> tuple[int]:
-        return (sum(triton.cdiv(B * f.shape[2] * f.shape[3], meta["BLOCK"]) for f in features),)
+        return (sum(B * triton.cdiv(f.shape[2] * f.shape[3], meta["BLOCK"]) for f in features),)
     return grid
 
 
 def gam_multiply_forward(features: list[torch.Tensor], gam: torch.Tensor, reverse: bool) -> list[torch.Tensor]:
     """P_v = F_v * a_v (shaped like F_v) for n <= 4 features and a GAM (B, 1, H, W)."""
     _check_scale_count(features, "gam_multiply")
+    _check_sample_size(features, gam, "gam_multiply")
     features = [f.contiguous() for f in features]
     outputs = [new_tensor(tuple(f.shape), f.dtype, f.device) for f in features]
     B, _, H, W = gam.shape
-    scale_args = _pad_scales([[f, out, f.shape[1], f.shape[2], f.shape[3]] for f, out in zip(features, outputs)],
+    order = _coarse_first(features)
+    scale_args = _pad_scales([[features[v], outputs[v], *features[v].shape[1:]] for v in order],
                              [features[0], outputs[0], 1, 1, 1])
     launch(gam_kernels.forward_kernel, _gam_grid(features), gam.contiguous(), *scale_args, B, H, W,
            NUM_SCALES=len(features), REVERSE=reverse)
@@ -159,21 +176,21 @@ def gam_multiply_backward(grad_outputs: list[torch.Tensor], features: list[torch
                           reverse: bool) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Gradients of the features (like each F_v) and of the GAM (B, 1, H, W)."""
     _check_scale_count(features, "gam_multiply_backward")
+    _check_sample_size(features, gam, "gam_multiply_backward")
     features = [f.contiguous() for f in features]
     grad_outputs = [g.contiguous() for g in grad_outputs]
     acc = accumulation_dtype(gam.dtype)
     B, _, H, W = gam.shape
     grad_features = [new_tensor(tuple(f.shape), f.dtype, f.device) for f in features]
     grad_pools = [new_tensor((B, f.shape[2], f.shape[3]), acc, f.device) for f in features]
-    scale_args = _pad_scales([[f, g, gf, gp, f.shape[1], f.shape[2], f.shape[3]]
-                              for f, g, gf, gp in zip(features, grad_outputs, grad_features, grad_pools)],
+    scale_args = _pad_scales([[features[v], grad_outputs[v], grad_features[v], grad_pools[v], *features[v].shape[1:]]
+                              for v in _coarse_first(features)],
                              [features[0], grad_outputs[0], grad_features[0], grad_pools[0], 1, 1, 1])
     gam = gam.contiguous()
     launch(gam_kernels.backward_kernel, _gam_grid(features), gam, *scale_args, B, H, W,
            NUM_SCALES=len(features), REVERSE=reverse)
     grad_gam = new_tensor(tuple(gam.shape), gam.dtype, gam.device)
-    n = grad_gam.numel()
     pool_args = _pad_scales([[gp, gp.shape[1], gp.shape[2]] for gp in grad_pools], [grad_pools[0], 1, 1])
-    launch(gam_kernels.gam_grad_kernel, lambda meta: (triton.cdiv(n, meta["BLOCK"]),), *pool_args,
-           grad_gam, H, W, n, NUM_SCALES=len(features))
+    launch(gam_kernels.gam_grad_kernel, lambda meta: (B * H * triton.cdiv(W, meta["BLOCK"]),), *pool_args,
+           grad_gam, B, H, W, NUM_SCALES=len(features))
     return grad_features, grad_gam
