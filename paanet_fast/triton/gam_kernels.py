@@ -16,7 +16,7 @@ of the results from one run (or one tuning) to the next.
 import triton
 import triton.language as tl
 
-from ._math import upcast
+from ._math import plane_block, plane_blocks, upcast
 from ._runtime import tuned
 
 # 64 pixels per program: at the model's shapes (B=8, 32 channels at strides 4-32 of 256x256) 680
@@ -28,20 +28,6 @@ ROW_CONFIG = triton.Config({"BLOCK": 256}, num_warps=2)  # full-resolution colum
 CHANNEL_TILE = tl.constexpr(16)
 # Columns of a GAM window row read at once: contiguous loads, and few loop trips in the interpreter.
 WINDOW_CHUNK = tl.constexpr(8)
-
-
-@triton.jit
-def _segment_programs(B, h, w, BLOCK: tl.constexpr):
-    """Programs of one scale: blocks of BLOCK pixels, never straddling two samples."""
-    return B * tl.cdiv(h * w, BLOCK)
-
-
-@triton.jit
-def _pixels(block, h, w, BLOCK: tl.constexpr):
-    """Sample, in-plane index and mask of this block's low-resolution pixels."""
-    blocks_per_plane = tl.cdiv(h * w, BLOCK)
-    pixel = (block % blocks_per_plane) * BLOCK + tl.arange(0, BLOCK)
-    return block // blocks_per_plane, pixel, pixel < h * w
 
 
 @triton.jit
@@ -73,7 +59,7 @@ def _channel_tile(c0, C, pixel, mask, plane):
 @triton.jit
 def _forward_segment(block, f_ptr, out_ptr, C, h, w, gam_ptr, H, W, REVERSE: tl.constexpr, BLOCK: tl.constexpr):
     """out = f * a for one block of one sample's pixels of one scale (all channels)."""
-    batch, pixel, mask = _pixels(block, h, w, BLOCK)
+    batch, pixel, mask = plane_block(block, h * w, BLOCK)
     a = _attention(gam_ptr, batch, pixel, mask, w, H, W, REVERSE, BLOCK, H // h, W // w)
     plane = h * w
     sample = tl.cast(batch, tl.int64) * C * plane
@@ -91,9 +77,9 @@ def forward_kernel(gam_ptr,
     """P_v = F_v * a_v for NUM_SCALES <= 4 scales (the arguments of the others are never read);
     grid: the blocks of every scale, scale after scale."""
     pid = tl.program_id(0)
-    end0 = _segment_programs(B, h0, w0, BLOCK)
-    end1 = end0 + _segment_programs(B, h1, w1, BLOCK)
-    end2 = end1 + _segment_programs(B, h2, w2, BLOCK)
+    end0 = plane_blocks(B, h0 * w0, BLOCK)
+    end1 = end0 + plane_blocks(B, h1 * w1, BLOCK)
+    end2 = end1 + plane_blocks(B, h2 * w2, BLOCK)
     if pid < end0:
         _forward_segment(pid, f0_ptr, out0_ptr, c0, h0, w0, gam_ptr, H, W, REVERSE, BLOCK)
     if NUM_SCALES > 1:
@@ -111,7 +97,7 @@ def forward_kernel(gam_ptr,
 def _backward_segment(block, f_ptr, grad_out_ptr, grad_f_ptr, grad_pool_ptr, C, h, w, gam_ptr, H, W,
                       REVERSE: tl.constexpr, BLOCK: tl.constexpr):
     """dF = dP * a and the gradient of each GAM window's pixels, sum_c dP * F * (+-1) / (sy * sx)."""
-    batch, pixel, mask = _pixels(block, h, w, BLOCK)
+    batch, pixel, mask = plane_block(block, h * w, BLOCK)
     sy = H // h
     sx = W // w
     a = _attention(gam_ptr, batch, pixel, mask, w, H, W, REVERSE, BLOCK, sy, sx)
@@ -138,9 +124,9 @@ def backward_kernel(gam_ptr,
     """For NUM_SCALES <= 4 scales: dF_v (like F_v) and the per-window GAM gradient (B, h_v, w_v) in the
     accumulation type; grid as forward_kernel's."""
     pid = tl.program_id(0)
-    end0 = _segment_programs(B, h0, w0, BLOCK)
-    end1 = end0 + _segment_programs(B, h1, w1, BLOCK)
-    end2 = end1 + _segment_programs(B, h2, w2, BLOCK)
+    end0 = plane_blocks(B, h0 * w0, BLOCK)
+    end1 = end0 + plane_blocks(B, h1 * w1, BLOCK)
+    end2 = end1 + plane_blocks(B, h2 * w2, BLOCK)
     if pid < end0:
         _backward_segment(pid, f0_ptr, g0_ptr, gf0_ptr, gp0_ptr, c0, h0, w0, gam_ptr, H, W, REVERSE, BLOCK)
     if NUM_SCALES > 1:
