@@ -87,10 +87,15 @@ def launch(kernel: Any, grid: Callable[[dict[str, Any]], tuple[int, ...]], *args
     wrap_triton(kernel)[grid](*args, **constexprs)
 
 
+_SIZE_CLASS_BOUNDS = [4**k for k in range(1, 17)]
+
+
 def size_class(elements: int) -> int:
     """The autotuning key of a kernel whose best tile depends on the size of one sample's output: one
-    class per factor of 4, so neither the batch size nor a slightly different image size retunes."""
-    return max(elements, 1).bit_length() // 2
+    class per factor of 4, so neither the batch size nor a slightly different image size retunes.
+    Comparisons, not arithmetic: under torch.compile `elements` may be symbolic, and each comparison
+    becomes a range guard rather than a specialization on the exact size."""
+    return sum(1 for bound in _SIZE_CLASS_BOUNDS if elements >= bound)
 
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
