@@ -288,8 +288,8 @@ def test_launches_per_call_and_per_training_step(dtype, monkeypatch):
     features = [_random(gen, "cpu", dtype, 2, 4, s, s) for s in (8, 4, 2, 1)]
     weight, bias = _random(gen, "cpu", dtype, 1, 16, 3, 3), _random(gen, "cpu", dtype, 1)
     logits, gam = call("mini_decoder_forward", features, weight, bias, [32, 32])
-    call("mini_decoder_backward", torch.ones((), dtype=dtype).expand_as(logits), _random(gen, "cpu", dtype, 2, 1, 32, 32),
-         gam, features, weight)
+    expanded = torch.ones((), dtype=dtype).expand_as(logits)
+    call("mini_decoder_backward", expanded, _random(gen, "cpu", dtype, 2, 1, 32, 32), gam, features, weight)
     outputs = call("gam_multiply_forward", features, gam, True)
     call("gam_multiply_backward", [_random(gen, "cpu", dtype, *o.shape) for o in outputs], features, gam, True)
     for name, budget in _LAUNCH_BUDGET.items():

@@ -65,7 +65,8 @@ def mini_decoder_forward(features: list[torch.Tensor], weight: torch.Tensor, bia
     acc = accumulation_dtype(weight.dtype)
     reduced = [new_tensor((B, 9, f.shape[2], f.shape[3]), acc, device) for f in features]
     planes = [f.shape[2] * f.shape[3] for f in features]
-    reduce_args = _pad_scales([[f, r, *f.shape[1:]] for f, r in zip(features, reduced)], [features[0], reduced[0], 1, 1, 1])
+    reduce_args = _pad_scales([[f, r, *f.shape[1:]] for f, r in zip(features, reduced)],
+                              [features[0], reduced[0], 1, 1, 1])
     launch(mini_decoder_kernels.reduce_kernel, lambda meta: (_plane_blocks(B, planes, meta["BLOCK"]),),
            weight.contiguous(), *reduce_args, B, NUM_SCALES=len(features))
     logits = new_tensor((B, 1, H, W), weight.dtype, device)

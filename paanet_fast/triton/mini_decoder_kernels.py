@@ -140,10 +140,20 @@ def forward_kernel(r0_ptr, h0, w0, r1_ptr, h1, w1, r2_ptr, h2, w2, r3_ptr, h3, w
 
 
 @triton.jit
-def _first_source(i, low, high):
-    """The first coordinate P whose shifted coordinates may read low-resolution index i: conservative
-    by one (so an approximate division is fine) and one more for the shift; tap_weight decides exactly."""
-    return tl.maximum(tl.floor((i.to(tl.float32) - 0.5) * (high / low) - 0.5).to(tl.int32) - 1, 0) - 1
+def _gather_start(i, low, high, scale):
+    """Where the transposed resize of low-resolution indices i starts: the first coordinate P whose
+    shifted coordinates may read i (conservative by one, so an approximate division is fine, and one
+    more for the shift; tap_weight decides exactly), and the weights with which P - 1 and P read i."""
+    first = tl.maximum(tl.floor((i.to(tl.float32) - 0.5) * (high / low) - 0.5).to(tl.int32) - 1, 0) - 1
+    return first, tap_weight(first - 1, i, low, high, scale), tap_weight(first, i, low, high, scale)
+
+
+@triton.jit
+def _gather_shifts(acc0, acc1, acc2, weight_before, weight_at, weight_after, value):
+    """Adds `value`, read at coordinate p, to the gathers of the shifts d = 0, 1, 2 (coordinates p - 1,
+    p, p + 1 reading i with these weights)."""
+    return (acc0 + weight_before[:, None] * value, acc1 + weight_at[:, None] * value,
+            acc2 + weight_after[:, None] * value)
 
 
 @triton.jit
@@ -166,10 +176,8 @@ def _rows_segment(block, grad_logits_ptr, gl_sb, gl_sy, gl_sx, grad_gam_ptr, gg_
     acc1 = acc0
     acc2 = acc0
     scale = resize_scale(h, H, acc0)
-    first = _first_source(i, h, H)
-    # Weights of the three shifted coordinates p - 1, p, p + 1, slid along with p.
-    weight_before = tap_weight(first - 1, i, h, H, scale)
-    weight_at = tap_weight(first, i, h, H, scale)
+    # The weights of the three shifted coordinates p - 1, p, p + 1 slide along with p.
+    first, weight_before, weight_at = _gather_start(i, h, H, scale)
     for k in range(0, span):
         p = first + k
         weight_after = tap_weight(p + 1, i, h, H, scale)
@@ -177,9 +185,7 @@ def _rows_segment(block, grad_logits_ptr, gl_sb, gl_sy, gl_sx, grad_gam_ptr, gg_
         g = upcast(tl.load(g_row + (p * W)[:, None], mask=inside, other=0.0))
         dz = upcast(tl.load(gl + (p * gl_sy)[:, None], mask=inside, other=0.0)) \
             + upcast(tl.load(gg + (p * gg_sy)[:, None], mask=inside, other=0.0)) * g * (1.0 - g)
-        acc0 += weight_before[:, None] * dz
-        acc1 += weight_at[:, None] * dz
-        acc2 += weight_after[:, None] * dz
+        acc0, acc1, acc2 = _gather_shifts(acc0, acc1, acc2, weight_before, weight_at, weight_after, dz)
         weight_before = weight_at
         weight_at = weight_after
     out = out_ptr + batch * 3 * h * W + (i * W)[:, None] + xs[None, :]
@@ -240,16 +246,12 @@ def _columns_segment(block, rows_ptr, f_ptr, grad_f_ptr, share_ptr, bias_share_p
     acc1 = acc0
     acc2 = acc0
     scale = resize_scale(w, W, acc0)
-    first = _first_source(ix, w, W)
-    weight_before = tap_weight(first - 1, ix, w, W, scale)
-    weight_at = tap_weight(first, ix, w, W, scale)
+    first, weight_before, weight_at = _gather_start(ix, w, W, scale)
     for k in range(0, span):
         q = first + k
         weight_after = tap_weight(q + 1, ix, w, W, scale)
         value = tl.load(row + q[:, None], mask=row_inside & ((q >= 0) & (q < W))[:, None], other=0.0)
-        acc0 += weight_before[:, None] * value
-        acc1 += weight_at[:, None] * value
-        acc2 += weight_after[:, None] * value
+        acc0, acc1, acc2 = _gather_shifts(acc0, acc1, acc2, weight_before, weight_at, weight_after, value)
         weight_before = weight_at
         weight_at = weight_after
     if WITH_BIAS:
