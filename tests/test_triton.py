@@ -23,6 +23,9 @@ from paanet_fast import PAANet, ops, reference  # noqa: E402
 from paanet_fast.backends import resolve  # noqa: E402
 from paanet_fast.triton import host  # noqa: E402
 from paanet_fast.triton._runtime import INTERPRET  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes  # noqa: E402
+
+_ALLOCATE = host.new_tensor  # the backend's own allocation, before poisoned_outputs replaces it
 
 # The interpreter reads host memory: numpy's overflow warning is how an out-of-bounds read shows.
 pytestmark = pytest.mark.filterwarnings("error:overflow encountered:RuntimeWarning")
@@ -187,11 +190,13 @@ def small_tiles(monkeypatch):
     """Blocks far smaller than the problem, as on a GPU (the interpreter's own blocks cover the test
     shapes whole)."""
     from paanet_fast.triton import _runtime, gam_kernels, mini_decoder_kernels
-    small = {mini_decoder_kernels.forward_kernel: {"BLOCK_H": 8, "BLOCK_W": 8},
-             mini_decoder_kernels.logit_grad_kernel: {"BLOCK": 32},
-             mini_decoder_kernels.resize_transpose_kernel: {"BLOCK_I": 4, "BLOCK_M": 32},
+    small = {mini_decoder_kernels.reduce_kernel: {"BLOCK": 16},
+             mini_decoder_kernels.forward_kernel: {"BLOCK_H": 8, "BLOCK_W": 8},
+             mini_decoder_kernels.rows_kernel: {"BLOCK_I": 4, "BLOCK_M": 8},
+             mini_decoder_kernels.columns_kernel: {"BLOCK_P": 8, "BLOCK_C": 2},
+             mini_decoder_kernels.sum_kernel: {"BLOCK_R": 4},
              gam_kernels.forward_kernel: {"BLOCK": 16}, gam_kernels.backward_kernel: {"BLOCK": 16},
-             gam_kernels.gam_grad_kernel: {"BLOCK": 64}}
+             gam_kernels.gam_grad_kernel: {"BLOCK": 8}}
     for kernel, meta in small.items():
         monkeypatch.setitem(_runtime._interpreter_meta, id(kernel), meta)
 
@@ -212,11 +217,92 @@ def test_small_tiles_in_the_interpreter(small_tiles):
 
 
 @interpreted
+def test_results_do_not_depend_on_the_tuned_configs(monkeypatch):
+    """Whatever configuration autotuning picks (or picks again after a re-tuning), every output and
+    gradient is bitwise the same: the tuned kernels (and the channel reduction) sum each element in an
+    order fixed by their loops. The kernels whose sums follow their tile layout have one configuration."""
+    from paanet_fast.triton import _runtime, mini_decoder_kernels
+    inputs, grads = _mini_decoder_problem(2, [(3, 5, 7), (2, 3, 4), (1, 9, 2)], (13, 17), "cpu", torch.float32, seed=14)
+    first = _outputs_and_grads(_mini_decoder_fn(3, (13, 17), "triton"), inputs, grads)
+    other_configs = {mini_decoder_kernels.forward_kernel: {"BLOCK_H": 4, "BLOCK_W": 16},
+                     mini_decoder_kernels.rows_kernel: {"BLOCK_I": 2, "BLOCK_M": 4},
+                     mini_decoder_kernels.reduce_kernel: {"BLOCK": 8}}
+    for kernel, meta in other_configs.items():
+        assert _runtime._interpreter_meta[id(kernel)] != meta
+        monkeypatch.setitem(_runtime._interpreter_meta, id(kernel), meta)
+    second = _outputs_and_grads(_mini_decoder_fn(3, (13, 17), "triton"), inputs, grads)
+    assert len(first) == len(second)
+    for i, (a, b) in enumerate(zip(first, second)):
+        assert torch.equal(a, b), f"result {i} differs between configurations"
+
+
+# aten ops that run nothing on a device: allocation without initialisation, views, metadata
+_FREE_OPS = {"empty", "empty_strided", "view", "_unsafe_view", "t", "split", "split_with_sizes", "detach", "alias",
+             "as_strided", "expand", "slice", "select", "unsqueeze", "squeeze", "transpose", "permute", "reshape",
+             "_reshape_alias"}
+# Device work per call of each host function, and the PAANet training step's budget (6 PAAD layers,
+# each one mini_decoder and one gam_multiply, forward and backward).
+_LAUNCH_BUDGET = {"mini_decoder_forward": 2, "mini_decoder_backward": 3, "gam_multiply_forward": 1,
+                  "gam_multiply_backward": 2}
+_STEP_BUDGET = 50
+
+
+class _DeviceWork(TorchDispatchMode):
+    """Records the torch ops that run a kernel."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket.__name__ not in _FREE_OPS:
+            self.ops.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+@interpreted
+def test_launches_per_call_and_per_training_step(dtype, monkeypatch):
+    """Kernel launches plus torch ops that run a kernel, per host call: casts are folded into the
+    kernels (bfloat16 counts as float32 does), and gradients of any strides (here an expanded one, as
+    `logits.sum().backward()` hands it) are read in place."""
+    monkeypatch.setattr(host, "new_tensor", _ALLOCATE)
+    launches = []
+
+    def counted_launch(kernel, *args, _launch=host.launch, **constexprs):
+        launches.append(kernel)
+        with _disable_current_modes():  # the interpreter's own tensor work is the kernel's
+            _launch(kernel, *args, **constexprs)
+    monkeypatch.setattr(host, "launch", counted_launch)
+    counts = {}
+
+    def call(name, *args):
+        launches.clear()
+        with _DeviceWork() as work:
+            result = getattr(host, name)(*args)
+        counts[name] = len(launches) + len(work.ops)
+        assert not work.ops, f"{name} ran torch ops on the device: {work.ops}"
+        return result
+
+    gen = torch.Generator().manual_seed(15)
+    features = [_random(gen, "cpu", dtype, 2, 4, s, s) for s in (8, 4, 2, 1)]
+    weight, bias = _random(gen, "cpu", dtype, 1, 16, 3, 3), _random(gen, "cpu", dtype, 1)
+    logits, gam = call("mini_decoder_forward", features, weight, bias, [32, 32])
+    expanded = torch.ones((), dtype=dtype).expand_as(logits)
+    call("mini_decoder_backward", expanded, _random(gen, "cpu", dtype, 2, 1, 32, 32), gam, features, weight)
+    outputs = call("gam_multiply_forward", features, gam, True)
+    call("gam_multiply_backward", [_random(gen, "cpu", dtype, *o.shape) for o in outputs], features, gam, True)
+    for name, budget in _LAUNCH_BUDGET.items():
+        assert counts[name] <= budget, f"{name}: {counts[name]} launches, budget {budget}"
+    assert 6 * sum(counts.values()) <= _STEP_BUDGET
+
+
+@interpreted
 def test_more_tiles_than_the_grid_limit_in_the_interpreter(small_tiles, monkeypatch):
     """A grid axis holds at most 65535 programs on CUDA (the forward's B * H rows pass it from about
     half a million rows): with the limit lowered to 2, each program of that axis loops over 2 tiles."""
     monkeypatch.setattr(host, "MAX_GRID_Y", 2)
-    # 2 x 13 rows: 4 row tiles of 8 in the forward; 3 tiles of 4 indices over the 9 rows of a scale.
+    # 2 x 13 rows: 2 row tiles of 8 per sample, 4 in all, in the forward.
     inputs, grads = _mini_decoder_problem(2, [(3, 5, 7), (2, 9, 4), (1, 2, 3)], (13, 17), "cpu", torch.float64,
                                           seed=11)
     actual = _outputs_and_grads(_mini_decoder_fn(3, (13, 17), "triton"), inputs, grads)
@@ -243,6 +329,20 @@ def test_any_layout_and_unused_outputs(device):
                                     backend=backend)
         (logits.square().sum() + attended[1].sum()).backward()
         return [logits.detach(), attended[1].detach()] + [t.grad for t in leaves]
+
+    _assert_matches(run("triton"), run("reference"), torch.float64, 1e-10)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_expanded_incoming_gradients(device):
+    """`logits.sum()` and `gam.mean()` hand the backward gradients of stride 0, read in place."""
+    inputs, _ = _mini_decoder_problem(2, [(3, 5, 7), (2, 3, 4)], (13, 17), device, torch.float64, seed=16)
+
+    def run(backend):
+        leaves = [t.detach().clone().requires_grad_() for t in inputs]
+        logits, gam = ops.mini_decoder(leaves[:2], leaves[2], leaves[3], (13, 17), backend=backend)
+        (logits.sum() + gam.mean()).backward()
+        return [t.grad for t in leaves]
 
     _assert_matches(run("triton"), run("reference"), torch.float64, 1e-10)
 
@@ -389,7 +489,7 @@ def test_kernels_compile_for_cuda():
     result = subprocess.run([sys.executable, str(root / "tests" / "triton_compile_check.py")], env=env, cwd=root,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("ok ") == 40  # 8 kernel variants in 4 dtypes, and with ones in float32
+    assert result.stdout.count("ok ") == 50  # 10 kernel variants in 4 dtypes, and with ones in float32
 
 
 @on_gpu

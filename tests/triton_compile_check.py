@@ -31,7 +31,7 @@ def compile_kernel(kernel, target: GPUTarget, pointers: dict[str, str], constexp
         signature = {name: "constexpr" if name in fixed else
                      ("*" + pointers[name] if name in pointers else "i32") for name in fn.arg_names}
         triton.compile(ASTSource(fn, signature, fixed), target=target)
-        print(f"ok  {fn.__name__} {pointers.get('gam_ptr', pointers.get('x_ptr', ''))} {fixed}")
+        print(f"ok  {fn.__name__} {next(iter(pointers.values()))} {fixed}")
 
 
 def main(capability: int) -> None:
@@ -39,24 +39,34 @@ def main(capability: int) -> None:
     for dtype, acc in DTYPES:
         ones = dtype == "fp32"
         md = mini_decoder_kernels
+        scales = range(4)
+        compile_kernel(md.reduce_kernel, target, {"weight_ptr": dtype, **{f"f{v}_ptr": dtype for v in scales},
+                                                  **{f"r{v}_ptr": acc for v in scales}},
+                       {"NUM_SCALES": 4, **md.REDUCE_CONFIG.kwargs}, ones)
         outputs = {"bias_ptr": dtype, "logits_ptr": dtype, "gam_ptr": dtype}
-        compile_kernel(md.forward_kernel, target, {**{f"r{v}_ptr": acc for v in range(4)}, **outputs},
+        compile_kernel(md.forward_kernel, target, {**{f"r{v}_ptr": acc for v in scales}, **outputs},
                        {"NUM_SCALES": 4, "BLOCK_H": 16, "BLOCK_W": 32}, ones)
-        compile_kernel(md.logit_grad_kernel, target,
-                       {"grad_logits_ptr": dtype, "grad_gam_ptr": dtype, "gam_ptr": dtype, "out_ptr": acc},
-                       {"BLOCK": 1024}, ones)
-        compile_kernel(md.resize_transpose_kernel, target, {"x_ptr": acc, "out_ptr": acc},
-                       {"BLOCK_I": 8, "BLOCK_M": 32}, ones)
+        compile_kernel(md.rows_kernel, target, {"grad_logits_ptr": dtype, "grad_gam_ptr": dtype, "gam_ptr": dtype,
+                                                **{f"out{v}_ptr": acc for v in scales}},
+                       {"NUM_SCALES": 4, "BLOCK_I": 8, "BLOCK_M": 32}, ones)
+        compile_kernel(md.columns_kernel, target,
+                       {"weight_ptr": dtype, "bias_share_ptr": acc,
+                        **{f"{name}{v}_ptr": kind for v in scales
+                           for name, kind in (("rows", acc), ("f", dtype), ("gf", dtype), ("share", acc))}},
+                       {"NUM_SCALES": 4, **md.COLUMNS_CONFIG.kwargs}, ones)
+        compile_kernel(md.sum_kernel, target, {**{f"share{v}_ptr": acc for v in scales}, "bias_share_ptr": acc,
+                                               "grad_weight_ptr": dtype, "grad_bias_ptr": dtype},
+                       {"NUM_SCALES": 4, **md.SUM_CONFIG.kwargs}, ones)
         gam_pointers = {"gam_ptr": dtype}
         for v in range(4):
             gam_pointers.update({f"f{v}_ptr": dtype, f"out{v}_ptr": dtype, f"g{v}_ptr": dtype, f"gf{v}_ptr": dtype,
                                  f"gp{v}_ptr": acc})
         for reverse in (False, True):
-            constexprs = {"NUM_SCALES": 4, "REVERSE": reverse, "BLOCK": 256}
+            constexprs = {"NUM_SCALES": 4, "REVERSE": reverse, **gam_kernels.PIXEL_CONFIG.kwargs}
             compile_kernel(gam_kernels.forward_kernel, target, gam_pointers, constexprs, ones)
             compile_kernel(gam_kernels.backward_kernel, target, gam_pointers, constexprs, ones)
         compile_kernel(gam_kernels.gam_grad_kernel, target, {**{f"gp{v}_ptr": acc for v in range(4)}, "out_ptr": dtype},
-                       {"NUM_SCALES": 4, "BLOCK": 1024}, ones)
+                       {"NUM_SCALES": 4, **gam_kernels.ROW_CONFIG.kwargs}, ones)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """The "triton" backend: Triton kernels for mini_decoder and gam_multiply (design section 2).
 
 Layers, thinnest first: `*_kernels.py` (the @triton.jit kernels, `_math.py` their shared math),
-`host.py` (allocation, low-resolution matmuls, launches), `library.py` (torch.library ops
-paanet_fast::triton_* with autograd, traceable by torch.compile).
+`host.py` (allocation and launches: forward + backward, 2 + 3 for mini_decoder and 1 + 2 for
+gam_multiply, no other device work), `library.py` (torch.library ops paanet_fast::triton_* with
+autograd, traceable by torch.compile).
 
 Devices: CUDA tensors; CPU tensors only when TRITON_INTERPRET=1 was set before this package was
 imported (the Triton interpreter: slow, for tests). Inputs: float32, float16, bfloat16

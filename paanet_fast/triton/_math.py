@@ -1,6 +1,6 @@
-"""Per-element math shared by the Triton kernels: the Triton twin of csrc/paanet_math.h.
-
-Same formulas, same evaluation order, so the Triton, C++ and CUDA kernels agree with ATen to rounding.
+"""Per-element math shared by the Triton kernels: the Triton twin of csrc/paanet_math.h (same
+formulas, same evaluation order, so the Triton, C++ and CUDA kernels agree with ATen to rounding),
+and the block layout the kernels share.
 """
 import triton
 import triton.language as tl
@@ -63,3 +63,17 @@ def stable_sigmoid(z):
     """1 / (1 + exp(-z)) without overflow for large |z|."""
     e = tl.exp(-tl.abs(z))
     return tl.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+@triton.jit
+def plane_blocks(B, plane, BLOCK: tl.constexpr):
+    """Programs for B planes of `plane` elements in blocks of BLOCK, no block straddling two planes."""
+    return B * tl.cdiv(plane, BLOCK)
+
+
+@triton.jit
+def plane_block(block, plane, BLOCK: tl.constexpr):
+    """Plane (sample), in-plane indices (int32) and mask of block `block` of plane_blocks."""
+    blocks_per_plane = tl.cdiv(plane, BLOCK)
+    index = (block % blocks_per_plane) * BLOCK + tl.arange(0, BLOCK)
+    return block // blocks_per_plane, index, index < plane

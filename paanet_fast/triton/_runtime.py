@@ -65,6 +65,14 @@ def tuned(configs: Sequence[triton.Config], key: list[str], interpreter: dict[st
     return decorate
 
 
+def block_sizes(kernel: Any) -> dict[str, Any]:
+    """The constexprs a kernel with a single configuration runs with (its host sizes buffers by them)."""
+    if INTERPRET:
+        return dict(_interpreter_meta[id(kernel)])
+    (config,) = kernel.configs
+    return dict(config.kwargs)
+
+
 def launch(kernel: Any, grid: Callable[[dict[str, Any]], tuple[int, ...]], *args: Any, **constexprs: Any) -> None:
     """Launch `kernel` over `grid(meta)` in a way torch.compile can trace (torch.library.wrap_triton).
 
@@ -77,6 +85,17 @@ def launch(kernel: Any, grid: Callable[[dict[str, Any]], tuple[int, ...]], *args
         kernel[grid](*args, **_interpreter_meta[id(kernel)], **constexprs)
         return
     wrap_triton(kernel)[grid](*args, **constexprs)
+
+
+_SIZE_CLASS_BOUNDS = [4**k for k in range(1, 17)]
+
+
+def size_class(elements: int) -> int:
+    """The autotuning key of a kernel whose best tile depends on the size of one sample's output: one
+    class per factor of 4, so neither the batch size nor a slightly different image size retunes.
+    Comparisons, not arithmetic: under torch.compile `elements` may be symbolic, and each comparison
+    becomes a range guard rather than a specialization on the exact size."""
+    return sum(1 for bound in _SIZE_CLASS_BOUNDS if elements >= bound)
 
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -1,45 +1,53 @@
 """Triton kernels of gam_multiply (design section 2.2).
 
 Forward and the first backward kernel run every scale in one launch, multi-tensor-apply style:
-the programs are laid out scale after scale, and each computes the pooled GAM of its
-low-resolution pixels on the fly (the pooled map is never stored) before looping over channels.
-The second backward kernel spreads the per-window gradients back over the GAM, all scales at once.
-Plain tensors are contiguous, NCHW.
+the programs are laid out scale after scale, each taking one block of one sample's low-resolution
+pixels, computing their pooled GAM on the fly (the pooled map is never stored), then streaming
+the channels in (pixels, channels) tiles, so that a whole tile's loads are in flight at once
+(Triton knows nothing of aliasing and would otherwise wait for each channel's store before the
+next channel's load). The second backward kernel spreads the per-window gradients back over the
+GAM, all scales at once. Plain tensors are contiguous, NCHW; offsets within one sample are int32
+(the host checks that a sample fits), the sample's own offset int64.
+
+Each kernel has one configuration, not an autotuned choice: the window means and the channel sums
+are reductions whose order follows the tile layout, so a tuned choice could change the last bits
+of the results from one run (or one tuning) to the next.
 """
 import triton
 import triton.language as tl
 
-from ._math import upcast
+from ._math import plane_block, plane_blocks, upcast
 from ._runtime import tuned
 
-_PIXEL_CONFIGS = [  # low-resolution pixels per program (each loops over its window and its channels)
-    triton.Config({"BLOCK": 256}, num_warps=4),
-    triton.Config({"BLOCK": 128}, num_warps=4),
-    triton.Config({"BLOCK": 512}, num_warps=8),
-]
-_ELEMENTWISE_CONFIGS = [
-    triton.Config({"BLOCK": 1024}, num_warps=4),
-    triton.Config({"BLOCK": 256}, num_warps=2),
-    triton.Config({"BLOCK": 2048}, num_warps=8),
-]
+# 64 pixels per program: at the model's shapes (B=8, 32 channels at strides 4-32 of 256x256) 680
+# programs, five per SM of a 132-SM card.
+PIXEL_CONFIG = triton.Config({"BLOCK": 64}, num_warps=4)
+ROW_CONFIG = triton.Config({"BLOCK": 256}, num_warps=2)  # full-resolution columns per program
 
-
-# Columns of a GAM window row read at once: contiguous loads, and few loop trips in the interpreter.
-WINDOW_CHUNK = tl.constexpr(8)
+# Channels per tile: one trip for the model's 32-channel maps.
+CHANNEL_TILE = tl.constexpr(16)
+# A GAM window is read in (2 rows x 8 columns) chunks, all of a chunk's loads in flight at once: the
+# loop's trips wait on each other (the sum carries over), so a 32 x 32 window takes 64 trips, not 128
+# (4 rows would halve that again at 110 registers in float32, 168 in float64).
+WINDOW_ROWS = tl.constexpr(2)
+WINDOW_COLUMNS = tl.constexpr(8)
 
 
 @triton.jit
-def _attention(gam_ptr, batch, y, x, mask, H, W, sy, sx, REVERSE: tl.constexpr, BLOCK: tl.constexpr):
-    """a at low-resolution pixels (batch, y, x): the mean of their sy x sx GAM window, or 1 - it."""
-    row = gam_ptr + (batch * H + y * sy) * W + x * sx  # batch, y and x are int64 (see _pixels)
-    chunk = tl.arange(0, WINDOW_CHUNK)
-    total = upcast(tl.zeros([BLOCK, WINDOW_CHUNK], gam_ptr.dtype.element_ty))
-    for i in range(0, sy):
-        for j in range(0, sx, WINDOW_CHUNK):
-            columns = j + chunk
-            total += upcast(tl.load(row[:, None] + columns[None, :],
-                                    mask=mask[:, None] & (columns < sx)[None, :], other=0.0))
-        row += W
+def _attention(gam_ptr, batch, pixel, mask, w, H, W, REVERSE: tl.constexpr, BLOCK: tl.constexpr, sy, sx):
+    """a at the low-resolution pixels `pixel` of sample `batch`: the mean of their sy x sx GAM window,
+    or 1 - it."""
+    corner = gam_ptr + tl.cast(batch, tl.int64) * H * W + (pixel // w) * sy * W + (pixel % w) * sx
+    chunk = tl.arange(0, WINDOW_ROWS * WINDOW_COLUMNS)
+    chunk_row = chunk // WINDOW_COLUMNS
+    chunk_column = chunk % WINDOW_COLUMNS
+    total = upcast(tl.zeros([BLOCK, WINDOW_ROWS * WINDOW_COLUMNS], gam_ptr.dtype.element_ty))
+    for i in range(0, sy, WINDOW_ROWS):
+        for j in range(0, sx, WINDOW_COLUMNS):
+            rows = i + chunk_row
+            columns = j + chunk_column
+            total += upcast(tl.load(corner[:, None] + (rows * W + columns)[None, :],
+                                    mask=mask[:, None] & ((rows < sy) & (columns < sx))[None, :], other=0.0))
     mean = tl.sum(total, axis=1) / tl.cast(sy * sx, total.dtype)
     if REVERSE:
         mean = 1.0 - mean
@@ -47,36 +55,26 @@ def _attention(gam_ptr, batch, y, x, mask, H, W, sy, sx, REVERSE: tl.constexpr, 
 
 
 @triton.jit
-def _pixel_count(B, h, w):
-    """B * h * w low-resolution pixels, in int64."""
-    return tl.cast(B, tl.int64) * h * w
+def _channel_tile(c0, C, pixel, mask, plane):
+    """In-sample offsets (BLOCK, CHANNEL_TILE) of channels c0.. at `pixel`, and their mask."""
+    channels = c0 + tl.arange(0, CHANNEL_TILE)
+    return pixel[:, None] + (channels * plane)[None, :], mask[:, None] & (channels < C)[None, :]
 
 
 @triton.jit
-def _pixels(block, B, h, w, BLOCK: tl.constexpr):
-    """Flat index, mask, batch, in-plane offset, row and column of this block's low-resolution pixels,
-    all int64: a tensor may hold 2^31 elements."""
-    offsets = tl.cast(block, tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    plane = tl.cast(h, tl.int64) * w
-    mask = offsets < B * plane
-    pixel = offsets % plane
-    return offsets, mask, offsets // plane, pixel, pixel // w, pixel % w
+def _forward_segment(block, f_ptr, out_ptr, C, h, w, gam_ptr, H, W, REVERSE: tl.constexpr, BLOCK: tl.constexpr):
+    """out = f * a for one block of one sample's pixels of one scale (all channels)."""
+    batch, pixel, mask = plane_block(block, h * w, BLOCK)
+    a = _attention(gam_ptr, batch, pixel, mask, w, H, W, REVERSE, BLOCK, H // h, W // w)
+    plane = h * w
+    sample = tl.cast(batch, tl.int64) * C * plane
+    for c0 in range(0, C, CHANNEL_TILE):
+        offsets, inside = _channel_tile(c0, C, pixel, mask, plane)
+        f = upcast(tl.load(f_ptr + sample + offsets, mask=inside))
+        tl.store(out_ptr + sample + offsets, (f * a[:, None]).to(out_ptr.dtype.element_ty), mask=inside)
 
 
-@triton.jit
-def _forward_segment(block, f_ptr, out_ptr, C, h, w, gam_ptr, B, H, W,
-                     REVERSE: tl.constexpr, BLOCK: tl.constexpr):
-    """out = f * a for one block of one scale's pixels (all channels)."""
-    offsets, mask, batch, pixel, y, x = _pixels(block, B, h, w, BLOCK)
-    a = _attention(gam_ptr, batch, y, x, mask, H, W, H // h, W // w, REVERSE, BLOCK)
-    plane = tl.cast(h, tl.int64) * w
-    base = batch * C * plane + pixel
-    for c in range(0, C):
-        f = upcast(tl.load(f_ptr + base + c * plane, mask=mask))
-        tl.store(out_ptr + base + c * plane, (f * a).to(out_ptr.dtype.element_ty), mask=mask)
-
-
-@tuned(_PIXEL_CONFIGS, key=["B", "H", "W", "NUM_SCALES"], interpreter={"BLOCK": 1024})
+@tuned([PIXEL_CONFIG], key=[], interpreter={"BLOCK": 1024})
 def forward_kernel(gam_ptr,
                    f0_ptr, out0_ptr, c0, h0, w0, f1_ptr, out1_ptr, c1, h1, w1,
                    f2_ptr, out2_ptr, c2, h2, w2, f3_ptr, out3_ptr, c3, h3, w3,
@@ -84,44 +82,46 @@ def forward_kernel(gam_ptr,
     """P_v = F_v * a_v for NUM_SCALES <= 4 scales (the arguments of the others are never read);
     grid: the blocks of every scale, scale after scale."""
     pid = tl.program_id(0)
-    end0 = tl.cdiv(_pixel_count(B, h0, w0), BLOCK)
-    end1 = end0 + tl.cdiv(_pixel_count(B, h1, w1), BLOCK)
-    end2 = end1 + tl.cdiv(_pixel_count(B, h2, w2), BLOCK)
+    end0 = plane_blocks(B, h0 * w0, BLOCK)
+    end1 = end0 + plane_blocks(B, h1 * w1, BLOCK)
+    end2 = end1 + plane_blocks(B, h2 * w2, BLOCK)
     if pid < end0:
-        _forward_segment(pid, f0_ptr, out0_ptr, c0, h0, w0, gam_ptr, B, H, W, REVERSE, BLOCK)
+        _forward_segment(pid, f0_ptr, out0_ptr, c0, h0, w0, gam_ptr, H, W, REVERSE, BLOCK)
     if NUM_SCALES > 1:
         if (pid >= end0) & (pid < end1):
-            _forward_segment(pid - end0, f1_ptr, out1_ptr, c1, h1, w1, gam_ptr, B, H, W, REVERSE, BLOCK)
+            _forward_segment(pid - end0, f1_ptr, out1_ptr, c1, h1, w1, gam_ptr, H, W, REVERSE, BLOCK)
     if NUM_SCALES > 2:
         if (pid >= end1) & (pid < end2):
-            _forward_segment(pid - end1, f2_ptr, out2_ptr, c2, h2, w2, gam_ptr, B, H, W, REVERSE, BLOCK)
+            _forward_segment(pid - end1, f2_ptr, out2_ptr, c2, h2, w2, gam_ptr, H, W, REVERSE, BLOCK)
     if NUM_SCALES > 3:
         if pid >= end2:
-            _forward_segment(pid - end2, f3_ptr, out3_ptr, c3, h3, w3, gam_ptr, B, H, W, REVERSE, BLOCK)
+            _forward_segment(pid - end2, f3_ptr, out3_ptr, c3, h3, w3, gam_ptr, H, W, REVERSE, BLOCK)
 
 
 @triton.jit
-def _backward_segment(block, f_ptr, grad_out_ptr, grad_f_ptr, grad_pool_ptr, C, h, w, gam_ptr, B, H, W,
+def _backward_segment(block, f_ptr, grad_out_ptr, grad_f_ptr, grad_pool_ptr, C, h, w, gam_ptr, H, W,
                       REVERSE: tl.constexpr, BLOCK: tl.constexpr):
     """dF = dP * a and the gradient of each GAM window's pixels, sum_c dP * F * (+-1) / (sy * sx)."""
-    offsets, mask, batch, pixel, y, x = _pixels(block, B, h, w, BLOCK)
+    batch, pixel, mask = plane_block(block, h * w, BLOCK)
     sy = H // h
     sx = W // w
-    a = _attention(gam_ptr, batch, y, x, mask, H, W, sy, sx, REVERSE, BLOCK)
-    plane = tl.cast(h, tl.int64) * w
-    base = batch * C * plane + pixel
+    a = _attention(gam_ptr, batch, pixel, mask, w, H, W, REVERSE, BLOCK, sy, sx)
+    plane = h * w
+    sample = tl.cast(batch, tl.int64) * C * plane
     grad_a = tl.zeros_like(a)
-    for c in range(0, C):
-        grad_out = upcast(tl.load(grad_out_ptr + base + c * plane, mask=mask))
-        f = upcast(tl.load(f_ptr + base + c * plane, mask=mask))
-        tl.store(grad_f_ptr + base + c * plane, (grad_out * a).to(grad_f_ptr.dtype.element_ty), mask=mask)
-        grad_a += grad_out * f
+    for c0 in range(0, C, CHANNEL_TILE):
+        offsets, inside = _channel_tile(c0, C, pixel, mask, plane)
+        grad_out = upcast(tl.load(grad_out_ptr + sample + offsets, mask=inside, other=0.0))
+        f = upcast(tl.load(f_ptr + sample + offsets, mask=inside, other=0.0))
+        tl.store(grad_f_ptr + sample + offsets, (grad_out * a[:, None]).to(grad_f_ptr.dtype.element_ty), mask=inside)
+        grad_a += tl.sum(grad_out * f, axis=1)
     if REVERSE:
         grad_a = -grad_a
-    tl.store(grad_pool_ptr + offsets, grad_a / tl.cast(sy * sx, grad_a.dtype), mask=mask)
+    tl.store(grad_pool_ptr + tl.cast(batch, tl.int64) * plane + pixel, grad_a / tl.cast(sy * sx, grad_a.dtype),
+             mask=mask)
 
 
-@tuned(_PIXEL_CONFIGS, key=["B", "H", "W", "NUM_SCALES"], interpreter={"BLOCK": 1024})
+@tuned([PIXEL_CONFIG], key=[], interpreter={"BLOCK": 1024})
 def backward_kernel(gam_ptr,
                     f0_ptr, g0_ptr, gf0_ptr, gp0_ptr, c0, h0, w0, f1_ptr, g1_ptr, gf1_ptr, gp1_ptr, c1, h1, w1,
                     f2_ptr, g2_ptr, gf2_ptr, gp2_ptr, c2, h2, w2, f3_ptr, g3_ptr, gf3_ptr, gp3_ptr, c3, h3, w3,
@@ -129,46 +129,49 @@ def backward_kernel(gam_ptr,
     """For NUM_SCALES <= 4 scales: dF_v (like F_v) and the per-window GAM gradient (B, h_v, w_v) in the
     accumulation type; grid as forward_kernel's."""
     pid = tl.program_id(0)
-    end0 = tl.cdiv(_pixel_count(B, h0, w0), BLOCK)
-    end1 = end0 + tl.cdiv(_pixel_count(B, h1, w1), BLOCK)
-    end2 = end1 + tl.cdiv(_pixel_count(B, h2, w2), BLOCK)
+    end0 = plane_blocks(B, h0 * w0, BLOCK)
+    end1 = end0 + plane_blocks(B, h1 * w1, BLOCK)
+    end2 = end1 + plane_blocks(B, h2 * w2, BLOCK)
     if pid < end0:
-        _backward_segment(pid, f0_ptr, g0_ptr, gf0_ptr, gp0_ptr, c0, h0, w0, gam_ptr, B, H, W, REVERSE, BLOCK)
+        _backward_segment(pid, f0_ptr, g0_ptr, gf0_ptr, gp0_ptr, c0, h0, w0, gam_ptr, H, W, REVERSE, BLOCK)
     if NUM_SCALES > 1:
         if (pid >= end0) & (pid < end1):
-            _backward_segment(pid - end0, f1_ptr, g1_ptr, gf1_ptr, gp1_ptr, c1, h1, w1, gam_ptr, B, H, W,
+            _backward_segment(pid - end0, f1_ptr, g1_ptr, gf1_ptr, gp1_ptr, c1, h1, w1, gam_ptr, H, W,
                               REVERSE, BLOCK)
     if NUM_SCALES > 2:
         if (pid >= end1) & (pid < end2):
-            _backward_segment(pid - end1, f2_ptr, g2_ptr, gf2_ptr, gp2_ptr, c2, h2, w2, gam_ptr, B, H, W,
+            _backward_segment(pid - end1, f2_ptr, g2_ptr, gf2_ptr, gp2_ptr, c2, h2, w2, gam_ptr, H, W,
                               REVERSE, BLOCK)
     if NUM_SCALES > 3:
         if pid >= end2:
-            _backward_segment(pid - end2, f3_ptr, g3_ptr, gf3_ptr, gp3_ptr, c3, h3, w3, gam_ptr, B, H, W,
+            _backward_segment(pid - end2, f3_ptr, g3_ptr, gf3_ptr, gp3_ptr, c3, h3, w3, gam_ptr, H, W,
                               REVERSE, BLOCK)
 
 
 @triton.jit
-def _window_grad(grad_pool_ptr, h, w, H, W, batch, y, x, mask):
-    """The per-window gradient of scale (h, w) read at full-resolution pixels (batch, y, x)."""
-    return tl.load(grad_pool_ptr + (batch * h + y // (H // h)) * w + x // (W // w), mask=mask, other=0.0)
+def _window_grad(grad_pool_ptr, h, w, H, W, batch, y, xs, mask):
+    """The per-window gradient of scale (h, w) read at full-resolution row y, columns xs of sample `batch`."""
+    window_row = grad_pool_ptr + (tl.cast(batch, tl.int64) * h + y // (H // h)) * w
+    return tl.load(window_row + xs // (W // w), mask=mask, other=0.0)
 
 
-@tuned(_ELEMENTWISE_CONFIGS, key=["n"], interpreter={"BLOCK": 4096})
-def gam_grad_kernel(gp0_ptr, h0, w0, gp1_ptr, h1, w1, gp2_ptr, h2, w2, gp3_ptr, h3, w3, out_ptr, H, W, n,
+@tuned([ROW_CONFIG], key=[], interpreter={"BLOCK": 4096})
+def gam_grad_kernel(gp0_ptr, h0, w0, gp1_ptr, h1, w1, gp2_ptr, h2, w2, gp3_ptr, h3, w3, out_ptr, B, H, W,
                     NUM_SCALES: tl.constexpr, BLOCK: tl.constexpr):
-    """dG (B, 1, H, W), n = B * H * W: the sum over scales of the gradient of the window holding each pixel."""
-    offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offsets < n
-    x = offsets % W
-    row = offsets // W
+    """dG (B, 1, H, W): the sum over scales of the gradient of the window holding each pixel;
+    grid: cdiv(W, BLOCK) programs per row of the B * H rows."""
+    pid = tl.program_id(0)
+    blocks_per_row = tl.cdiv(W, BLOCK)
+    row = pid // blocks_per_row
+    xs = (pid % blocks_per_row) * BLOCK + tl.arange(0, BLOCK)
+    mask = xs < W
+    batch = row // H
     y = row % H
-    batch = row // H  # not offsets // (H * W): that product is int32
-    total = _window_grad(gp0_ptr, h0, w0, H, W, batch, y, x, mask)
+    total = _window_grad(gp0_ptr, h0, w0, H, W, batch, y, xs, mask)
     if NUM_SCALES > 1:
-        total += _window_grad(gp1_ptr, h1, w1, H, W, batch, y, x, mask)
+        total += _window_grad(gp1_ptr, h1, w1, H, W, batch, y, xs, mask)
     if NUM_SCALES > 2:
-        total += _window_grad(gp2_ptr, h2, w2, H, W, batch, y, x, mask)
+        total += _window_grad(gp2_ptr, h2, w2, H, W, batch, y, xs, mask)
     if NUM_SCALES > 3:
-        total += _window_grad(gp3_ptr, h3, w3, H, W, batch, y, x, mask)
-    tl.store(out_ptr + offsets, total.to(out_ptr.dtype.element_ty), mask=mask)
+        total += _window_grad(gp3_ptr, h3, w3, H, W, batch, y, xs, mask)
+    tl.store(out_ptr + tl.cast(row, tl.int64) * W + xs, total.to(out_ptr.dtype.element_ty), mask=mask)

@@ -1,52 +1,107 @@
 """Triton kernels of mini_decoder (design section 2.1), on the low-resolution formulation.
 
-Forward: Z = b + sum_v sum_t bilinear(r_v[t])(P + d_t), G = sigmoid(Z), one full-resolution pass
-over all scales, where r_v (B, 9, h_v, w_v) = W_v . F_v is the channel reduction done by the host.
-Backward: dZ = dlogits + dG * G * (1 - G) (elementwise), then for each scale the transposed
-resize D_v[t] = upsample^T(shift_t(dZ)), separable like the resize: along the rows, then along the
-columns, each a gather in which every low-resolution index sums the coordinates that read it
-(deterministic, no atomics). Plain tensors are contiguous, NCHW.
+Forward, two launches: `reduce_kernel` computes r_v (B, 9, h_v, w_v) = W_v . F_v for every scale,
+then `forward_kernel` makes Z = b + sum_v sum_t bilinear(r_v[t])(P + d_t) and G = sigmoid(Z) in one
+full-resolution pass over all scales.
+
+Backward, three launches. The transposed resize D_v[t] = upsample^T(shift_t(dZ)) is separable like
+the resize, and each axis is a gather in which every low-resolution index sums the coordinates that
+read it (deterministic, no atomics): `rows_kernel` transposes along the rows, computing dZ =
+dlogits + dG * G * (1 - G) as it reads it; `columns_kernel` transposes along the columns, keeps the
+9 taps D_v of a block of pixels in registers and from them writes dF_v = W_v^T D_v and each
+program's share of dW_v = sum F_v D_v (and of db = sum D_1[centre] = sum dZ: each coordinate's
+weights sum to one); `sum_kernel` adds up those shares in a fixed order.
+
+Every scale of a kernel runs in the same launch, the programs laid out scale after scale. Plain
+tensors are contiguous, NCHW; offsets within one sample are int32 (the host checks that a sample
+fits), a sample's own offset int64. The reductions of the backward's fixed-configuration kernels
+(`columns_kernel`, `sum_kernel`) follow their tile layout; every other kernel sums each output in
+an order fixed by its loops, so no configuration changes a result's bits.
 """
 import triton
 import triton.language as tl
 
-from ._math import linear_tap, resize_scale, stable_sigmoid, tap_weight, upcast
+from ._math import linear_tap, plane_block, plane_blocks, resize_scale, stable_sigmoid, tap_weight, upcast
 from ._runtime import tuned
 
-_TILE_CONFIGS = [  # (rows, columns) of a 2-D tile
+_TILE_CONFIGS = [  # (rows, columns) of a 2-D tile; none spills on sm_80 in any dtype (8 warps did in float64)
     triton.Config({"BLOCK_H": 16, "BLOCK_W": 32}, num_warps=4),
     triton.Config({"BLOCK_H": 8, "BLOCK_W": 64}, num_warps=4),
-    triton.Config({"BLOCK_H": 32, "BLOCK_W": 32}, num_warps=8),
-    triton.Config({"BLOCK_H": 16, "BLOCK_W": 64}, num_warps=8),
+    triton.Config({"BLOCK_H": 32, "BLOCK_W": 32}, num_warps=4),
+    triton.Config({"BLOCK_H": 8, "BLOCK_W": 32}, num_warps=2),
 ]
-_GATHER_CONFIGS = [  # (low-resolution index, kept axis) tiles; each element loops over its window
+_GATHER_CONFIGS = [  # (low-resolution index, full-resolution column) tiles; each element loops over its window
     triton.Config({"BLOCK_I": 8, "BLOCK_M": 32}, num_warps=4),
     triton.Config({"BLOCK_I": 4, "BLOCK_M": 64}, num_warps=4),
     triton.Config({"BLOCK_I": 16, "BLOCK_M": 32}, num_warps=8),
     triton.Config({"BLOCK_I": 8, "BLOCK_M": 16}, num_warps=2),
 ]
-_ELEMENTWISE_CONFIGS = [
-    triton.Config({"BLOCK": 1024}, num_warps=4),
-    triton.Config({"BLOCK": 256}, num_warps=2),
-    triton.Config({"BLOCK": 2048}, num_warps=8),
-]
+REDUCE_CONFIG = triton.Config({"BLOCK": 128}, num_warps=4)  # low-resolution pixels per program
+COLUMNS_CONFIG = triton.Config({"BLOCK_P": 32, "BLOCK_C": 8}, num_warps=4)  # pixels, channels per tile
+SUM_CONFIG = triton.Config({"BLOCK_R": 64}, num_warps=2)  # programs' shares added per step
+
+# The 9 taps t = 3 dy + dx of a 3x3 kernel in a 16-row tile (rows 9-15 masked).
+TAPS = tl.constexpr(16)
+# The shifts dy of a tap row in a 4-column tile (column 3 masked), and its (dx, dy) shares in 12 slots.
+SHIFTS = tl.constexpr(4)
+SHARE = tl.constexpr(12)
+
+
+@triton.jit
+def _reduce_segment(block, weight_ptr, channel_offset, f_ptr, r_ptr, C, h, w, BLOCK: tl.constexpr):
+    """r[b, t, p] = sum_c W[channel_offset + c, t] F[b, c, p] for one block of one sample's pixels."""
+    batch, pixel, mask = plane_block(block, h * w, BLOCK)
+    plane = h * w
+    taps = tl.arange(0, TAPS)
+    acc = tl.zeros((TAPS, BLOCK), r_ptr.dtype.element_ty)
+    f_row = f_ptr + tl.cast(batch, tl.int64) * C * plane + pixel
+    w_row = weight_ptr + channel_offset * 9 + taps
+    for c in range(0, C):
+        weights = upcast(tl.load(w_row + c * 9, mask=taps < 9, other=0.0))
+        acc += weights[:, None] * upcast(tl.load(f_row + c * plane, mask=mask, other=0.0))[None, :]
+    r = r_ptr + tl.cast(batch, tl.int64) * 9 * plane + (taps * plane)[:, None] + pixel[None, :]
+    tl.store(r, acc, mask=(taps < 9)[:, None] & mask[None, :])
+
+
+@tuned([REDUCE_CONFIG], key=[], interpreter={"BLOCK": 1024})
+def reduce_kernel(weight_ptr, f0_ptr, r0_ptr, c0, h0, w0, f1_ptr, r1_ptr, c1, h1, w1,
+                  f2_ptr, r2_ptr, c2, h2, w2, f3_ptr, r3_ptr, c3, h3, w3,
+                  B, NUM_SCALES: tl.constexpr, BLOCK: tl.constexpr):
+    """Reduced features r_v (B, 9, h_v, w_v) in the accumulation type from F_v (B, C_v, h_v, w_v) and the
+    weight (1, sum C_v, 3, 3) for NUM_SCALES <= 4 scales; grid: the blocks of every scale in turn."""
+    pid = tl.program_id(0)
+    end0 = plane_blocks(B, h0 * w0, BLOCK)
+    end1 = end0 + plane_blocks(B, h1 * w1, BLOCK)
+    end2 = end1 + plane_blocks(B, h2 * w2, BLOCK)
+    if pid < end0:
+        _reduce_segment(pid, weight_ptr, 0, f0_ptr, r0_ptr, c0, h0, w0, BLOCK)
+    if NUM_SCALES > 1:
+        if (pid >= end0) & (pid < end1):
+            _reduce_segment(pid - end0, weight_ptr, c0, f1_ptr, r1_ptr, c1, h1, w1, BLOCK)
+    if NUM_SCALES > 2:
+        if (pid >= end1) & (pid < end2):
+            _reduce_segment(pid - end1, weight_ptr, c0 + c1, f2_ptr, r2_ptr, c2, h2, w2, BLOCK)
+    if NUM_SCALES > 3:
+        if pid >= end2:
+            _reduce_segment(pid - end2, weight_ptr, c0 + c1 + c2, f3_ptr, r3_ptr, c3, h3, w3, BLOCK)
 
 
 @triton.jit
 def _add_scale(acc, r_ptr, h, w, H, W, batch, ys, xs):
     """acc (BLOCK_H, BLOCK_W) + sum over the 9 taps of bilinear samples of r (B, 9, h, w) at
-    (ys + dy, xs + dx); batch and ys index the tile's rows, xs its columns."""
+    (ys + dy, xs + dx) of sample `batch`; ys index the tile's rows, xs its columns. Each column's taps
+    are computed once per dx, each row's once per tap (the tiles are wider than tall)."""
     scale_y = resize_scale(h, H, acc)
     scale_x = resize_scale(w, W, acc)
-    plane = tl.cast(h, tl.int64) * w  # int64 products: a tensor may hold 2^31 elements
-    sample_base = batch.to(tl.int64) * 9 * plane
-    for dy in range(0, 3):  # run-time loops: unrolling 4 scales x 9 taps makes compilation slow
-        iy0, iy1, wy0, wy1 = linear_tap(ys + (dy - 1), h, H, scale_y)
-        row0 = (sample_base + iy0.to(tl.int64) * w)[:, None]
-        row1 = (sample_base + iy1.to(tl.int64) * w)[:, None]
-        for dx in range(0, 3):
-            ix0, ix1, wx0, wx1 = linear_tap(xs + (dx - 1), w, W, scale_x)
-            tap = r_ptr + (dy * 3 + dx) * plane
+    plane = h * w
+    sample = r_ptr + tl.cast(batch, tl.int64) * 9 * plane
+    for dx in range(0, 3):  # run-time loops: unrolling 4 scales x 9 taps makes compilation slow
+        ix0, ix1, wx0, wx1 = linear_tap(xs + (dx - 1), w, W, scale_x)
+        for dy in range(0, 3):
+            iy0, iy1, wy0, wy1 = linear_tap(ys + (dy - 1), h, H, scale_y)
+            tap = sample + (dy * 3 + dx) * plane
+            row0 = (iy0 * w)[:, None]
+            row1 = (iy1 * w)[:, None]
             left = tap + ix0[None, :]
             right = tap + ix1[None, :]
             top = wx0[None, :] * tl.load(left + row0) + wx1[None, :] * tl.load(right + row0)
@@ -55,21 +110,21 @@ def _add_scale(acc, r_ptr, h, w, H, W, batch, ys, xs):
     return acc
 
 
-@tuned(_TILE_CONFIGS, key=["H", "W", "NUM_SCALES"], interpreter={"BLOCK_H": 32, "BLOCK_W": 32})
+@tuned(_TILE_CONFIGS, key=["size_class", "NUM_SCALES"], interpreter={"BLOCK_H": 32, "BLOCK_W": 32})
 def forward_kernel(r0_ptr, h0, w0, r1_ptr, h1, w1, r2_ptr, h2, w2, r3_ptr, h3, w3,
-                   bias_ptr, logits_ptr, gam_ptr, B, H, W,
+                   bias_ptr, logits_ptr, gam_ptr, B, H, W, size_class,
                    NUM_SCALES: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
-    """Logits and GAM (B, 1, H, W), in (BLOCK_H, BLOCK_W) tiles of the B * H rows; grid (W tiles, n), each
-    program of the second axis taking every n-th tile of rows (n is capped by the grid's size limit).
+    """Logits and GAM (B, 1, H, W), in (BLOCK_H, BLOCK_W) tiles of one sample; grid (W tiles, n), each
+    program of the second axis taking every n-th of the B * cdiv(H, BLOCK_H) row tiles (n is capped by
+    the grid's size limit). `size_class` is the autotuning key only.
 
     r*_ptr: reduced features (B, 9, h, w) in the accumulation type, scales beyond NUM_SCALES unused.
     """
     xs = tl.program_id(0) * BLOCK_W + tl.arange(0, BLOCK_W)
-    num_rows = tl.cast(B, tl.int64) * H
-    for tile in range(tl.program_id(1), tl.cdiv(num_rows, BLOCK_H), tl.num_programs(1)):
-        rows = tile * BLOCK_H + tl.arange(0, BLOCK_H).to(tl.int64)
-        batch = tl.minimum(rows // H, B - 1)  # rows past the end read (in-bounds) data of the last sample
-        ys = rows % H
+    tiles_per_sample = tl.cdiv(H, BLOCK_H)
+    for tile in range(tl.program_id(1), B * tiles_per_sample, tl.num_programs(1)):
+        batch = tile // tiles_per_sample
+        ys = (tile % tiles_per_sample) * BLOCK_H + tl.arange(0, BLOCK_H)
         acc = tl.zeros((BLOCK_H, BLOCK_W), r0_ptr.dtype.element_ty) + tl.load(bias_ptr).to(r0_ptr.dtype.element_ty)
         acc = _add_scale(acc, r0_ptr, h0, w0, H, W, batch, ys, xs)
         if NUM_SCALES > 1:
@@ -78,68 +133,218 @@ def forward_kernel(r0_ptr, h0, w0, r1_ptr, h1, w1, r2_ptr, h2, w2, r3_ptr, h3, w
             acc = _add_scale(acc, r2_ptr, h2, w2, H, W, batch, ys, xs)
         if NUM_SCALES > 3:
             acc = _add_scale(acc, r3_ptr, h3, w3, H, W, batch, ys, xs)
-        offsets = rows[:, None] * W + xs[None, :]
-        inside = (rows < num_rows)[:, None] & (xs < W)[None, :]
+        offsets = tl.cast(batch, tl.int64) * H * W + (ys * W)[:, None] + xs[None, :]
+        inside = (ys < H)[:, None] & (xs < W)[None, :]
         tl.store(logits_ptr + offsets, acc.to(logits_ptr.dtype.element_ty), mask=inside)
         tl.store(gam_ptr + offsets, stable_sigmoid(acc).to(gam_ptr.dtype.element_ty), mask=inside)
 
 
-@tuned(_ELEMENTWISE_CONFIGS, key=["n"], interpreter={"BLOCK": 4096})
-def logit_grad_kernel(grad_logits_ptr, grad_gam_ptr, gam_ptr, out_ptr, n, BLOCK: tl.constexpr):
-    """out = dlogits + dG * G * (1 - G), in the accumulation type; all four (n,) flat."""
-    offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offsets < n
-    g = upcast(tl.load(gam_ptr + offsets, mask=mask))
-    grad_logits = upcast(tl.load(grad_logits_ptr + offsets, mask=mask))
-    dz = grad_logits + upcast(tl.load(grad_gam_ptr + offsets, mask=mask)) * g * (1.0 - g)
-    tl.store(out_ptr + offsets, dz.to(out_ptr.dtype.element_ty), mask=mask)
+@triton.jit
+def _gather_start(i, low, high, scale):
+    """Where the transposed resize of low-resolution indices i starts: the first coordinate P whose
+    shifted coordinates may read i (conservative by one, so an approximate division is fine, and one
+    more for the shift; tap_weight decides exactly), and the weights with which P - 1 and P read i."""
+    first = tl.maximum(tl.floor((i.to(tl.float32) - 0.5) * (high / low) - 0.5).to(tl.int32) - 1, 0) - 1
+    return first, tap_weight(first - 1, i, low, high, scale), tap_weight(first, i, low, high, scale)
 
 
-@tuned(_GATHER_CONFIGS, key=["N", "M", "low", "high"], interpreter={"BLOCK_I": 32, "BLOCK_M": 256})
-def resize_transpose_kernel(x_ptr, out_ptr, N, M, low, high, span,
-                            x_sn, x_sm, x_sp, out_sn, out_sd, out_si, out_sm,
-                            BLOCK_I: tl.constexpr, BLOCK_M: tl.constexpr):
-    """Transposed linear resize along one axis, for the three shifts of a 3x3 tap, as a gather:
+@triton.jit
+def _gather_shifts(acc0, acc1, acc2, weight_before, weight_at, weight_after, value):
+    """Adds `value`, read at coordinate p, to the gathers of the shifts d = 0, 1, 2 (coordinates p - 1,
+    p, p + 1 reading i with these weights)."""
+    return (acc0 + weight_before[:, None] * value, acc1 + weight_at[:, None] * value,
+            acc2 + weight_after[:, None] * value)
 
-        out[n, d, i, m] = sum_P weight(P + d - 1 -> i) * x[n, m, P]     d = 0, 1, 2
 
-    where weight(Q -> i) is the weight with which full-resolution coordinate Q (of `high`) reads
-    low-resolution index i (of `low`) in the forward resize, 0 for Q outside [0, high). Each i sums
-    the `span` coordinates P from a little before i * high / low. Strides are in elements; a tile
-    covers BLOCK_I indices i and BLOCK_M of the N * M pairs (n, m); grid (pair tiles, k), each program of
-    the second axis taking every k-th tile of indices i (k is capped by the grid's size limit).
-    x and out share the accumulation type.
-    """
-    pair = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
-    n = pair // M
-    m = pair % M
-    x_base = x_ptr + (n * x_sn + m * x_sm)[None, :]
-    out_base = out_ptr + (n * out_sn + m * out_sm)[None, :]
-    pair_inside = (pair < tl.cast(N, tl.int64) * M)[None, :]
-    for tile in range(tl.program_id(1), tl.cdiv(low, BLOCK_I), tl.num_programs(1)):
-        i = tile * BLOCK_I + tl.arange(0, BLOCK_I)
-        acc0 = tl.zeros((BLOCK_I, BLOCK_M), x_ptr.dtype.element_ty)
-        acc1 = acc0
-        acc2 = acc0
-        scale = resize_scale(low, high, acc0)
-        # The first P whose shifted coordinates may read i: conservative by one (so an approximate
-        # division is fine) and one more for the shift; tap_weight decides exactly.
-        first = tl.maximum(tl.floor((i.to(tl.float32) - 0.5) * (high / low) - 0.5).to(tl.int32) - 1, 0) - 1
-        # Weights of the three shifted coordinates p - 1, p, p + 1, slid along with p.
-        weight_before = tap_weight(first - 1, i, low, high, scale)
-        weight_at = tap_weight(first, i, low, high, scale)
-        for k in range(0, span):
-            p = first + k
-            weight_after = tap_weight(p + 1, i, low, high, scale)
-            value = tl.load(x_base + p.to(tl.int64)[:, None] * x_sp,
-                            mask=((p >= 0) & (p < high))[:, None] & pair_inside, other=0.0)
-            acc0 += weight_before[:, None] * value
-            acc1 += weight_at[:, None] * value
-            acc2 += weight_after[:, None] * value
-            weight_before = weight_at
-            weight_at = weight_after
-        out = out_base + i.to(tl.int64)[:, None] * out_si
-        inside = (i < low)[:, None] & pair_inside
-        tl.store(out, acc0, mask=inside)
-        tl.store(out + out_sd, acc1, mask=inside)
-        tl.store(out + 2 * out_sd, acc2, mask=inside)
+@triton.jit
+def _rows_segment(block, grad_logits_ptr, gl_sb, gl_sy, gl_sx, grad_gam_ptr, gg_sb, gg_sy, gg_sx, gam_ptr,
+                  out_ptr, h, span, H, W, BLOCK_I: tl.constexpr, BLOCK_M: tl.constexpr):
+    """out[b, d, i, X] = sum_P weight(P + d - 1 -> i) dZ[b, P, X] (d = 0, 1, 2) for one tile of (i, X) of
+    one sample, where weight(Q -> i) is the weight with which full-resolution row Q (of H) reads row i
+    (of h) in the forward resize, 0 for Q outside [0, H); each i sums `span` rows P from a little
+    before i * H / h. dZ = dlogits + dG * G * (1 - G), read through the gradients' strides."""
+    column_tiles = tl.cdiv(W, BLOCK_M)
+    tiles = column_tiles * tl.cdiv(h, BLOCK_I)
+    batch = tl.cast(block // tiles, tl.int64)
+    xs = (block % tiles % column_tiles) * BLOCK_M + tl.arange(0, BLOCK_M)
+    i = (block % tiles // column_tiles) * BLOCK_I + tl.arange(0, BLOCK_I)
+    columns_inside = (xs < W)[None, :]
+    gl = grad_logits_ptr + batch * gl_sb + (xs * gl_sx)[None, :]
+    gg = grad_gam_ptr + batch * gg_sb + (xs * gg_sx)[None, :]
+    g_row = gam_ptr + batch * H * W + xs[None, :]
+    acc0 = tl.zeros((BLOCK_I, BLOCK_M), out_ptr.dtype.element_ty)
+    acc1 = acc0
+    acc2 = acc0
+    scale = resize_scale(h, H, acc0)
+    # The weights of the three shifted coordinates p - 1, p, p + 1 slide along with p.
+    first, weight_before, weight_at = _gather_start(i, h, H, scale)
+    for k in range(0, span):
+        p = first + k
+        weight_after = tap_weight(p + 1, i, h, H, scale)
+        inside = ((p >= 0) & (p < H))[:, None] & columns_inside
+        g = upcast(tl.load(g_row + (p * W)[:, None], mask=inside, other=0.0))
+        dz = upcast(tl.load(gl + (p * gl_sy)[:, None], mask=inside, other=0.0)) \
+            + upcast(tl.load(gg + (p * gg_sy)[:, None], mask=inside, other=0.0)) * g * (1.0 - g)
+        acc0, acc1, acc2 = _gather_shifts(acc0, acc1, acc2, weight_before, weight_at, weight_after, dz)
+        weight_before = weight_at
+        weight_at = weight_after
+    out = out_ptr + batch * 3 * h * W + (i * W)[:, None] + xs[None, :]
+    inside = (i < h)[:, None] & columns_inside
+    tl.store(out, acc0, mask=inside)
+    tl.store(out + h * W, acc1, mask=inside)
+    tl.store(out + 2 * h * W, acc2, mask=inside)
+
+
+@triton.jit
+def _rows_programs(B, h, W, BLOCK_I: tl.constexpr, BLOCK_M: tl.constexpr):
+    return B * tl.cdiv(W, BLOCK_M) * tl.cdiv(h, BLOCK_I)
+
+
+@tuned(_GATHER_CONFIGS, key=["size_class", "NUM_SCALES"], interpreter={"BLOCK_I": 32, "BLOCK_M": 256})
+def rows_kernel(grad_logits_ptr, gl_sb, gl_sy, gl_sx, grad_gam_ptr, gg_sb, gg_sy, gg_sx, gam_ptr,
+                out0_ptr, h0, span0, out1_ptr, h1, span1, out2_ptr, h2, span2, out3_ptr, h3, span3,
+                B, H, W, size_class, NUM_SCALES: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_M: tl.constexpr):
+    """The rows pass of every scale's transposed resize: out_v (B, 3, h_v, W) in the accumulation type, from
+    dlogits and dG (B, 1, H, W, strides in elements) and G (contiguous); grid: the (i, X) tiles of every
+    scale in turn. `size_class` is the autotuning key only."""
+    pid = tl.program_id(0)
+    end0 = _rows_programs(B, h0, W, BLOCK_I, BLOCK_M)
+    end1 = end0 + _rows_programs(B, h1, W, BLOCK_I, BLOCK_M)
+    end2 = end1 + _rows_programs(B, h2, W, BLOCK_I, BLOCK_M)
+    if pid < end0:
+        _rows_segment(pid, grad_logits_ptr, gl_sb, gl_sy, gl_sx, grad_gam_ptr, gg_sb, gg_sy, gg_sx, gam_ptr,
+                      out0_ptr, h0, span0, H, W, BLOCK_I, BLOCK_M)
+    if NUM_SCALES > 1:
+        if (pid >= end0) & (pid < end1):
+            _rows_segment(pid - end0, grad_logits_ptr, gl_sb, gl_sy, gl_sx, grad_gam_ptr, gg_sb, gg_sy, gg_sx,
+                          gam_ptr, out1_ptr, h1, span1, H, W, BLOCK_I, BLOCK_M)
+    if NUM_SCALES > 2:
+        if (pid >= end1) & (pid < end2):
+            _rows_segment(pid - end1, grad_logits_ptr, gl_sb, gl_sy, gl_sx, grad_gam_ptr, gg_sb, gg_sy, gg_sx,
+                          gam_ptr, out2_ptr, h2, span2, H, W, BLOCK_I, BLOCK_M)
+    if NUM_SCALES > 3:
+        if pid >= end2:
+            _rows_segment(pid - end2, grad_logits_ptr, gl_sb, gl_sy, gl_sx, grad_gam_ptr, gg_sb, gg_sy, gg_sx,
+                          gam_ptr, out3_ptr, h3, span3, H, W, BLOCK_I, BLOCK_M)
+
+
+@triton.jit
+def _columns_segment(block, rows_ptr, f_ptr, grad_f_ptr, share_ptr, bias_share_ptr, weight_ptr, channel_offset,
+                     C, h, w, span, W, WITH_BIAS: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    """For one block of one sample's pixels p = (iy, ix) of one scale: the taps D[dy, dx, p] = sum_Q
+    weight(Q + dx - 1 -> ix) rows[b, dy, iy, Q] (the columns pass, as in _rows_segment), then
+    dF[b, c, p] = sum_t W[c, t] D[t, p], this block's share of dW[c, t] = sum_p F[b, c, p] D[t, p]
+    (share_ptr: (programs, C, dx, dy) in 12 slots) and, WITH_BIAS, of db = sum_p D[1, 1, p]."""
+    batch, pixel, mask = plane_block(block, h * w, BLOCK_P)
+    plane = h * w
+    iy = pixel // w
+    ix = pixel % w
+    shifts = tl.arange(0, SHIFTS)
+    row = rows_ptr + tl.cast(batch, tl.int64) * 3 * h * W + (iy * W)[:, None] + (shifts * h * W)[None, :]
+    row_inside = mask[:, None] & (shifts < 3)[None, :]
+    acc0 = tl.zeros((BLOCK_P, SHIFTS), rows_ptr.dtype.element_ty)  # [p, dy] for dx = 0, 1, 2
+    acc1 = acc0
+    acc2 = acc0
+    scale = resize_scale(w, W, acc0)
+    first, weight_before, weight_at = _gather_start(ix, w, W, scale)
+    for k in range(0, span):
+        q = first + k
+        weight_after = tap_weight(q + 1, ix, w, W, scale)
+        value = tl.load(row + q[:, None], mask=row_inside & ((q >= 0) & (q < W))[:, None], other=0.0)
+        acc0, acc1, acc2 = _gather_shifts(acc0, acc1, acc2, weight_before, weight_at, weight_after, value)
+        weight_before = weight_at
+        weight_at = weight_after
+    if WITH_BIAS:
+        tl.store(bias_share_ptr + block, tl.sum(tl.sum(tl.where((shifts == 1)[None, :], acc1, 0.0), axis=1), axis=0))
+    sample = tl.cast(batch, tl.int64) * C * plane
+    for c0 in range(0, C, BLOCK_C):
+        channels = c0 + tl.arange(0, BLOCK_C)
+        channel_inside = channels < C
+        w_tile = weight_ptr + ((channel_offset + channels) * 9)[:, None] + (shifts * 3)[None, :]
+        w_inside = channel_inside[:, None] & (shifts < 3)[None, :]
+        w0 = upcast(tl.load(w_tile, mask=w_inside, other=0.0))[:, None, :]  # [c, 1, dy]
+        w1 = upcast(tl.load(w_tile + 1, mask=w_inside, other=0.0))[:, None, :]
+        w2 = upcast(tl.load(w_tile + 2, mask=w_inside, other=0.0))[:, None, :]
+        grad_f = tl.sum(w0 * acc0[None, :, :] + w1 * acc1[None, :, :] + w2 * acc2[None, :, :], axis=2)
+        offsets = (channels * plane)[:, None] + pixel[None, :]
+        inside = channel_inside[:, None] & mask[None, :]
+        tl.store(grad_f_ptr + sample + offsets, grad_f.to(grad_f_ptr.dtype.element_ty), mask=inside)
+        f = upcast(tl.load(f_ptr + sample + offsets, mask=inside, other=0.0))[:, :, None]
+        share = share_ptr + ((block * C + channels) * SHARE)[:, None] + shifts[None, :]
+        tl.store(share, tl.sum(f * acc0[None, :, :], axis=1), mask=w_inside)
+        tl.store(share + SHIFTS, tl.sum(f * acc1[None, :, :], axis=1), mask=w_inside)
+        tl.store(share + 2 * SHIFTS, tl.sum(f * acc2[None, :, :], axis=1), mask=w_inside)
+
+
+@tuned([COLUMNS_CONFIG], key=[], interpreter={"BLOCK_P": 256, "BLOCK_C": 8})
+def columns_kernel(weight_ptr, bias_share_ptr,
+                   rows0_ptr, f0_ptr, gf0_ptr, share0_ptr, c0, h0, w0, span0,
+                   rows1_ptr, f1_ptr, gf1_ptr, share1_ptr, c1, h1, w1, span1,
+                   rows2_ptr, f2_ptr, gf2_ptr, share2_ptr, c2, h2, w2, span2,
+                   rows3_ptr, f3_ptr, gf3_ptr, share3_ptr, c3, h3, w3, span3,
+                   B, W, NUM_SCALES: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    """The columns pass and the channel gradients of every scale (see _columns_segment); the bias
+    shares come from the first scale. Grid: the pixel blocks of every scale in turn."""
+    pid = tl.program_id(0)
+    end0 = plane_blocks(B, h0 * w0, BLOCK_P)
+    end1 = end0 + plane_blocks(B, h1 * w1, BLOCK_P)
+    end2 = end1 + plane_blocks(B, h2 * w2, BLOCK_P)
+    if pid < end0:
+        _columns_segment(pid, rows0_ptr, f0_ptr, gf0_ptr, share0_ptr, bias_share_ptr, weight_ptr, 0,
+                         c0, h0, w0, span0, W, True, BLOCK_P, BLOCK_C)
+    if NUM_SCALES > 1:
+        if (pid >= end0) & (pid < end1):
+            _columns_segment(pid - end0, rows1_ptr, f1_ptr, gf1_ptr, share1_ptr, bias_share_ptr, weight_ptr, c0,
+                             c1, h1, w1, span1, W, False, BLOCK_P, BLOCK_C)
+    if NUM_SCALES > 2:
+        if (pid >= end1) & (pid < end2):
+            _columns_segment(pid - end1, rows2_ptr, f2_ptr, gf2_ptr, share2_ptr, bias_share_ptr, weight_ptr,
+                             c0 + c1, c2, h2, w2, span2, W, False, BLOCK_P, BLOCK_C)
+    if NUM_SCALES > 3:
+        if pid >= end2:
+            _columns_segment(pid - end2, rows3_ptr, f3_ptr, gf3_ptr, share3_ptr, bias_share_ptr, weight_ptr,
+                             c0 + c1 + c2, c3, h3, w3, span3, W, False, BLOCK_P, BLOCK_C)
+
+
+@triton.jit
+def _sum_shares(share_ptr, c, C, programs, grad_weight_ptr, channel, BLOCK_R: tl.constexpr):
+    """dW[channel, t] = the sum over `programs` shares of channel c (of C) of one scale."""
+    slots = tl.arange(0, 16)
+    total = tl.zeros((BLOCK_R, 16), share_ptr.dtype.element_ty)
+    for r0 in range(0, programs, BLOCK_R):
+        r = r0 + tl.arange(0, BLOCK_R)
+        offsets = ((r * C + c) * SHARE)[:, None] + slots[None, :]
+        total += tl.load(share_ptr + offsets, mask=(r < programs)[:, None] & (slots < SHARE)[None, :], other=0.0)
+    dx = slots // SHIFTS
+    dy = slots % SHIFTS
+    tl.store(grad_weight_ptr + channel * 9 + dy * 3 + dx, tl.sum(total, axis=0).to(grad_weight_ptr.dtype.element_ty),
+             mask=(slots < SHARE) & (dy < 3))
+
+
+@tuned([SUM_CONFIG], key=[], interpreter={"BLOCK_R": 64})
+def sum_kernel(share0_ptr, c0, n0, share1_ptr, c1, n1, share2_ptr, c2, n2, share3_ptr, c3, n3,
+               bias_share_ptr, grad_weight_ptr, grad_bias_ptr, NUM_SCALES: tl.constexpr, BLOCK_R: tl.constexpr):
+    """dW (1, sum C_v, 3, 3) and db (1,) from columns_kernel's shares (n_v programs of scale v, n_0 bias
+    shares); grid: one program per channel, then one for the bias."""
+    pid = tl.program_id(0)
+    end0 = c0
+    end1 = end0 + c1
+    end2 = end1 + c2
+    end3 = end2 + c3
+    if pid < end0:
+        _sum_shares(share0_ptr, pid, c0, n0, grad_weight_ptr, pid, BLOCK_R)
+    if NUM_SCALES > 1:
+        if (pid >= end0) & (pid < end1):
+            _sum_shares(share1_ptr, pid - end0, c1, n1, grad_weight_ptr, pid, BLOCK_R)
+    if NUM_SCALES > 2:
+        if (pid >= end1) & (pid < end2):
+            _sum_shares(share2_ptr, pid - end1, c2, n2, grad_weight_ptr, pid, BLOCK_R)
+    if NUM_SCALES > 3:
+        if (pid >= end2) & (pid < end3):
+            _sum_shares(share3_ptr, pid - end2, c3, n3, grad_weight_ptr, pid, BLOCK_R)
+    if pid == end3:
+        total = tl.zeros((BLOCK_R,), bias_share_ptr.dtype.element_ty)
+        for r0 in range(0, n0, BLOCK_R):
+            r = r0 + tl.arange(0, BLOCK_R)
+            total += tl.load(bias_share_ptr + r, mask=r < n0, other=0.0)
+        tl.store(grad_bias_ptr, tl.sum(total, axis=0).to(grad_bias_ptr.dtype.element_ty))
