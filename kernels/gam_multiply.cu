@@ -126,6 +126,54 @@ __device__ __forceinline__ void store_pack(scalar_t* p, const acc_t (&v)[N]) {
   }
 }
 
+// Three tensors walked in step: `in` and `feat` read, `out` written, each advanced by its own stride.
+template <typename scalar_t>
+struct Walk {
+  const scalar_t* in;
+  const scalar_t* feat;  // null in the forward
+  scalar_t* out;
+  int64_t in_step, feat_step, out_step;
+};
+
+// The packs first, first + step, ... below end of a walk: out = in * factor, and in the backward
+// dot += in * feat, lane by lane. Not unrolled: unrolling takes the backward past 64 registers
+// (under 50% occupancy), and the resident warps, not one thread's iterations, keep memory busy.
+template <int N, bool kBackward, typename scalar_t, typename acc_t>
+__device__ __forceinline__ void scale_packs(Walk<scalar_t> t, int first, int end, int step, const acc_t (&factor)[N],
+                                            acc_t (&dot)[N]) {
+#pragma unroll 1
+  for (int k = first; k < end; k += step) {
+    acc_t v[N], f[N];
+    load_pack<N>(t.in, v);
+    if constexpr (kBackward) load_pack<N>(t.feat, f);
+#pragma unroll
+    for (int j = 0; j < N; ++j) {
+      if constexpr (kBackward) dot[j] += v[j] * f[j];
+      v[j] *= factor[j];
+    }
+    store_pack<N>(t.out, v);
+    t.in += t.in_step;
+    t.out += t.out_step;
+    if constexpr (kBackward) t.feat += t.feat_step;
+  }
+}
+
+// The walk of one scale's tensors from element (b, c, y, x), `step` channels at a time.
+template <bool kBackward, typename scalar_t, typename acc_t>
+__device__ __forceinline__ Walk<scalar_t> channel_walk(const Scale<scalar_t, acc_t>& s, int b, int c, int y, int x,
+                                                       int step) {
+  Walk<scalar_t> t{};
+  t.in = s.in.segment(b, y, x) + c * s.in.s.c;
+  t.out = s.out.segment(b, y, x) + c * s.out.s.c;
+  t.in_step = step * s.in.s.c;
+  t.out_step = step * s.out.s.c;
+  if constexpr (kBackward) {
+    t.feat = s.feat.segment(b, y, x) + c * s.feat.s.c;
+    t.feat_step = step * s.feat.s.c;
+  }
+  return t;
+}
+
 // out = in * a over the segment, with the threads along the width: thread (i, g) takes the pack of
 // columns i and the channels g, g + groups, ...; in the backward it leaves its N channel sums of
 // dP F in partial[g * nx + column]. Returns the number of groups.
@@ -135,31 +183,14 @@ __device__ int scale_width_inner(const Scale<scalar_t, acc_t>& s, int b, int y, 
   const int packs = nx / N;  // <= blockDim.x: the host keeps tile_w <= kMaxTile
   const int groups = blockDim.x / packs, i = threadIdx.x % packs, g = threadIdx.x / packs;
   if (g >= groups) return groups;
-  // Packs are contiguous along the width; single elements follow each tensor's stride.
-  const int64_t in_x = N == 1 ? s.in.s.x : 1, out_x = N == 1 ? s.out.s.x : 1, feat_x = N == 1 ? s.feat.s.x : 1;
-  const scalar_t* in = s.in.segment(b, y, x0) + i * N * in_x;
-  scalar_t* out = s.out.segment(b, y, x0) + i * N * out_x;
-  const scalar_t* feat = kBackward ? s.feat.segment(b, y, x0) + i * N * feat_x : nullptr;
   acc_t factor[N], dot[N];
 #pragma unroll
   for (int j = 0; j < N; ++j) {
     factor[j] = a[i * N + j];
     dot[j] = static_cast<acc_t>(0);
   }
-  // Not unrolled: unrolling takes the backward past 64 registers (under 50% occupancy), and the
-  // resident warps, not one thread's iterations, keep the memory busy.
-#pragma unroll 1
-  for (int c = g; c < s.channels; c += groups) {
-    acc_t v[N], f[N];
-    load_pack<N>(in + c * s.in.s.c, v);
-    if constexpr (kBackward) load_pack<N>(feat + c * s.feat.s.c, f);
-#pragma unroll
-    for (int j = 0; j < N; ++j) {
-      if constexpr (kBackward) dot[j] += v[j] * f[j];
-      v[j] *= factor[j];
-    }
-    store_pack<N>(out + c * s.out.s.c, v);
-  }
+  scale_packs<N, kBackward>(channel_walk<kBackward>(s, b, g, y, x0 + i * N, groups), g, s.channels, groups, factor,
+                            dot);
   if constexpr (kBackward) {
 #pragma unroll
     for (int j = 0; j < N; ++j) partial[g * nx + i * N + j] = dot[j];
@@ -175,28 +206,23 @@ __device__ int scale_channels_inner(const Scale<scalar_t, acc_t>& s, int b, int 
                                     acc_t* partial) {
   const int packs = s.channels / N;
   const int lanes = std::min<int>(packs, blockDim.x), groups = blockDim.x / lanes;
-  const int i0 = threadIdx.x % lanes, g = threadIdx.x / lanes;
+  const int i = threadIdx.x % lanes, g = threadIdx.x / lanes;
   if (g >= groups) return lanes;
-  const int64_t in_c = N == 1 ? s.in.s.c : 1, out_c = N == 1 ? s.out.s.c : 1, feat_c = N == 1 ? s.feat.s.c : 1;
   for (int x = g; x < nx; x += groups) {
-    const scalar_t* in = s.in.segment(b, y, x0 + x);
-    scalar_t* out = s.out.segment(b, y, x0 + x);
-    const scalar_t* feat = kBackward ? s.feat.segment(b, y, x0 + x) : nullptr;
-    const acc_t factor = a[x];
-    acc_t dot = static_cast<acc_t>(0);
-#pragma unroll 1
-    for (int i = i0; i < packs; i += lanes) {
-      acc_t v[N], f[N];
-      load_pack<N>(in + i * N * in_c, v);
-      if constexpr (kBackward) load_pack<N>(feat + i * N * feat_c, f);
+    acc_t factor[N], dot[N];
 #pragma unroll
-      for (int j = 0; j < N; ++j) {
-        if constexpr (kBackward) dot += v[j] * f[j];
-        v[j] *= factor;
-      }
-      store_pack<N>(out + i * N * out_c, v);
+    for (int j = 0; j < N; ++j) {
+      factor[j] = a[x];
+      dot[j] = static_cast<acc_t>(0);
     }
-    if constexpr (kBackward) partial[i0 * nx + x] = dot;
+    scale_packs<N, kBackward>(channel_walk<kBackward>(s, b, i * N, y, x0 + x, lanes * N), i, packs, lanes, factor,
+                              dot);
+    if constexpr (kBackward) {
+      acc_t sum = dot[0];
+#pragma unroll
+      for (int j = 1; j < N; ++j) sum += dot[j];
+      partial[i * nx + x] = sum;
+    }
   }
   return lanes;
 }
