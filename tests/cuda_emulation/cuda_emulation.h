@@ -5,6 +5,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/record_function.h>
 
 #include <barrier>
 #include <cstdint>
@@ -49,6 +50,7 @@ struct Launch {
 
   template <typename Kernel, typename... Args>
   void operator()(Kernel kernel, Args... args) const {
+    RECORD_FUNCTION("cuda_emulation::launch", std::vector<c10::IValue>());  // counted by the profiler
     // The limits a real launch enforces.
     TORCH_CHECK(grid.x > 0 && grid.y > 0 && grid.z > 0, "launch with an empty grid");
     TORCH_CHECK(grid.y <= 65535 && grid.z <= 65535, "grid.y or grid.z over 65535");
