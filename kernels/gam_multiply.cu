@@ -35,6 +35,7 @@ using Divider = at::cuda::detail::IntDivider<unsigned int>;
 
 constexpr int kMaxTile = 256;          // low-res columns per block
 constexpr int kSharedSums = 2048;      // GAM column sums per round, or partial channel sums per block
+constexpr int kGradRows = 4;           // GAM rows per block of the dG gather
 
 // The element strides of a (B, C, h, w) tensor, 0 for size-1 dimensions.
 struct Strides {
@@ -369,24 +370,37 @@ struct WindowGrad {
   Divider win_y, win_x;
 };
 
-// One block per GAM row b * H + Y, adding the scales in order; with more scales than one launch
-// carries, the partial sums travel in `carry` (B, H, W).
+// One block per kGradRows GAM rows of one sample (block b * row_groups + k takes the rows from
+// k * kGradRows), one thread per column: a thread finds its column's window in each scale once and
+// reads it for every row. The scales are added in order; with more scales than one launch carries,
+// the partial sums travel in `carry` (B, H, W).
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads) gam_grad_kernel(const __grid_constant__ ScaleBatch<WindowGrad<acc_t>> batch,
-                                                            int H, int W, const acc_t* carry_in, acc_t* carry_out,
-                                                            scalar_t* dgam, int64_t sb, int64_t sy, int64_t sx) {
-  const unsigned int row = blockIdx.x, b = row / H, Y = row - b * H;
+                                                            int H, int W, int row_groups, const acc_t* carry_in,
+                                                            acc_t* carry_out, scalar_t* dgam, int64_t sb, int64_t sy,
+                                                            int64_t sx) {
+  const unsigned int b = blockIdx.x / row_groups, Y0 = (blockIdx.x - b * row_groups) * kGradRows;
+  const int rows = std::min(H - static_cast<int>(Y0), int{kGradRows});
+  const int64_t first_row = static_cast<int64_t>(b) * H + Y0;
   for (unsigned int X = threadIdx.x; X < static_cast<unsigned int>(W); X += blockDim.x) {
-    const int64_t i = static_cast<int64_t>(row) * W + X;
-    acc_t sum = carry_in != nullptr ? carry_in[i] : static_cast<acc_t>(0);
+    acc_t sum[kGradRows];
+#pragma unroll
+    for (int r = 0; r < kGradRows; ++r) {
+      sum[r] = carry_in != nullptr && r < rows ? carry_in[(first_row + r) * W + X] : static_cast<acc_t>(0);
+    }
     for (int v = 0; v < batch.count; ++v) {
       const WindowGrad<acc_t>& s = batch.scale[v];
-      sum += s.data[static_cast<int64_t>(b * s.h + s.win_y.div(Y)) * s.w + s.win_x.div(X)];
+      const acc_t* column = s.data + static_cast<int64_t>(b) * s.h * s.w + s.win_x.div(X);
+#pragma unroll
+      for (int r = 0; r < kGradRows; ++r) {
+        if (r < rows) sum[r] += column[static_cast<int64_t>(s.win_y.div(Y0 + r)) * s.w];
+      }
     }
-    if (carry_out != nullptr) {
-      carry_out[i] = sum;
-    } else {
-      dgam[b * sb + Y * sy + X * sx] = static_cast<scalar_t>(sum);
+    scalar_t* out = dgam + b * sb + Y0 * sy + X * sx;
+#pragma unroll
+    for (int r = 0; r < kGradRows; ++r) {
+      if (r < rows && carry_out != nullptr) carry_out[(first_row + r) * W + X] = sum[r];
+      if (r < rows && carry_out == nullptr) out[r * sy] = static_cast<scalar_t>(sum[r]);
     }
   }
 }
@@ -406,11 +420,13 @@ void launch_gam_grad(const std::vector<at::Tensor>& window_grads, const at::Tens
   acc_t* carry_ptr = carry.defined() ? carry.mutable_data_ptr<acc_t>() : nullptr;
   // As many threads as the row has pixels, in whole warps.
   const unsigned int threads = static_cast<unsigned int>(std::min<int64_t>(kThreads, (W + 31) / 32 * 32));
+  const int64_t row_groups = (H + kGradRows - 1) / kGradRows;
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   for_each_batch(windows, std::vector<int64_t>(windows.size(), 0),
                  [&](const ScaleBatch<WindowGrad<acc_t>>& batch, bool first, bool last) {
-    gam_grad_kernel<scalar_t, acc_t><<<static_cast<unsigned int>(B * H), threads, 0, stream>>>(
-        batch, static_cast<int>(H), static_cast<int>(W), first ? nullptr : carry_ptr, last ? nullptr : carry_ptr,
+    gam_grad_kernel<scalar_t, acc_t><<<static_cast<unsigned int>(B * row_groups), threads, 0, stream>>>(
+        batch, static_cast<int>(H), static_cast<int>(W), static_cast<int>(row_groups), first ? nullptr : carry_ptr,
+        last ? nullptr : carry_ptr,
         dgam.mutable_data_ptr<scalar_t>(), dgam.stride(0), dgam.stride(2), dgam.stride(3));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
