@@ -69,13 +69,13 @@ struct Scale {
   int channels, h, w, win_y, win_x;
   acc_t weight;          // 1 / (win_y * win_x)
   int tile_w, tiles_x;   // low-res columns per block, blocks per low-res row
-  bool channels_inner;   // the threads walk the channels (NHWC-like) rather than the width inner
+  bool channels_inner;   // the threads run along the channels (NHWC-like), not along the width
   bool packed;           // 16-byte packs along that inner dimension in every tensor
 };
 
 // a[xl] = attention of the low-res pixels (y, x0 + xl), xl < nx. Each round sums up to kSharedSums
 // GAM columns down the window rows, then each window adds its columns left to right, carrying its
-// running sum across rounds: the order of the CPU kernel (paanet::attention_row).
+// running sum across rounds: the CPU kernel's order (attention_row in cpu/gam_multiply_kernels.inc).
 template <typename scalar_t, typename acc_t>
 __device__ void pool_segment(const MapView<scalar_t>& gam, const Scale<scalar_t, acc_t>& s, int b, int y, int x0,
                              int nx, bool reverse, acc_t* columns, acc_t* a) {
