@@ -136,29 +136,17 @@ PAANET_HD acc_t logit_grad(acc_t grad_logits, acc_t grad_gam, acc_t gam) {
   return grad_logits + grad_gam * gam * (static_cast<acc_t>(1) - gam);
 }
 
-// Sum of one window row: sx GAM values at stride gx, added left to right.
-template <typename acc_t, typename scalar_t>
-PAANET_HD acc_t window_row_sum(const scalar_t* g, int64_t gx, int64_t sx) {
-  acc_t sum = static_cast<acc_t>(0);
-  for (int64_t j = 0; j < sx; ++j) sum += static_cast<acc_t>(g[j * gx]);
-  return sum;
-}
-
-// The mean of an sy x sx window from the sum of its values.
+// The weight of each GAM pixel in the mean of its sy x sx window, 1 / (sy * sx): computed once per
+// scale (on the host for the CUDA kernels), so that the per-pixel work multiplies, never divides.
 template <typename acc_t>
-PAANET_HD acc_t window_average(acc_t sum, int64_t sy, int64_t sx) {
-  return sum / static_cast<acc_t>(sy * sx);
+PAANET_HD acc_t window_weight(int64_t sy, int64_t sx) {
+  return static_cast<acc_t>(1) / static_cast<acc_t>(sy * sx);
 }
 
-// Mean of the sy x sx window of the GAM whose top-left element is `g` (strides gy, gx): the row
-// sums added top to bottom. The CUDA kernel computes the row sums in parallel threads and adds
-// them in this same order. (The CPU kernel sums whole GAM rows column by column, vectorised, so
-// it agrees with this to rounding, not bitwise.)
-template <typename acc_t, typename scalar_t>
-PAANET_HD acc_t window_mean(const scalar_t* g, int64_t gy, int64_t gx, int64_t sy, int64_t sx) {
-  acc_t sum = static_cast<acc_t>(0);
-  for (int64_t i = 0; i < sy; ++i) sum += window_row_sum<acc_t>(g + i * gy, gx, sx);
-  return window_average(sum, sy, sx);
+// The mean of a window from the sum of its values and its window_weight.
+template <typename acc_t>
+PAANET_HD acc_t window_average(acc_t sum, acc_t weight) {
+  return sum * weight;
 }
 
 // The attention factor applied to the features: the pooled GAM, or its complement in a reverse block.

@@ -1,14 +1,22 @@
 // CUDA kernels of paanet_fast::gam_multiply and paanet_fast::gam_multiply_backward (design 2.2).
 //
-// Forward: one launch for all scales; each block takes one low-res row segment of one sample of
-// one scale, computes its pooled GAM on the fly in shared memory (window row sums in parallel,
-// added in paanet::window_mean's order), then multiplies every channel of the segment with
-// 16-byte loads and stores where alignment allows.
-// Backward: dF_v = dP_v * a_v is the same launch; dG is a gather: the channel sums
-// sum_c dP_v F_v are computed once per low-res pixel, then one thread per GAM pixel adds its
-// windows' shares over the scales and writes dG once (deterministic, no atomics).
+// One kernel does the work of both directions over all scales in one launch: each block takes one
+// low-res row segment of one sample of one scale, pools its GAM windows in shared memory (column
+// sums, then each window's columns: the CPU kernel's order), then scales every channel of the
+// segment (forward: P = F a; backward: dF = dP a), with 16-byte loads and stores where the layouts
+// allow. The backward block also sums dP F over the channels of each low-res pixel while dP is in
+// registers, so dP is read once, and writes that window gradient (times sign / window area) to a
+// small (B, h, w) buffer per scale; a second launch gathers dG from those buffers, one block per GAM
+// row, and writes it once per pixel (deterministic: no atomics, a summation order fixed by the
+// shapes alone).
+//
+// Index arithmetic: block coordinates come from 32-bit divisions done once per block, element
+// offsets are 64-bit bases plus strided loop counters, and the GAM-pixel-to-window divisions of the
+// gather use magic-number dividers built on the host. Inputs and outputs are addressed through their
+// own strides (no stride copies) and converted to the compute type in the loads and stores.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
+#include <ATen/cuda/detail/IntegerDivider.cuh>
 #include <torch/library.h>
 
 #include <tuple>
@@ -23,301 +31,402 @@ namespace paanet {
 namespace cuda {
 namespace {
 
-constexpr int64_t kMaxTile = 256;        // low-res columns per block
-constexpr int64_t kRowSumBudget = 2048;  // window row sums in shared memory per round
+using Divider = at::cuda::detail::IntDivider<unsigned int>;
 
-// How a (B, C, h, w) tensor and its partners (sharing its strides) are walked.
-struct Layout {
-  int64_t sb, sc, sy, sx;  // effective element strides (0 for size-1 dimensions)
-  bool channels_inner;     // the channels are the stride-1 dimension (NHWC) rather than the width
-  bool packed;             // every 16-byte pack along the stride-1 dimension is aligned
+constexpr int kMaxTile = 256;          // low-res columns per block
+constexpr int kSharedSums = 2048;      // GAM column sums per round, or partial channel sums per block
+constexpr int kGradRows = 4;           // GAM rows per block of the dG gather
+
+// The element strides of a (B, C, h, w) tensor, 0 for size-1 dimensions.
+struct Strides {
+  int64_t b, c, y, x;
 };
 
-// The layout of `like`, packed only when every tensor in `partners` (which share its strides) is
-// 16-byte aligned and the stride-1 dimension divides into packs.
-template <typename scalar_t>
-Layout layout_of(const at::Tensor& like, std::initializer_list<const at::Tensor*> partners) {
-  constexpr int64_t N = Pack<scalar_t>::kSize;
-  Layout l{effective_stride(like, 0), effective_stride(like, 1), effective_stride(like, 2), effective_stride(like, 3),
-           false, false};
-  l.channels_inner = like.size(1) > 1 && like.stride(1) == 1;
-  bool aligned = true;
-  for (const at::Tensor* t : partners) aligned = aligned && is_aligned16(t->const_data_ptr());
-  if (l.channels_inner) {
-    l.packed = like.size(1) % N == 0 && l.sb % N == 0 && l.sy % N == 0 && l.sx % N == 0;
-  } else {
-    l.packed = like.size(3) % N == 0 && l.sx == 1 && l.sb % N == 0 && l.sc % N == 0 && l.sy % N == 0;
-  }
-  l.packed = l.packed && aligned;
-  return l;
+Strides strides_of(const at::Tensor& t) {
+  return {effective_stride(t, 0), effective_stride(t, 1), effective_stride(t, 2), effective_stride(t, 3)};
 }
 
-// `t` itself when its strides match `like`'s, else a copy with them (kernels address a tensor and
-// its partners with one set of strides).
-at::Tensor with_strides_of(const at::Tensor& t, const at::Tensor& like) {
-  for (int64_t d = 0; d < t.dim(); ++d) {
-    if (effective_stride(t, d) != effective_stride(like, d)) return at::empty_like(like).copy_(t);
+// A (B, C, h, w) tensor of one scale, addressed through its own strides.
+template <typename T>
+struct Plane {
+  T* data;
+  Strides s;
+
+  // The element (b, 0, y, x0): the origin of a block's row segment.
+  __device__ __forceinline__ T* segment(int b, int y, int x0) const {
+    return data + b * s.b + y * s.y + x0 * s.x;
   }
-  return t;
-}
-
-// ---------------------------------------------------------------------------------------------
-// out = in * a_v (forward: F_v -> P_v; backward: dP_v -> dF_v)
-
-template <typename scalar_t>
-struct MultiplyScale {
-  const scalar_t* in;
-  scalar_t* out;
-  Layout layout;
-  int64_t channels, h, w;
-  int64_t win_y, win_x;  // GAM pixels per low-res pixel
-  int64_t tile_w, tiles_x, rows_per_round;
 };
 
-// a[xl] = attention of the low-res pixels (y, x0 + xl), xl < nx: window row sums in parallel,
-// then each column's sums added top to bottom (paanet::window_mean's order).
+// One scale of a launch. `feat` and `window_grad` are the backward's (F and the (B, h, w) buffer of
+// sum_c dP F times sign / area); the forward leaves them null.
 template <typename scalar_t, typename acc_t>
-__device__ void pooled_attention_row(const MapView<scalar_t>& gam, const MultiplyScale<scalar_t>& s, int64_t b,
-                                     int64_t y, int64_t x0, int64_t nx, bool reverse, acc_t* row_sums, acc_t* a) {
-  const scalar_t* top = gam.data + b * gam.sb + y * s.win_y * gam.sy + x0 * s.win_x * gam.sx;
-  for (int64_t r0 = 0; r0 < s.win_y; r0 += s.rows_per_round) {
-    const int64_t rows = s.win_y - r0 < s.rows_per_round ? s.win_y - r0 : s.rows_per_round;
-    for (int64_t k = threadIdx.x; k < rows * nx; k += blockDim.x) {
-      const int64_t i = k / nx, xl = k % nx;
-      row_sums[k] = window_row_sum<acc_t>(top + (r0 + i) * gam.sy + xl * s.win_x * gam.sx, gam.sx, s.win_x);
+struct Scale {
+  Plane<const scalar_t> in;  // F (forward) or dP (backward)
+  Plane<scalar_t> out;       // P or dF
+  Plane<const scalar_t> feat;
+  acc_t* window_grad;
+  int channels, h, w, win_y, win_x;
+  acc_t weight;          // 1 / (win_y * win_x)
+  int tile_w, tiles_x;   // low-res columns per block, blocks per low-res row
+  bool channels_inner;   // the threads run along the channels (NHWC-like), not along the width
+  bool packed;           // 16-byte packs along that inner dimension in every tensor
+};
+
+// a[xl] = attention of the low-res pixels (y, x0 + xl), xl < nx. Each round sums up to kSharedSums
+// GAM columns down the window rows, then each window adds its columns left to right, carrying its
+// running sum across rounds: the CPU kernel's order (attention_row in cpu/gam_multiply_kernels.inc).
+template <typename scalar_t, typename acc_t>
+__device__ void pool_segment(const MapView<scalar_t>& gam, const Scale<scalar_t, acc_t>& s, int b, int y, int x0,
+                             int nx, bool reverse, acc_t* columns, acc_t* a) {
+  const scalar_t* top = gam.data + b * gam.sb + static_cast<int64_t>(y) * s.win_y * gam.sy +
+                        static_cast<int64_t>(x0) * s.win_x * gam.sx;
+  const int width = nx * s.win_x;
+  for (int first = 0; first < width; first += kSharedSums) {
+    const int count = std::min(width - first, int{kSharedSums});
+    for (int X = threadIdx.x; X < count; X += blockDim.x) {
+      const scalar_t* column = top + static_cast<int64_t>(first + X) * gam.sx;
+      acc_t sum = static_cast<acc_t>(0);
+      for (int r = 0; r < s.win_y; ++r) sum += static_cast<acc_t>(column[r * gam.sy]);
+      columns[X] = sum;
     }
     __syncthreads();
-    for (int64_t xl = threadIdx.x; xl < nx; xl += blockDim.x) {
-      acc_t sum = r0 == 0 ? static_cast<acc_t>(0) : a[xl];
-      for (int64_t i = 0; i < rows; ++i) sum += row_sums[i * nx + xl];
+    for (int xl = threadIdx.x; xl < nx; xl += blockDim.x) {
+      const int lo = std::max(xl * s.win_x, first), hi = std::min((xl + 1) * s.win_x, first + count);
+      acc_t sum = first == 0 ? static_cast<acc_t>(0) : a[xl];
+      for (int X = lo; X < hi; ++X) sum += columns[X - first];
       a[xl] = sum;
     }
     __syncthreads();
   }
-  for (int64_t xl = threadIdx.x; xl < nx; xl += blockDim.x) {
-    a[xl] = attention(window_average(a[xl], s.win_y, s.win_x), reverse);
-  }
+  for (int xl = threadIdx.x; xl < nx; xl += blockDim.x) a[xl] = attention(window_average(a[xl], s.weight), reverse);
   __syncthreads();
 }
 
-// N consecutive elements of the stride-1 dimension; lane j is scaled by a[j * a_step].
+// N consecutive elements of the inner dimension, read and written as one 16-byte pack when N > 1.
 template <int N, typename scalar_t, typename acc_t>
-__device__ __forceinline__ void multiply_pack(const scalar_t* in, scalar_t* out, const acc_t* a, int a_step) {
+__device__ __forceinline__ void load_pack(const scalar_t* p, acc_t (&v)[N]) {
   if constexpr (N == 1) {
-    *out = static_cast<scalar_t>(static_cast<acc_t>(*in) * a[0]);
+    v[0] = static_cast<acc_t>(*p);
   } else {
-    Pack<scalar_t> p = *reinterpret_cast<const Pack<scalar_t>*>(in);
+    const Pack<scalar_t> pack = *reinterpret_cast<const Pack<scalar_t>*>(p);
 #pragma unroll
-    for (int j = 0; j < N; ++j) p.v[j] = static_cast<scalar_t>(static_cast<acc_t>(p.v[j]) * a[j * a_step]);
-    *reinterpret_cast<Pack<scalar_t>*>(out) = p;
+    for (int j = 0; j < N; ++j) v[j] = static_cast<acc_t>(pack.v[j]);
   }
 }
 
-// All channels of the low-res pixels (y, x0 .. x0 + nx - 1), N elements per item.
 template <int N, typename scalar_t, typename acc_t>
-__device__ void multiply_segment(const MultiplyScale<scalar_t>& s, int64_t b, int64_t y, int64_t x0, int64_t nx,
-                                 const acc_t* a) {
-  const Layout& l = s.layout;
-  const int64_t base = b * l.sb + y * l.sy;
-  if (l.channels_inner) {
-    const int64_t packs = s.channels / N;
-    for (int64_t q = threadIdx.x; q < nx * packs; q += blockDim.x) {
-      const int64_t xl = q / packs, c = (q % packs) * N;
-      const int64_t off = base + (x0 + xl) * l.sx + c * l.sc;
-      multiply_pack<N>(s.in + off, s.out + off, a + xl, 0);
-    }
+__device__ __forceinline__ void store_pack(scalar_t* p, const acc_t (&v)[N]) {
+  if constexpr (N == 1) {
+    *p = static_cast<scalar_t>(v[0]);
   } else {
-    const int64_t packs = nx / N;
-    for (int64_t q = threadIdx.x; q < s.channels * packs; q += blockDim.x) {
-      const int64_t c = q / packs, xl = (q % packs) * N;
-      const int64_t off = base + c * l.sc + (x0 + xl) * l.sx;
-      multiply_pack<N>(s.in + off, s.out + off, a + xl, 1);
-    }
+    Pack<scalar_t> pack;
+#pragma unroll
+    for (int j = 0; j < N; ++j) pack.v[j] = static_cast<scalar_t>(v[j]);
+    *reinterpret_cast<Pack<scalar_t>*>(p) = pack;
   }
 }
 
+// Three tensors walked in step: `in` and `feat` read, `out` written, each advanced by its own stride.
 template <typename scalar_t>
-__global__ void __launch_bounds__(kThreads) multiply_by_pooled_gam_kernel(
-    const __grid_constant__ ScaleBatch<MultiplyScale<scalar_t>> batch, MapView<scalar_t> gam, bool reverse) {
+struct Walk {
+  const scalar_t* in;
+  const scalar_t* feat;  // null in the forward
+  scalar_t* out;
+  int64_t in_step, feat_step, out_step;
+};
+
+// The packs first, first + step, ... below end of a walk: out = in * factor, and in the backward
+// dot += in * feat, lane by lane. Not unrolled: unrolling takes the backward past 64 registers
+// (under 50% occupancy), and the resident warps, not one thread's iterations, keep memory busy.
+template <int N, bool kBackward, typename scalar_t, typename acc_t>
+__device__ __forceinline__ void scale_packs(Walk<scalar_t> t, int first, int end, int step, const acc_t (&factor)[N],
+                                            acc_t (&dot)[N]) {
+#pragma unroll 1
+  for (int k = first; k < end; k += step) {
+    acc_t v[N], f[N];
+    load_pack<N>(t.in, v);
+    if constexpr (kBackward) load_pack<N>(t.feat, f);
+#pragma unroll
+    for (int j = 0; j < N; ++j) {
+      if constexpr (kBackward) dot[j] += v[j] * f[j];
+      v[j] *= factor[j];
+    }
+    store_pack<N>(t.out, v);
+    t.in += t.in_step;
+    t.out += t.out_step;
+    if constexpr (kBackward) t.feat += t.feat_step;
+  }
+}
+
+// The walk of one scale's tensors from element (b, c, y, x), `step` channels at a time.
+template <bool kBackward, typename scalar_t, typename acc_t>
+__device__ __forceinline__ Walk<scalar_t> channel_walk(const Scale<scalar_t, acc_t>& s, int b, int c, int y, int x,
+                                                       int step) {
+  Walk<scalar_t> t{};
+  t.in = s.in.segment(b, y, x) + c * s.in.s.c;
+  t.out = s.out.segment(b, y, x) + c * s.out.s.c;
+  t.in_step = step * s.in.s.c;
+  t.out_step = step * s.out.s.c;
+  if constexpr (kBackward) {
+    t.feat = s.feat.segment(b, y, x) + c * s.feat.s.c;
+    t.feat_step = step * s.feat.s.c;
+  }
+  return t;
+}
+
+// out = in * a over the segment, with the threads along the width: thread (i, g) takes the pack of
+// columns i and the channels g, g + groups, ...; in the backward it leaves its N channel sums of
+// dP F in partial[g * nx + column]. Returns the number of groups.
+template <int N, bool kBackward, typename scalar_t, typename acc_t>
+__device__ int scale_width_inner(const Scale<scalar_t, acc_t>& s, int b, int y, int x0, int nx, const acc_t* a,
+                                 acc_t* partial) {
+  const int packs = nx / N;  // <= blockDim.x: the host keeps tile_w <= kMaxTile
+  const int groups = blockDim.x / packs, i = threadIdx.x % packs, g = threadIdx.x / packs;
+  if (g >= groups) return groups;
+  acc_t factor[N], dot[N];
+#pragma unroll
+  for (int j = 0; j < N; ++j) {
+    factor[j] = a[i * N + j];
+    dot[j] = static_cast<acc_t>(0);
+  }
+  scale_packs<N, kBackward>(channel_walk<kBackward>(s, b, g, y, x0 + i * N, groups), g, s.channels, groups, factor,
+                            dot);
+  if constexpr (kBackward) {
+#pragma unroll
+    for (int j = 0; j < N; ++j) partial[g * nx + i * N + j] = dot[j];
+  }
+  return groups;
+}
+
+// The same with the threads along the channels: thread (i, g) takes the channel packs i,
+// i + lanes, ... of the columns g, g + groups, ...; in the backward it leaves its share of each
+// column's sum of dP F in partial[i * nx + column]. Returns the number of lanes.
+template <int N, bool kBackward, typename scalar_t, typename acc_t>
+__device__ int scale_channels_inner(const Scale<scalar_t, acc_t>& s, int b, int y, int x0, int nx, const acc_t* a,
+                                    acc_t* partial) {
+  const int packs = s.channels / N;
+  const int lanes = std::min<int>(packs, blockDim.x), groups = blockDim.x / lanes;
+  const int i = threadIdx.x % lanes, g = threadIdx.x / lanes;
+  if (g >= groups) return lanes;
+  for (int x = g; x < nx; x += groups) {
+    acc_t factor[N], dot[N];
+#pragma unroll
+    for (int j = 0; j < N; ++j) {
+      factor[j] = a[x];
+      dot[j] = static_cast<acc_t>(0);
+    }
+    scale_packs<N, kBackward>(channel_walk<kBackward>(s, b, i * N, y, x0 + x, lanes * N), i, packs, lanes, factor,
+                              dot);
+    if constexpr (kBackward) {
+      acc_t sum = dot[0];
+#pragma unroll
+      for (int j = 1; j < N; ++j) sum += dot[j];
+      partial[i * nx + x] = sum;
+    }
+  }
+  return lanes;
+}
+
+template <bool kBackward, typename scalar_t>
+__global__ void __launch_bounds__(kThreads, 4) gam_scale_kernel(
+    const __grid_constant__ ScaleBatch<Scale<scalar_t, at::opmath_type<scalar_t>>> batch, MapView<scalar_t> gam,
+    bool reverse) {
   using acc_t = at::opmath_type<scalar_t>;
-  __shared__ acc_t row_sums[kRowSumBudget];
+  __shared__ acc_t sums[kSharedSums];  // the GAM column sums, then the partial channel sums
   __shared__ acc_t a[kMaxTile];
   const int v = batch.scale_of(blockIdx.x);
-  const MultiplyScale<scalar_t>& s = batch.scale[v];
-  const int64_t local = blockIdx.x - batch.start[v];
-  const int64_t tile = local % s.tiles_x, y = (local / s.tiles_x) % s.h, b = local / (s.tiles_x * s.h);
-  const int64_t x0 = tile * s.tile_w, nx = s.w - x0 < s.tile_w ? s.w - x0 : s.tile_w;
-  pooled_attention_row(gam, s, b, y, x0, nx, reverse, row_sums, a);
-  if (s.layout.packed) {
-    multiply_segment<Pack<scalar_t>::kSize>(s, b, y, x0, nx, a);
+  const Scale<scalar_t, acc_t>& s = batch.scale[v];
+  const unsigned int local = blockIdx.x - static_cast<unsigned int>(batch.start[v]);
+  const unsigned int row = local / s.tiles_x, tile = local - row * s.tiles_x;
+  const int b = row / s.h, y = row - b * s.h;
+  const int x0 = tile * s.tile_w, nx = std::min(s.tile_w, s.w - x0);
+  pool_segment(gam, s, b, y, x0, nx, reverse, sums, a);
+  constexpr int N = Pack<scalar_t>::kSize;
+  int groups;
+  if (s.channels_inner) {
+    groups = s.packed ? scale_channels_inner<N, kBackward>(s, b, y, x0, nx, a, sums)
+                      : scale_channels_inner<1, kBackward>(s, b, y, x0, nx, a, sums);
   } else {
-    multiply_segment<1>(s, b, y, x0, nx, a);
+    groups = s.packed ? scale_width_inner<N, kBackward>(s, b, y, x0, nx, a, sums)
+                      : scale_width_inner<1, kBackward>(s, b, y, x0, nx, a, sums);
+  }
+  if constexpr (kBackward) {
+    __syncthreads();
+    const acc_t scale = attention_grad_sign<acc_t>(reverse) * s.weight;
+    acc_t* out = s.window_grad + static_cast<int64_t>(row) * s.w + x0;
+    for (int x = threadIdx.x; x < nx; x += blockDim.x) {
+      acc_t dot = static_cast<acc_t>(0);
+      for (int g = 0; g < groups; ++g) dot += sums[g * nx + x];
+      out[x] = dot * scale;
+    }
   }
 }
 
+// Whether `t` can be read in 16-byte packs along its channels (channels_inner) or its width.
 template <typename scalar_t>
-void launch_multiply(const std::vector<at::Tensor>& inputs, const std::vector<at::Tensor>& outputs,
-                     const at::Tensor& gam, bool reverse) {
-  std::vector<MultiplyScale<scalar_t>> descs;
+bool packable(const at::Tensor& t, bool channels_inner) {
+  constexpr int64_t N = Pack<scalar_t>::kSize;
+  const Strides s = strides_of(t);
+  if (!is_aligned16(t.const_data_ptr())) return false;
+  if (channels_inner) return t.size(1) % N == 0 && s.c == 1 && s.b % N == 0 && s.y % N == 0 && s.x % N == 0;
+  return t.size(3) % N == 0 && s.x == 1 && s.b % N == 0 && s.c % N == 0 && s.y % N == 0;
+}
+
+// The low-res columns of one block: at most kMaxTile, few enough that the window columns and (with
+// the threads along the channels) the partial channel sums fit kSharedSums in one round, whole packs
+// when packed along the width.
+int tile_width(int64_t w, int64_t channels, int64_t win_x, bool channels_inner, bool packed, int64_t N) {
+  int64_t tile = std::min<int64_t>({w, kMaxTile, std::max<int64_t>(1, kSharedSums / win_x)});
+  if (channels_inner) {
+    tile = std::min(tile, kSharedSums / std::min<int64_t>(std::max<int64_t>(1, channels / N), kThreads));
+  } else if (packed) {
+    tile = std::max(N, tile / N * N);
+  }
+  return static_cast<int>(std::max<int64_t>(1, tile));
+}
+
+// Runs gam_scale_kernel over every scale: outputs[v] = inputs[v] * a_v; in the backward also
+// window_grads[v] = (sum_c inputs[v] feats[v]) * sign / area.
+template <bool kBackward, typename scalar_t>
+void launch_scales(const std::vector<at::Tensor>& inputs, const std::vector<at::Tensor>& outputs,
+                   const std::vector<at::Tensor>& feats, const std::vector<at::Tensor>& window_grads,
+                   const at::Tensor& gam, bool reverse) {
+  using acc_t = at::opmath_type<scalar_t>;
+  constexpr int64_t N = Pack<scalar_t>::kSize;
+  std::vector<Scale<scalar_t, acc_t>> descs;
   std::vector<int64_t> blocks;
-  int64_t total = 0;
   for (size_t v = 0; v < inputs.size(); ++v) {
     const at::Tensor &in = inputs[v], &out = outputs[v];
-    const int64_t h = in.size(2), w = in.size(3), tile_w = std::min(w, kMaxTile);
-    const int64_t win_y = gam.size(2) / h;
-    MultiplyScale<scalar_t> s{in.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(),
-                              layout_of<scalar_t>(out, {&in, &out}), in.size(1), h, w, win_y, gam.size(3) / w,
-                              tile_w, (w + tile_w - 1) / tile_w,
-                              std::max<int64_t>(1, std::min(win_y, kRowSumBudget / tile_w))};
+    const int64_t channels = in.size(1), h = in.size(2), w = in.size(3);
+    const int64_t win_y = gam.size(2) / h, win_x = gam.size(3) / w;
+    // The threads follow the output's stride-1 dimension, so that its stores are coalesced.
+    const bool channels_inner = channels > 1 && out.stride(1) == 1;
+    bool packed = packable<scalar_t>(in, channels_inner) && packable<scalar_t>(out, channels_inner);
+    if (kBackward) packed = packed && packable<scalar_t>(feats[v], channels_inner);
+    const int tile_w = tile_width(w, channels, win_x, channels_inner, packed, packed ? N : 1);
+    Scale<scalar_t, acc_t> s{};
+    s.in = {in.const_data_ptr<scalar_t>(), strides_of(in)};
+    s.out = {out.mutable_data_ptr<scalar_t>(), strides_of(out)};
+    if (kBackward) {
+      s.feat = {feats[v].const_data_ptr<scalar_t>(), strides_of(feats[v])};
+      s.window_grad = window_grads[v].mutable_data_ptr<acc_t>();
+    }
+    s.channels = static_cast<int>(channels);
+    s.h = static_cast<int>(h);
+    s.w = static_cast<int>(w);
+    s.win_y = static_cast<int>(win_y);
+    s.win_x = static_cast<int>(win_x);
+    s.weight = window_weight<acc_t>(win_y, win_x);
+    s.tile_w = tile_w;
+    s.tiles_x = static_cast<int>((w + tile_w - 1) / tile_w);
+    s.channels_inner = channels_inner;
+    s.packed = packed;
     descs.push_back(s);
     blocks.push_back(in.size(0) * h * s.tiles_x);
-    total += blocks.back();
   }
-  if (total == 0) return;
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   const MapView<scalar_t> g = map_view<scalar_t>(gam);
-  for_each_batch(descs, blocks, [&](const ScaleBatch<MultiplyScale<scalar_t>>& batch, bool, bool) {
+  for_each_batch(descs, blocks, [&](const ScaleBatch<Scale<scalar_t, acc_t>>& batch, bool, bool) {
     TORCH_CHECK_VALUE(batch.total() <= INT32_MAX, "paanet_fast.gam_multiply: too many feature rows for one launch");
     if (batch.total() == 0) return;
-    multiply_by_pooled_gam_kernel<scalar_t><<<static_cast<unsigned int>(batch.total()), kThreads, 0, stream>>>(
+    gam_scale_kernel<kBackward, scalar_t><<<static_cast<unsigned int>(batch.total()), kThreads, 0, stream>>>(
         batch, g, reverse);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
 
+// The 32-bit block and thread arithmetic of the kernels needs every extent below 2^31 (the GAM
+// width eight times over: a block's window columns span up to eight times its GAM columns).
+void check_extents(at::TensorList features, const at::Tensor& gam, const char* op) {
+  bool small = gam.size(0) * gam.size(2) <= INT32_MAX && gam.size(3) <= INT32_MAX / 8;
+  for (const auto& f : features) small = small && f.size(1) <= INT32_MAX && f.size(0) * f.size(2) <= INT32_MAX;
+  TORCH_CHECK_VALUE(small, op, ": the CUDA kernels take batch x height and channels below 2^31 and a GAM width "
+                    "below 2^28, got gam of shape ", gam.sizes());
+}
+
 std::vector<at::Tensor> gam_multiply_cuda(at::TensorList features, const at::Tensor& gam, bool reverse) {
   check_gam_multiply_args(features, gam);
   check_kernel_dtype(features[0], "features", /*allow_reduced_precision=*/true);
+  check_extents(features, gam, "paanet_fast.gam_multiply");
   const c10::cuda::CUDAGuard guard(features[0].device());
-  std::vector<at::Tensor> inputs, outputs;
-  for (const auto& f : features) {
-    outputs.push_back(cpu::poisoned_if_testing(at::empty_like(f)));
-    inputs.push_back(with_strides_of(f, outputs.back()));
-  }
+  const std::vector<at::Tensor> inputs = features.vec();
+  std::vector<at::Tensor> outputs;
+  for (const auto& f : features) outputs.push_back(cpu::poisoned_if_testing(at::empty_like(f)));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features[0].scalar_type(), "gam_multiply_cuda", [&] {
-    launch_multiply<scalar_t>(inputs, outputs, gam, reverse);
+    launch_scales</*kBackward=*/false, scalar_t>(inputs, outputs, {}, {}, gam, reverse);
   });
   return outputs;
 }
 
 // ---------------------------------------------------------------------------------------------
-// Backward: dot[b, y, x] = sum_c dP_v[b, c, y, x] F_v[b, c, y, x], then dG
+// Backward: dG(b, Y, X) = sum over the scales of window_grad_v(b, Y / win_y, X / win_x)
 
-// Work items of a scale: packs of N pixels along the width when the width is the packed
-// dimension, single pixels otherwise. Every path adds the channels in order c = 0, 1, ..., so the
-// sums do not depend on the layout.
-template <typename scalar_t, typename acc_t>
-struct DotScale {
-  const scalar_t* grad;  // dP_v
-  const scalar_t* feat;  // F_v, with dP_v's strides
-  acc_t* out;            // (B, h, w) contiguous
-  Layout layout;
-  int64_t channels, h, w;
-
-  static constexpr int N = Pack<scalar_t>::kSize;
-
-  int64_t items(int64_t B) const { return layout.packed && !layout.channels_inner ? B * h * (w / N) : B * h * w; }
-
-  __device__ void run(int64_t local) const {
-    const Layout& l = layout;
-    if (l.packed && !l.channels_inner) {  // N neighbouring pixels per thread
-      const int64_t packs = w / N;
-      const int64_t x = (local % packs) * N, row = local / packs, y = row % h, b = row / h;
-      const int64_t base = b * l.sb + y * l.sy + x;
-      acc_t sum[N];
-#pragma unroll
-      for (int j = 0; j < N; ++j) sum[j] = static_cast<acc_t>(0);
-      for (int64_t c = 0; c < channels; ++c) {
-        const Pack<scalar_t> g = *reinterpret_cast<const Pack<scalar_t>*>(grad + base + c * l.sc);
-        const Pack<scalar_t> f = *reinterpret_cast<const Pack<scalar_t>*>(feat + base + c * l.sc);
-#pragma unroll
-        for (int j = 0; j < N; ++j) sum[j] += static_cast<acc_t>(g.v[j]) * static_cast<acc_t>(f.v[j]);
-      }
-#pragma unroll
-      for (int j = 0; j < N; ++j) out[row * w + x + j] = sum[j];
-      return;
-    }
-    const int64_t x = local % w, row = local / w, y = row % h, b = row / h;
-    const int64_t base = b * l.sb + y * l.sy + x * l.sx;
-    acc_t sum = static_cast<acc_t>(0);
-    if (l.packed) {  // channels inner: N channels per load
-      for (int64_t c = 0; c < channels; c += N) {
-        const Pack<scalar_t> g = *reinterpret_cast<const Pack<scalar_t>*>(grad + base + c);
-        const Pack<scalar_t> f = *reinterpret_cast<const Pack<scalar_t>*>(feat + base + c);
-#pragma unroll
-        for (int j = 0; j < N; ++j) sum += static_cast<acc_t>(g.v[j]) * static_cast<acc_t>(f.v[j]);
-      }
-    } else {
-      for (int64_t c = 0; c < channels; ++c) {
-        sum += static_cast<acc_t>(grad[base + c * l.sc]) * static_cast<acc_t>(feat[base + c * l.sc]);
-      }
-    }
-    out[local] = sum;
-  }
-};
-
-// The channel sums of one scale, (B, h, w), and its GAM windows.
+// The window gradients of one scale, (B, h, w) contiguous.
 template <typename acc_t>
 struct WindowGrad {
-  const acc_t* dot;
-  int64_t h, w, win_y, win_x;
+  const acc_t* data;
+  int h, w;
+  Divider win_y, win_x;
 };
 
-// dG(b, Y, X) = sum_v sign * dot_v(b, Y / win_y, X / win_x) / (win_y * win_x), added over the scales
-// in order; with more scales than one launch carries, the partial sums travel in `carry`.
+// One block per kGradRows GAM rows of one sample (block b * row_groups + k takes the rows from
+// k * kGradRows), one thread per column: a thread finds its column's window in each scale once and
+// reads it for every row. The scales are added in order; with more scales than one launch carries,
+// the partial sums travel in `carry` (B, H, W).
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads) gam_grad_kernel(const __grid_constant__ ScaleBatch<WindowGrad<acc_t>> batch,
-                                                            int64_t B, int64_t H, int64_t W, bool reverse,
-                                                            const acc_t* carry_in, acc_t* carry_out, scalar_t* dgam,
-                                                            int64_t sb, int64_t sy, int64_t sx) {
-  const acc_t sign = attention_grad_sign<acc_t>(reverse);
-  const int64_t n = B * H * W;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t X = i % W, Y = (i / W) % H, b = i / (H * W);
-    acc_t sum = carry_in != nullptr ? carry_in[i] : static_cast<acc_t>(0);
+                                                            int H, int W, int row_groups, const acc_t* carry_in,
+                                                            acc_t* carry_out, scalar_t* dgam, int64_t sb, int64_t sy,
+                                                            int64_t sx) {
+  const unsigned int b = blockIdx.x / row_groups, Y0 = (blockIdx.x - b * row_groups) * kGradRows;
+  const int rows = std::min(H - static_cast<int>(Y0), int{kGradRows});
+  const int64_t first_row = static_cast<int64_t>(b) * H + Y0;
+  for (unsigned int X = threadIdx.x; X < static_cast<unsigned int>(W); X += blockDim.x) {
+    acc_t sum[kGradRows];
+#pragma unroll
+    for (int r = 0; r < kGradRows; ++r) {
+      sum[r] = carry_in != nullptr && r < rows ? carry_in[(first_row + r) * W + X] : static_cast<acc_t>(0);
+    }
     for (int v = 0; v < batch.count; ++v) {
       const WindowGrad<acc_t>& s = batch.scale[v];
-      const acc_t dot = s.dot[(b * s.h + Y / s.win_y) * s.w + X / s.win_x];
-      sum += sign * window_average(dot, s.win_y, s.win_x);
+      const acc_t* column = s.data + static_cast<int64_t>(b) * s.h * s.w + s.win_x.div(X);
+#pragma unroll
+      for (int r = 0; r < kGradRows; ++r) {
+        if (r < rows) sum[r] += column[static_cast<int64_t>(s.win_y.div(Y0 + r)) * s.w];
+      }
     }
-    if (carry_out != nullptr) {
-      carry_out[i] = sum;
-    } else {
-      dgam[b * sb + Y * sy + X * sx] = static_cast<scalar_t>(sum);
+    scalar_t* out = dgam + b * sb + Y0 * sy + X * sx;
+#pragma unroll
+    for (int r = 0; r < kGradRows; ++r) {
+      if (r < rows && carry_out != nullptr) carry_out[(first_row + r) * W + X] = sum[r];
+      if (r < rows && carry_out == nullptr) out[r * sy] = static_cast<scalar_t>(sum[r]);
     }
   }
 }
 
 template <typename scalar_t>
-void launch_gam_grad(const std::vector<at::Tensor>& grads, const std::vector<at::Tensor>& feats, const at::Tensor& gam,
-                     bool reverse, at::Tensor& dgam) {
+void launch_gam_grad(const std::vector<at::Tensor>& window_grads, const at::Tensor& gam, at::Tensor& dgam) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t B = gam.size(0), H = gam.size(2), W = gam.size(3);
-  if (dgam.numel() == 0) return;
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  std::vector<DotScale<scalar_t, acc_t>> dots;
   std::vector<WindowGrad<acc_t>> windows;
-  std::vector<int64_t> items;
-  std::vector<at::Tensor> buffers;  // keep the channel sums alive until the dG launches are queued
-  for (size_t v = 0; v < grads.size(); ++v) {
-    const at::Tensor& g = grads[v];
-    const int64_t h = g.size(2), w = g.size(3);
-    buffers.push_back(cpu::poisoned_if_testing(at::empty({B, h, w}, gam.options().dtype(compute_dtype(gam.scalar_type())))));
-    const Layout l = layout_of<scalar_t>(g, {&g, &feats[v]});
-    dots.push_back({g.const_data_ptr<scalar_t>(), feats[v].const_data_ptr<scalar_t>(),
-                    buffers.back().mutable_data_ptr<acc_t>(), l, g.size(1), h, w});
-    windows.push_back({buffers.back().const_data_ptr<acc_t>(), h, w, H / h, W / w});
-    items.push_back(dots.back().items(B));
+  for (const at::Tensor& t : window_grads) {
+    const int h = static_cast<int>(t.size(1)), w = static_cast<int>(t.size(2));
+    windows.push_back({t.const_data_ptr<acc_t>(), h, w, Divider(static_cast<unsigned int>(H / h)),
+                       Divider(static_cast<unsigned int>(W / w))});
   }
-  launch_per_item(dots, items);
   at::Tensor carry;
-  if (windows.size() > static_cast<size_t>(kMaxScalesPerLaunch)) carry = at::empty({B, H, W}, buffers[0].options());
+  if (windows.size() > static_cast<size_t>(kMaxScalesPerLaunch)) carry = at::empty({B, H, W}, window_grads[0].options());
   acc_t* carry_ptr = carry.defined() ? carry.mutable_data_ptr<acc_t>() : nullptr;
+  // As many threads as the row has pixels, in whole warps.
+  const unsigned int threads = static_cast<unsigned int>(std::min<int64_t>(kThreads, (W + 31) / 32 * 32));
+  const int64_t row_groups = (H + kGradRows - 1) / kGradRows;
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   for_each_batch(windows, std::vector<int64_t>(windows.size(), 0),
                  [&](const ScaleBatch<WindowGrad<acc_t>>& batch, bool first, bool last) {
-    gam_grad_kernel<scalar_t, acc_t><<<grid_for(B * H * W), kThreads, 0, stream>>>(
-        batch, B, H, W, reverse, first ? nullptr : carry_ptr, last ? nullptr : carry_ptr,
+    gam_grad_kernel<scalar_t, acc_t><<<static_cast<unsigned int>(B * row_groups), threads, 0, stream>>>(
+        batch, static_cast<int>(H), static_cast<int>(W), static_cast<int>(row_groups), first ? nullptr : carry_ptr,
+        last ? nullptr : carry_ptr,
         dgam.mutable_data_ptr<scalar_t>(), dgam.stride(0), dgam.stride(2), dgam.stride(3));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
@@ -328,18 +437,22 @@ std::tuple<std::vector<at::Tensor>, at::Tensor> gam_multiply_backward_cuda(at::T
                                                                           const at::Tensor& gam, bool reverse) {
   check_gam_multiply_backward_args(grad_outputs, features, gam);
   check_kernel_dtype(features[0], "features", /*allow_reduced_precision=*/true);
+  check_extents(features, gam, "paanet_fast.gam_multiply_backward");
   const c10::cuda::CUDAGuard guard(features[0].device());
-  std::vector<at::Tensor> dfeatures, grads, feats;
-  for (size_t v = 0; v < features.size(); ++v) {
-    dfeatures.push_back(cpu::poisoned_if_testing(at::empty_like(features[v])));
-    grads.push_back(with_strides_of(grad_outputs[v], dfeatures.back()));
-    feats.push_back(with_strides_of(features[v], dfeatures.back()));
+  const int64_t B = gam.size(0);
+  std::vector<at::Tensor> dfeatures, window_grads;
+  for (const auto& f : features) {
+    dfeatures.push_back(cpu::poisoned_if_testing(at::empty_like(f)));
+    window_grads.push_back(cpu::poisoned_if_testing(
+        at::empty({B, f.size(2), f.size(3)}, gam.options().dtype(compute_dtype(gam.scalar_type())))));
   }
   at::Tensor dgam = cpu::poisoned_if_testing(at::empty_like(gam));
+  if (B == 0) return {dfeatures, dgam};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features[0].scalar_type(), "gam_multiply_backward_cuda",
                                   [&] {
-    launch_multiply<scalar_t>(grads, dfeatures, gam, reverse);
-    launch_gam_grad<scalar_t>(grads, feats, gam, reverse, dgam);
+    launch_scales</*kBackward=*/true, scalar_t>(grad_outputs.vec(), dfeatures, features.vec(), window_grads, gam,
+                                                reverse);
+    launch_gam_grad<scalar_t>(window_grads, gam, dgam);
   });
   return {dfeatures, dgam};
 }

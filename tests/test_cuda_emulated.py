@@ -85,7 +85,8 @@ MINI_DECODER_CASES = [
 GAM_CASES = [
     pytest.param(2, [(5, 8, 12), (3, 4, 6), (2, 1, 3)], (16, 24), id="three-scales"),
     pytest.param(1, [(16, 8, 16), (8, 4, 8)], (32, 64), id="packed"),
-    pytest.param(1, [(3, 2, 300), (2, 1, 600)], (40, 600), id="row-sum-rounds-and-tiles"),
+    pytest.param(1, [(3, 2, 300), (2, 1, 600)], (40, 600), id="tall-windows-and-tiles"),
+    pytest.param(1, [(2, 1, 8)], (2, 8192), id="column-sum-rounds"),
     pytest.param(1, [(3, 2, 2)] * 18, (8, 8), id="18-scales"),
 ]
 
@@ -128,6 +129,50 @@ def test_any_layout(emulated, dtype):
              _random(gen, dtype, *features[1].shape).contiguous(memory_format=torch.channels_last),
              _random(gen, dtype, *features[2].shape)]
     _check_gam_multiply(emulated, features, gam, True, grads, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gam_multiply_channels_last(emulated, dtype):
+    """More channel packs than a block has threads, and rows split into several blocks by the
+    partial channel sums' budget."""
+    gen = torch.Generator().manual_seed(3)
+    shapes = [(1, 2048, 2, 20), (1, 24, 4, 8)]
+    features = [_random(gen, dtype, *shape).contiguous(memory_format=torch.channels_last) for shape in shapes]
+    gam = torch.rand(1, 1, 8, 40, generator=gen, dtype=torch.float64).to(dtype)
+    grads = [_random(gen, dtype, *shape).contiguous(memory_format=torch.channels_last) for shape in shapes]
+    _check_gam_multiply(emulated, features, gam, False, grads, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_launches_per_call(emulated, dtype, monkeypatch):
+    """mini_decoder: 2 launches forward, 3 backward; gam_multiply: 1 forward, 2 backward (issue 22's
+    budget: 6 PAAD layers, so 48 a training step); and no ATen op but allocations (no casts,
+    copies or fills), whatever the layouts of the features and gradients."""
+    monkeypatch.delenv("PAANET_FAST_POISON")  # the test-time poisoning fills
+    gen = torch.Generator().manual_seed(4)
+    features = [_random(gen, dtype, 2, 8, 8, 8).contiguous(memory_format=torch.channels_last),
+                _random(gen, dtype, 2, 8, 8, 16)[:, :, :, ::2], _random(gen, dtype, 2, 8, 2, 2)]
+    gam = _random(gen, dtype, 2, 1, 8, 8)
+    grads = [torch.full((), 0.5, dtype=dtype).expand_as(features[0]), _random(gen, dtype, 2, 8, 8, 8),
+             _random(gen, dtype, 2, 8, 2, 2).contiguous(memory_format=torch.channels_last)]
+    weight, bias = _random(gen, dtype, 1, 24, 3, 3), _random(gen, dtype, 1)
+    grad_logits = torch.full((), 0.25, dtype=dtype).expand(2, 1, 8, 8)  # what .sum() hands back
+    calls = {"mini_decoder": (lambda: emulated.mini_decoder(features, weight, bias, [8, 8]), 2),
+             "mini_decoder_backward": (lambda: emulated.mini_decoder_backward(grad_logits, gam, gam, features,
+                                                                               weight), 3),
+             "gam_multiply": (lambda: emulated.gam_multiply(features, gam, True), 1),
+             "gam_multiply_backward": (lambda: emulated.gam_multiply_backward(grads, features, gam, True), 2)}
+    allocations = {"aten::empty", "aten::empty_like", "aten::empty_strided"}
+    emulated.emulation_take_launches()  # clears the log
+    for name, (call, launches) in calls.items():
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+            call()
+        logged = emulated.emulation_take_launches().splitlines()
+        assert len(logged) == launches, f"{name}: {logged}"
+        names = [event.name for event in profile.events()]
+        assert "aten::empty_like" in names or "aten::empty" in names  # the profiler sees the host's ATen calls
+        ops = {n for n in names if n.startswith("aten::")}
+        assert ops <= allocations, f"{name}: {sorted(ops - allocations)}"
 
 
 def test_zero_batch(emulated):
