@@ -49,6 +49,13 @@ def test_kernel_keys_agree_between_the_demangler_and_gcc():
     assert (base, template) == ("per_item_kernel", "<paanet::cuda::(anonymous namespace)::RowsPass<float> >")
     gcc = "paanet::cuda::ScaleBatch<paanet::cuda::{anonymous}::RowsPass<float> >, long int, const float*"
     assert compiled.kernel_key(base, params) == compiled.kernel_key("per_item_kernel", gcc)
+    # A dependent accumulation type: the demangler keeps at::opmath_type's spelling, gcc resolves it.
+    demangled = ("void paanet::cuda::(anonymous namespace)::gam_scale_kernel<false, c10::BFloat16>(paanet::cuda::"
+                 "ScaleBatch<paanet::cuda::(anonymous namespace)::Scale<c10::BFloat16, at::OpMathType<c10::BFloat16>"
+                 "::type> >, paanet::cuda::MapView<c10::BFloat16>, bool)")
+    base, _, params = compiled.split_signature(demangled)
+    gcc = "paanet::cuda::ScaleBatch<paanet::cuda::{anonymous}::Scale<c10::BFloat16, float> >, MapView<c10::BFloat16>, bool"
+    assert compiled.kernel_key(base, params) == compiled.kernel_key("gam_scale_kernel", gcc)
 
 
 def test_floor_of_gam_multiply_forward():
