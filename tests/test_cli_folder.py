@@ -135,7 +135,8 @@ BAD_DATA = {
     "label above classes": (_label_too_big, ["--classes", str(CLASSES)],
                             f"mask {{root}}/masks/case04.png holds the value {CLASSES + 2}, above --classes {CLASSES}"),
     "class folders": (_wrong_class_count, ["--classes", "2"], "folder: {root}/masks holds 3 class folders (bubble, "
-                      "instrument, polyp), so pass --classes 3, not 2"),
+                      "instrument, polyp) but 2 classes were given: train with --classes 3 (evaluate takes the "
+                      "classes of the checkpoint's model)"),
     "jpeg labels": (_jpeg_labels, ["--classes", str(CLASSES)], "mask {root}/masks/case01.jpg is a JPEG: label masks "
                     "must be lossless"),
 }

@@ -134,8 +134,8 @@ class FolderSource:
             self.class_names = [p.name for p in class_dirs]
             if len(class_dirs) != classes:
                 raise DatasetError(f"{NAME}: {mask_dir} holds {len(class_dirs)} class folders "
-                                   f"({listed(self.class_names)}), so pass --classes {len(class_dirs)}, "
-                                   f"not {classes}")
+                                   f"({listed(self.class_names)}) but {classes} classes were given: train with "
+                                   f"--classes {len(class_dirs)} (evaluate takes the classes of the checkpoint's model)")
             stray = [p.name for p in visible_entries(mask_dir) if not p.is_dir()]
             if stray:
                 raise DatasetError(f"{NAME}: {mask_dir} holds class folders and also files: {listed(stray)}")
