@@ -1,41 +1,41 @@
 #include "low_res.h"
 
-#include <ATen/ATen.h>
-
 namespace paanet {
 
-bool is_channels_last(const at::Tensor& f) {
-  return !f.is_contiguous() && f.is_contiguous(at::MemoryFormat::ChannelsLast);
+using torch::stable::permute;
+using torch::stable::reshape;
+using torch::stable::transpose;
+using torch::stable::view;
+
+bool is_channels_last(const Tensor& f) { return !f.is_contiguous() && is_channels_last_contiguous(f); }
+
+Tensor scale_weight(const Tensor& weight, int64_t offset, int64_t channels) {
+  Tensor row = torch::stable::select(weight, 0, 0);
+  return reshape(torch::stable::narrow(row, 0, offset, channels), {channels, kTaps});
 }
 
-at::Tensor scale_weight(const at::Tensor& weight, int64_t offset, int64_t channels) {
-  return weight[0].narrow(0, offset, channels).reshape({channels, kTaps});
-}
-
-at::Tensor reduce_channels(const at::Tensor& f, const at::Tensor& w_v) {
+Tensor reduce_channels(const Tensor& f, const Tensor& w_v) {
   const int64_t B = f.size(0), C = f.size(1), h = f.size(2), w = f.size(3);
   if (is_channels_last(f)) {
-    return at::mm(f.permute({0, 2, 3, 1}).reshape({B * h * w, C}), w_v)
-        .view({B, h, w, kTaps})
-        .permute({0, 3, 1, 2});
+    return permute(view(mm(reshape(permute(f, {0, 2, 3, 1}), {B * h * w, C}), w_v), {B, h, w, kTaps}),
+                   {0, 3, 1, 2});
   }
-  // Explicit bmm rather than at::matmul, which picks its algorithm by requires_grad: eager calls
-  // and torch.compile's (which differ in that) would otherwise round differently.
-  return at::bmm(w_v.t().expand({B, kTaps, C}), f.reshape({B, C, h * w})).view({B, kTaps, h, w});
+  // Explicit bmm rather than matmul, which picks its algorithm by requires_grad: eager calls and
+  // torch.compile's (which differ in that) would otherwise round differently.
+  return view(bmm(expand(transpose(w_v, 0, 1), {B, kTaps, C}), reshape(f, {B, C, h * w})), {B, kTaps, h, w});
 }
 
-std::pair<at::Tensor, at::Tensor> feature_and_weight_grads(const at::Tensor& f, const at::Tensor& w_v,
-                                                           const at::Tensor& d) {
+std::pair<Tensor, Tensor> feature_and_weight_grads(const Tensor& f, const Tensor& w_v, const Tensor& d) {
   const int64_t B = f.size(0), C = f.size(1), h = f.size(2), w = f.size(3);
   if (is_channels_last(f)) {  // both are (B*h*w, .) matrices without a copy
-    const at::Tensor f_mat = f.permute({0, 2, 3, 1}).reshape({B * h * w, C});
-    const at::Tensor d_mat = d.permute({0, 2, 3, 1}).reshape({B * h * w, kTaps});
-    at::Tensor df = at::mm(d_mat, w_v.t()).view({B, h, w, C}).permute({0, 3, 1, 2});
-    return {df, at::mm(f_mat.t(), d_mat)};
+    const Tensor f_mat = reshape(permute(f, {0, 2, 3, 1}), {B * h * w, C});
+    const Tensor d_mat = reshape(permute(d, {0, 2, 3, 1}), {B * h * w, kTaps});
+    Tensor df = permute(view(mm(d_mat, transpose(w_v, 0, 1)), {B, h, w, C}), {0, 3, 1, 2});
+    return {df, mm(transpose(f_mat, 0, 1), d_mat)};
   }
-  const at::Tensor d_mat = d.reshape({B, kTaps, h * w});
-  at::Tensor df = at::bmm(w_v.expand({B, C, kTaps}), d_mat).view({B, C, h, w});
-  at::Tensor dw = at::bmm(f.reshape({B, C, h * w}), d_mat.transpose(1, 2)).sum(0);
+  const Tensor d_mat = reshape(d, {B, kTaps, h * w});
+  Tensor df = view(bmm(expand(w_v, {B, C, kTaps}), d_mat), {B, C, h, w});
+  Tensor dw = torch::stable::sum(bmm(reshape(f, {B, C, h * w}), transpose(d_mat, 1, 2)), std::vector<int64_t>{0});
   return {df, dw};
 }
 
