@@ -160,6 +160,14 @@ if torch is not None:
                 (folder / "_build_info.py").write_text(_build_info_text())
 
 
+# The oldest torch whose stable ABI the module targets: it then loads into every torch from there on.
+TORCH_TARGET = (2, 10)
+# The oldest Python whose limited API the module targets (requires-python): one cp310-abi3 wheel.
+PY_LIMITED_API = (3, 10)
+STABLE_MACROS = [("TORCH_TARGET_VERSION", f"0x{TORCH_TARGET[0]:02x}{TORCH_TARGET[1]:02x}000000000000"),
+                 ("Py_LIMITED_API", f"0x{PY_LIMITED_API[0]:02x}{PY_LIMITED_API[1]:02x}0000")]
+
+
 def _extension():
     cpp_sources = sorted(glob.glob("csrc/**/*.cpp", recursive=True))
     # No -march=native: the binary runs on any x86-64, and the CPU kernel loops are compiled for
@@ -168,13 +176,13 @@ def _extension():
     include_dirs = [str(ROOT / "csrc")]
     if not WANT_CUDA:
         return cpp_extension.CppExtension(
-            "paanet_fast._C", cpp_sources, include_dirs=include_dirs,
-            extra_compile_args={"cxx": cxx_flags}, extra_link_args=["-fopenmp"])
+            "paanet_fast._C", cpp_sources, include_dirs=include_dirs, define_macros=STABLE_MACROS,
+            py_limited_api=True, extra_compile_args={"cxx": cxx_flags}, extra_link_args=["-fopenmp"])
     cu_sources = sorted(glob.glob("kernels/**/*.cu", recursive=True))
     return cpp_extension.CUDAExtension(
         "paanet_fast._C", cpp_sources + cu_sources,
         include_dirs=include_dirs + _nvidia_wheel_includes(),
-        define_macros=[("PAANET_FAST_WITH_CUDA", "1")],
+        define_macros=STABLE_MACROS + [("PAANET_FAST_WITH_CUDA", "1")], py_limited_api=True,
         extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-lineinfo"]},
         extra_link_args=["-fopenmp"])
 
@@ -182,4 +190,5 @@ def _extension():
 if torch is None:
     setup(ext_modules=[Extension("paanet_fast._C", sources=[])], cmdclass={"build_ext": _NeedsTorch})
 else:
-    setup(ext_modules=[_extension()], cmdclass={"build_ext": _BuildExtension.with_options(use_ninja=True)})
+    setup(ext_modules=[_extension()], cmdclass={"build_ext": _BuildExtension.with_options(use_ninja=True)},
+          options={"bdist_wheel": {"py_limited_api": f"cp{PY_LIMITED_API[0]}{PY_LIMITED_API[1]}"}})
