@@ -8,9 +8,13 @@ Environment switches:
                             major, which runs on its later minors, and the newest), with PTX for
                             the newest (so that newer cards JIT it).
 
-It compiles against the torch installed where it runs, so pip must not build it in an isolated
-environment: `pip install --no-build-isolation ...` after installing torch. Without torch it still
-gives the metadata and the sdist; a build then stops with that advice.
+The module uses only PyTorch's stable ABI (csrc/stable_api.h) and Python's limited API, so one
+build loads into every torch from TORCH_TARGET on and every Python from PY_LIMITED_API on (a
+cp310-abi3 wheel). pip's isolated build therefore works: it compiles against the torch that
+[build-system] requires brings, whatever torch the user runs. `pip install --no-build-isolation`
+compiles against the installed torch instead, without downloading a second one. Without torch
+(a build without isolation before torch is installed) it still gives the metadata and the sdist;
+a build then stops with that advice.
 
 Beside the built extension it writes paanet_fast/_build_info.py, which records whether this build
 was asked to compile the CUDA kernels (so that the tests can require them exactly then) and the torch
@@ -37,6 +41,13 @@ if int(setuptools.__version__.split(".")[0]) < 77:
              'run `pip install "setuptools>=77"` first')
 
 ROOT = Path(__file__).parent.resolve()
+
+# The oldest torch whose stable ABI the module targets: it then loads into every torch from there on.
+TORCH_TARGET = (2, 10)
+# The oldest Python whose limited API the module targets (requires-python): one cp310-abi3 wheel.
+PY_LIMITED_API = (3, 10)
+STABLE_MACROS = [("TORCH_TARGET_VERSION", f"0x{TORCH_TARGET[0]:02x}{TORCH_TARGET[1]:02x}000000000000"),
+                 ("Py_LIMITED_API", f"0x{PY_LIMITED_API[0]:02x}{PY_LIMITED_API[1]:02x}0000")]
 
 
 def _real_cuda_home() -> str | None:
@@ -66,10 +77,10 @@ except ModuleNotFoundError:  # enough for the metadata and the sdist; a build st
     torch = cpp_extension = None
 
 NO_TORCH_MESSAGE = (
-    "paanet_fast compiles its kernels against the torch it will run with, and there is no torch here "
-    "(pip builds in an isolated environment unless told not to). Install torch first, then build "
-    "without isolation:\n    pip install torch\n    pip install --no-build-isolation -e .   "
-    "(or: pip install --no-build-isolation paanet_fast)")
+    "paanet_fast compiles its kernels against a torch at build time, and there is no torch here (a build "
+    "without isolation uses the environment's packages). Either let pip bring one (drop "
+    "--no-build-isolation):\n    pip install -e .\nor install torch first and build against it:\n"
+    "    pip install torch\n    pip install --no-build-isolation -e .")
 
 
 class _NeedsTorch(build_ext):
@@ -101,6 +112,8 @@ def _build_info_text() -> str:
             f"CUDA_REQUESTED = {WANT_CUDA!r}  # PAANET_FAST_CUDA=1, or unset with nvcc and a CUDA torch\n"
             f"PAANET_FAST_CUDA = {os.environ.get('PAANET_FAST_CUDA', 'auto')!r}  # the switch at build time\n"
             f"TORCH_VERSION = {torch.__version__!r}  # the torch whose headers and libraries it used\n"
+            f"STABLE_ABI = {'.'.join(map(str, TORCH_TARGET))!r}  # stable-ABI kernels: they load into this torch and newer\n"
+            f"PY_LIMITED_API = {'.'.join(map(str, PY_LIMITED_API))!r}  # the abi3 module loads into this Python and newer\n"
             f"TORCH_CUDA_VERSION = {torch.version.cuda!r}  # that torch's CUDA (None: a CPU-only torch)\n"
             f"CUDA_ARCH_LIST = {CUDA_ARCH_LIST!r}  # compiled for (SASS, +PTX: also PTX); None: no CUDA kernels\n")
 
@@ -158,14 +171,6 @@ if torch is not None:
             # installs copy only the extension itself there).
             for folder in {Path(self.get_ext_fullpath("paanet_fast._C")).parent.resolve(), ROOT / "paanet_fast"}:
                 (folder / "_build_info.py").write_text(_build_info_text())
-
-
-# The oldest torch whose stable ABI the module targets: it then loads into every torch from there on.
-TORCH_TARGET = (2, 10)
-# The oldest Python whose limited API the module targets (requires-python): one cp310-abi3 wheel.
-PY_LIMITED_API = (3, 10)
-STABLE_MACROS = [("TORCH_TARGET_VERSION", f"0x{TORCH_TARGET[0]:02x}{TORCH_TARGET[1]:02x}000000000000"),
-                 ("Py_LIMITED_API", f"0x{PY_LIMITED_API[0]:02x}{PY_LIMITED_API[1]:02x}0000")]
 
 
 def _extension():

@@ -64,6 +64,16 @@ def _build_info() -> dict[str, Any]:
     return {k: v for k, v in vars(info).items() if k.isupper()}
 
 
+def _kernel_abi(build: dict[str, Any]) -> str:
+    """Which torch releases the compiled kernels load into, as the build recorded it."""
+    if "TORCH_VERSION" not in build:
+        return "no build record"
+    if "STABLE_ABI" not in build:
+        return f"tied to torch {build['TORCH_VERSION']} (a build from before the stable ABI)"
+    return (f"stable ABI: load into torch {build['STABLE_ABI']} and newer, Python {build.get('PY_LIMITED_API', '?')} "
+            f"and newer (abi3); compiled against torch {build['TORCH_VERSION']}")
+
+
 def _nvcc() -> str | None:
     """The last line of `nvcc --version` (its release), for the nvcc a build would use."""
     home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
@@ -88,6 +98,7 @@ def versions() -> dict[str, Any]:
     gpus = [{"name": torch.cuda.get_device_name(i), "capability": "%d.%d" % torch.cuda.get_device_capability(i),
              "memory_gib": round(torch.cuda.get_device_properties(i).total_memory / 2**30, 1)}
             for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    build = _build_info()
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -99,7 +110,8 @@ def versions() -> dict[str, Any]:
         "cxx": _command_line(os.environ.get("CXX", "c++"), "--version"),
         "nvcc": _nvcc(),
         "torch_cuda_archs": torch.cuda.get_arch_list() if torch.cuda.is_available() else None,
-        "build": _build_info(),
+        "build": build,
+        "kernels": _kernel_abi(build),
         "cpu": _cpu_name(),
         "cpu_capability": getattr(torch.backends.cpu, "get_cpu_capability", lambda: None)(),
         "threads": torch.get_num_threads(),

@@ -18,6 +18,12 @@ sdist=$("$build_python" -c 'import sys; from setuptools import build_meta; print
 echo "== wheel from $sdist"
 PAANET_FAST_CUDA=0 MAX_JOBS=${MAX_JOBS:-2} "$build_python" -m pip wheel -q --no-build-isolation --no-deps \
   -w "$work/dist" "$work/dist/$sdist"
+# One wheel for every Python from 3.10 and every torch from the stable-ABI target on.
+wheel=$(cd "$work/dist" && ls paanet_fast-*.whl)
+case "$wheel" in
+  *-cp310-abi3-*) echo "wheel: $wheel" ;;
+  *) echo "the wheel is not a cp310-abi3 wheel: $wheel" >&2; exit 1 ;;
+esac
 
 echo "== fresh venv, no compiler on PATH"
 python3 -m venv "$work/venv"
