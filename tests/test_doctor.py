@@ -10,7 +10,7 @@ import json
 import torch
 
 from broken_backends import raising_gam_multiply, wrong_mini_decoder
-from paanet_fast import backends, cli, portable
+from paanet_fast import backends, cli, doctor, portable
 from paanet_fast.backends import Backend
 
 
@@ -25,6 +25,18 @@ def test_doctor_passes_here_and_writes_json(capsys):
     cpp = next(c for c in report["checks"] if c["backend"] == "cpp")
     assert cpp["passed"] and list(cpp["operators"]) == ["float32", "float16", "bfloat16"]
     assert cpp["ms"] > 0 and cpp["speedup_vs_reference"] > 0
+    # The build's record, and the line that says which torch releases its kernels load into.
+    from paanet_fast import _build_info
+    assert report["versions"]["build"]["STABLE_ABI"] == "2.10" == _build_info.STABLE_ABI
+    assert report["versions"]["kernels"] == (
+        f"stable ABI: load into torch 2.10 and newer, Python 3.10 and newer (abi3); compiled against torch "
+        f"{_build_info.TORCH_VERSION}")
+
+
+def test_doctor_says_a_build_from_before_the_stable_abi_is_tied_to_its_torch():
+    assert doctor._kernel_abi({"TORCH_VERSION": "2.9.1+cu128"}) == (
+        "tied to torch 2.9.1+cu128 (a build from before the stable ABI)")
+    assert doctor._kernel_abi({"missing": "paanet_fast/_build_info.py not found"}) == "no build record"
 
 
 def test_doctor_reports_broken_backends_as_fail(monkeypatch, capsys, tmp_path):
