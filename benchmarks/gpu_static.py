@@ -219,7 +219,7 @@ def summary_rows(archs, step_counts, cuda_kernels, triton_kernels, launches_by_k
     for sm in archs:
         floats = [k for k in cuda_kernels if k.sm == sm and k.float_kernel]
         if floats:
-            rows.append([f"sm_{sm} CUDA float/half/bf16 kernels: FP64 / CALL / 64-bit cvt instructions",
+            rows.append([f"sm_{sm} CUDA float/half/bf16 kernels: FP64 / subroutine CALL / 64-bit cvt instructions",
                          f"{sum(k.sass.fp64 for k in floats)} / {sum(k.sass.calls for k in floats)} / "
                          f"{sum(k.sass.conversions_64 for k in floats)}"])
             rows.append([f"sm_{sm} CUDA float kernels: most registers, most spill bytes",
@@ -236,7 +236,7 @@ def summary_rows(archs, step_counts, cuda_kernels, triton_kernels, launches_by_k
         if tk:
             rows.append([f"sm_{sm} Triton kernels (all configs): most registers, most spill bytes",
                          f"{max(k.registers for k in tk)}, {max(k.spill_bytes for k in tk)}"])
-            rows.append([f"sm_{sm} Triton kernels: FP64 / CALL / 64-bit cvt instructions (all configs)",
+            rows.append([f"sm_{sm} Triton kernels: FP64 / subroutine CALL / 64-bit cvt instructions (all configs)",
                          f"{sum(k.sass.fp64 for k in tk)} / {sum(k.sass.calls for k in tk)} / "
                          f"{sum(k.sass.conversions_64 for k in tk)}"])
     return rows

@@ -40,6 +40,11 @@ def test_sass_counts_of_a_hand_written_function():
     counts = compiled.count_sass(lines)
     # NOP and the closing self-branch are padding; the loop 0x10..0x40 holds 4 instructions.
     assert counts == compiled.SassCounts(instructions=7, in_loops=4, fp64=2, calls=1, conversions_64=1)
+    # sm_80's loop exit: a predicated CALL.REL.NOINC to the instruction after next is a branch.
+    lines = [(0x14f0, "CALL.REL.NOINC", " 0x1510 "), (0x1500, "BRA", " 0x1600 "), (0x1510, "EXIT", " "),
+             (0x1520, "CALL.REL.NOINC", " 0x1600 "), (0x1600, "RET.REL.NODEC", " R2 0x0 ")]
+    counts = compiled.count_sass(lines)
+    assert (counts.calls, counts.call_branches, counts.instructions) == (1, 1, 5)
 
 
 def test_kernel_keys_agree_between_the_demangler_and_gcc():

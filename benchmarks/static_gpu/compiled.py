@@ -12,6 +12,7 @@ from pathlib import Path
 
 FP64_OPCODES = {"DADD", "DMUL", "DFMA", "DSETP", "DSET", "DMNMX", "DMMA"}
 CONVERSIONS = {"I2F", "F2I", "F2F", "I2I", "I2FP", "F2IP"}
+INSTRUCTION_BYTES = 16  # every SASS instruction from Volta (sm_70) on
 SASS_LINE = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P[T\d]+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);")
 
 
@@ -21,6 +22,9 @@ class SassCounts:
     in_loops: int = 0  # inside a backward branch's range
     fp64: int = 0  # FP64 arithmetic, FP64 MUFU, FRND.F64 and conversions from or to F64
     calls: int = 0  # CALL (subroutines: 64-bit division, the slow path of an IEEE divide, ...)
+    # ptxas (sm_80 above all) leaves some loops through a predicated CALL.REL.NOINC to the
+    # instruction after next, which returns nowhere: a branch, not a subroutine, so not in `calls`.
+    call_branches: int = 0
     conversions_64: int = 0  # I2F/F2I/F2F/I2I with an S64, U64 or F64 operand type
 
 
@@ -41,7 +45,10 @@ def count_sass(lines: list[tuple[int, str, str]]) -> SassCounts:
         wide = any(m in ("S64", "U64", "F64") for m in modifiers)
         counts.fp64 += (base in FP64_OPCODES or (base == "MUFU" and "64H" in opcode)
                         or (base in ("FRND", "F2F", "I2F", "F2I") and "F64" in modifiers))
-        counts.calls += base == "CALL"
+        if base == "CALL":
+            skips_one = target is not None and int(target.group(1), 16) == address + 2 * INSTRUCTION_BYTES
+            counts.call_branches += skips_one
+            counts.calls += not skips_one
         counts.conversions_64 += base in CONVERSIONS and wide
     counts.in_loops = sum(any(lo <= a <= hi for lo, hi in loops) for a in kept)
     return counts
