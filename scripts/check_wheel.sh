@@ -6,23 +6,25 @@
 #   bash scripts/check_wheel.sh 2.12.1 -- tests/test_ops_errors.py  # some files only (pytest arguments)
 #   WHEEL=dist/paanet_fast-...whl bash scripts/check_wheel.sh 2.13.0  # a wheel built before: no build
 #   bash scripts/check_wheel.sh --prepare 2.10.0 2.11.0             # only make the venvs (downloads)
+# (pytest runs with -q: one more -q among the arguments drops the counts from its last line.)
 # Prints one line per torch: its versions, the wheel file and its sha256, pytest's counts, the time
 # and the date; exits non-zero if any torch failed (the build, _C loading, a fallback, a test).
 # Not part of CI (.ci/run): PyPI's x86-64 torch wheels are CUDA builds, a few GB per version.
 #
 # The wheel: `pip wheel --no-build-isolation --no-deps` in a copy of this checkout (setup.py writes
 # paanet_fast/_build_info.py into its source tree), with the build switches of the environment
-# (PAANET_FAST_CUDA, TORCH_CUDA_ARCH_LIST), into $WHEEL_DIR (default $root/wheel/; emptied of wheels first).
+# (PAANET_FAST_CUDA, TORCH_CUDA_ARCH_LIST), into $WHEEL_DIR (default $root/dist/; emptied of wheels first).
 #
-# Where: $PAANET_FAST_CHECK_ROOT (default ~/.cache/paanet_fast) holds torch-VERSION/venv, one venv per
-# torch, reused when run again. Its torch comes from PyPI with its torchvision, 0.(minor+15).patch
+# Where: $PAANET_FAST_CHECK_ROOT (default ~/.cache/paanet_fast/wheel) holds torch-VERSION/venv, one venv
+# per torch, reused when run again. Its torch comes from PyPI with its torchvision, 0.(minor+15).patch
 # (TORCHVISION_<major>_<minor>=... overrides one, e.g. TORCHVISION_2_12=0.27.0), and the triton its
 # metadata names. When that torch's CUDA major is the running venv's, the venv shares the running
 # venv's nvidia-* libraries (a symlink site-packages/nvidia, which is where torch's RPATH looks)
-# instead of downloading them again (3 GB); otherwise pip installs them. The other packages are the
+# instead of downloading them again (3 GB; the venv then needs the running venv to stay); otherwise pip
+# installs them. The other packages are the
 # running venv's, at its versions (`pip freeze`), without pip's dependency resolution.
-# scripts/check_torch.sh (one build per torch) may use the same venvs: PAANET_FAST_CHECK_DIR=$root/torch-V;
-# each script reinstalls its own paanet_fast there (this one removes setup.sh's build stamp).
+# These venvs are not scripts/check_torch.sh's (one build per torch): its setup.sh would install the
+# nvidia-* packages that the symlink stands in for, and its editable install would replace the wheel.
 #
 # The tests run in $root/torch-VERSION/tree: a copy of this checkout whose paanet_fast/ is a symlink
 # to the installed wheel's package, so that `import paanet_fast` gives the wheel's files everywhere,
@@ -48,11 +50,11 @@ for version in "${versions[@]}"; do
 done
 [ ${#pytest_args[@]} -gt 0 ] || pytest_args=(tests)
 
-root=${PAANET_FAST_CHECK_ROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/paanet_fast}
+root=${PAANET_FAST_CHECK_ROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/paanet_fast/wheel}
 builder=${PYTHON:-python}  # the venv whose torch the wheel is built against
 mkdir -p "$root"
 root=$(cd "$root" && pwd)
-wheel_dir=${WHEEL_DIR:-$root/wheel}
+wheel_dir=${WHEEL_DIR:-$root/dist}
 
 copy_checkout() {  # the checkout's tracked and untracked, not ignored files, into $1 (emptied first)
   rm -rf "$1" && mkdir -p "$1"
@@ -171,6 +173,25 @@ if "cpp" not in paanet_fast.available_backends():
 import paanet_fast._C
 '
 
+# After the suite: no test wrote into the installed package (the tree's paanet_fast/ is a symlink to
+# it), so that the counts are those of the wheel's files: every file against the hash in its RECORD.
+INTACT_CHECK='
+import base64, hashlib, importlib.metadata as m, sys
+changed = []
+for f in m.distribution("paanet_fast").files:
+    if f.hash is None:
+        continue
+    try:
+        data = f.locate().read_bytes()
+    except FileNotFoundError:
+        changed.append(f"{f} (removed)")
+        continue
+    if base64.urlsafe_b64encode(hashlib.new(f.hash.mode, data).digest()).rstrip(b"=").decode() != f.hash.value:
+        changed.append(str(f))
+if changed:
+    sys.exit("the tests changed files of the installed wheel: " + ", ".join(changed))
+'
+
 status=0 summaries=()
 for version in "${versions[@]}"; do
   dir=$root/torch-$version
@@ -181,7 +202,6 @@ for version in "${versions[@]}"; do
   fi
   python=$dir/venv/bin/python
   "$python" -m pip --no-cache-dir install -q --no-deps --force-reinstall "$wheel"
-  rm -f "$dir/venv/.paanet_fast_build"  # setup.sh's stamp: check_torch.sh must reinstall its own build
   copy_checkout "$dir/tree"
   rm -rf "$dir/tree/paanet_fast"
   ln -s "$("$python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/paanet_fast" "$dir/tree/paanet_fast"
@@ -197,8 +217,12 @@ print(", ".join(f"{n} {m.version(n)}" for n in ("torch", "torchvision", "triton"
   (cd "$dir/tree" && "$dir/venv/bin/pytest" -q -p no:cacheprovider "${pytest_args[@]}") | tee "$dir/pytest.log"
   rc=${PIPESTATUS[0]}
   set -e
+  counts=$(grep -E '^=* ?[0-9]+ (passed|failed|skipped|error|deselected)' "$dir/pytest.log" | tail -n 1 | tr -d '=' | sed 's/^ *//; s/ *$//' || true)
+  if ! intact=$("$python" -c "$INTACT_CHECK" 2>&1); then
+    counts="$counts; ${intact##*$'\n'}"
+    rc=1
+  fi
   [ "$rc" = 0 ] || status=1
-  counts=$(grep -E '^=* ?[0-9]+ (passed|failed|skipped|error|deselected)' "$dir/pytest.log" | tail -n 1 | tr -d '=' | sed 's/^ *//; s/ *$//')
   summaries+=("$head: ${counts:-no pytest summary (exit $rc)}; $((SECONDS - start)) s on $(date -u +%F) (log: $dir/pytest.log)")
 done
 printf '%s\n' "${summaries[@]}"
