@@ -182,11 +182,19 @@ def _extension():
             "paanet_fast._C", cpp_sources, include_dirs=include_dirs, define_macros=STABLE_MACROS,
             py_limited_api=True, extra_compile_args={"cxx": cxx_flags})
     cu_sources = sorted(glob.glob("kernels/**/*.cu", recursive=True))
-    return cpp_extension.CUDAExtension(
+    extension = cpp_extension.CUDAExtension(
         "paanet_fast._C", cpp_sources + cu_sources,
         include_dirs=include_dirs + _nvidia_wheel_includes(),
         define_macros=STABLE_MACROS + [("PAANET_FAST_WITH_CUDA", "1")], py_limited_api=True,
         extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-lineinfo"]})
+    # CUDAExtension links the shared CUDA runtime and torch's CUDA libraries, with which the module
+    # would load only into a torch built with this CUDA major, and never into a CPU-only torch. The
+    # kernels reach torch through the stable C shim (torch_cpu; the current stream is looked up at run
+    # time: kernels/runtime.cuh) and bring their own CUDA runtime, linked statically (it needs dl and
+    # rt), so that only the driver is needed from the system.
+    unwanted = {"cudart", "c10_cuda", "torch_cuda"}
+    extension.libraries = [lib for lib in extension.libraries if lib not in unwanted] + ["cudart_static", "dl", "rt"]
+    return extension
 
 
 if torch is None:

@@ -36,7 +36,7 @@ def stable_macros() -> list[tuple[str, str]]:
     torch_major, torch_minor = map(int, re.search(r"^TORCH_TARGET = \((\d+), (\d+)\)", setup, re.M).groups())
     py_major, py_minor = map(int, re.search(r"^PY_LIMITED_API = \((\d+), (\d+)\)", setup, re.M).groups())
     return [("TORCH_TARGET_VERSION", f"0x{torch_major:02x}{torch_minor:02x}000000000000"),
-            ("Py_LIMITED_API", f"0x{py_major:02x}{py_minor:02x}0000")]
+            ("Py_LIMITED_API", f"0x{py_major:02X}{py_minor:02X}0000")]
 
 
 def _write_if_changed(path: Path, text: str) -> None:
