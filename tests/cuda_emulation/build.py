@@ -47,7 +47,8 @@ def _write_if_changed(path: Path, text: str) -> None:
 
 def load_emulated_kernels() -> torch._ops._OpNamespace:
     """torch.ops.paanet_cuda_emulated: the CUDA kernels registered for CPU tensors, and the launch log
-    (emulation_configure, emulation_take_launches: tests/cuda_emulation/launch_log.cpp)."""
+    (emulation_configure, emulation_take_launches) and the fast divider (emulation_divide), from
+    tests/cuda_emulation/launch_log.cpp."""
     out = Path(tempfile.gettempdir()) / "paanet_fast_cuda_emulation"
     out.mkdir(exist_ok=True)
     common = (ROOT / "kernels/common.cuh").read_text()
