@@ -57,14 +57,14 @@ void for_each_batch(const std::vector<Desc>& descs, const std::vector<int64_t>& 
 // Division by a divisor fixed for a launch, for values below 2^31: one multiply-high, an add and a
 // shift instead of the division loop (the round-up method of Granlund and Montgomery). With
 // shift = ceil(log2 d) and magic = floor(2^32 (2^shift - d) / d) + 1, n / d = (umulhi(n, magic) + n)
-// >> shift exactly for all n < 2^32; n < 2^31 keeps the sum within 32 bits.
+// >> shift exactly for every n < 2^32 when the sum is taken in 33 bits; n < 2^31 keeps it in 32.
 struct Divider {
-  unsigned int divisor = 1, magic = 1, shift = 0;  // by default the divider by 1 (a ScaleBatch's unused slots)
+  unsigned int magic = 1, shift = 0;  // by default the divider by 1 (a ScaleBatch's unused slots)
 
   Divider() = default;
 
   // d in [1, 2^31].
-  explicit Divider(unsigned int d) : divisor(d) {
+  explicit Divider(unsigned int d) {
     PAANET_CHECK(d >= 1 && d <= (1u << 31), "paanet_fast: divisor ", d, " outside [1, 2^31]");
     while ((uint64_t{1} << shift) < d) ++shift;
     magic = static_cast<unsigned int>((((uint64_t{1} << shift) - d) << 32) / d + 1);
@@ -98,7 +98,9 @@ struct alignas(16) Pack {
 inline bool is_aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 // float16, bfloat16 and float32 are computed in float32, float64 in float64.
-inline ScalarType compute_dtype(ScalarType t) { return t == ScalarType::Double ? ScalarType::Double : ScalarType::Float; }
+inline ScalarType compute_dtype(ScalarType t) {
+  return t == ScalarType::Double ? ScalarType::Double : ScalarType::Float;
+}
 
 // The stride of dimension d, or 0 where it has size 1 (such strides address nothing and may hold
 // any value in a contiguous tensor).

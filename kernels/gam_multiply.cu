@@ -283,9 +283,8 @@ int tile_width(int64_t w, int64_t channels, int64_t win_x, bool channels_inner, 
 // Runs gam_scale_kernel over every scale: outputs[v] = inputs[v] * a_v; in the backward also
 // window_grads[v] = (sum_c inputs[v] feats[v]) * sign / area.
 template <bool kBackward, typename scalar_t>
-void launch_scales(const TensorList& inputs, const TensorList& outputs,
-                   const TensorList& feats, const TensorList& window_grads,
-                   const Tensor& gam, bool reverse) {
+void launch_scales(const TensorList& inputs, const TensorList& outputs, const TensorList& feats,
+                   const TensorList& window_grads, const Tensor& gam, bool reverse) {
   using acc_t = opmath_t<scalar_t>;
   constexpr int64_t N = Pack<scalar_t>::kSize;
   std::vector<Scale<scalar_t, acc_t>> descs;
@@ -336,7 +335,7 @@ void check_extents(const TensorList& features, const Tensor& gam, const char* op
   bool small = gam.size(0) * gam.size(2) <= INT32_MAX && gam.size(3) <= INT32_MAX / 8;
   for (const auto& f : features) small = small && f.size(1) <= INT32_MAX && f.size(0) * f.size(2) <= INT32_MAX;
   PAANET_CHECK_VALUE(small, op, ": the CUDA kernels take batch x height and channels below 2^31 and a GAM width "
-                    "below 2^28, got gam of shape ", shape(gam));
+                     "below 2^28, got gam of shape ", shape(gam));
 }
 
 TensorList gam_multiply_cuda(const TensorList& features, const Tensor& gam, bool reverse) {

@@ -44,7 +44,7 @@ constexpr int kWeightChunk = 64;
 
 void check_fits_32bit(int64_t n, const char* what, const char* op) {
   PAANET_CHECK_VALUE(n <= INT32_MAX, op, ": ", what, " (", n,
-                    " elements) is too large for the CUDA kernels (at most 2^31 - 1)");
+                     " elements) is too large for the CUDA kernels (at most 2^31 - 1)");
 }
 
 // The (1, C, 3, 3) weight or its gradient, any strides.
@@ -385,7 +385,8 @@ void launch_forward(const TensorList& features, const Tensor& weight, const Tens
 
 // The sizes that the kernels index in 32-bit arithmetic.
 void check_kernel_sizes(const TensorList& features, int64_t H, int64_t W, const char* op) {
-  PAANET_CHECK_VALUE((H + kTileH - 1) / kTileH <= 65535, op, ": output height ", H, " is too large for the CUDA kernel");
+  PAANET_CHECK_VALUE((H + kTileH - 1) / kTileH <= 65535, op, ": output height ", H,
+                     " is too large for the CUDA kernel");
   check_fits_32bit(H * W, "the output map", op);
   for (const auto& f : features) {
     check_fits_32bit(kTaps * f.size(2) * f.size(3), "the tap planes of a scale", op);
@@ -715,9 +716,9 @@ void launch_backward(const Tensor& grad_logits, const Tensor& grad_gam, const Te
   });
 }
 
-std::tuple<TensorList, Tensor, Tensor> mini_decoder_backward_cuda(
-    const Tensor& grad_logits, const Tensor& grad_gam, const Tensor& gam, const TensorList& features,
-    const Tensor& weight) {
+std::tuple<TensorList, Tensor, Tensor> mini_decoder_backward_cuda(const Tensor& grad_logits, const Tensor& grad_gam,
+                                                                  const Tensor& gam, const TensorList& features,
+                                                                  const Tensor& weight) {
   check_mini_decoder_backward_args(grad_logits, grad_gam, gam, features, weight);
   check_kernel_dtype(features[0], "features", /*allow_reduced_precision=*/true);
   check_kernel_sizes(features, gam.size(2), gam.size(3), "paanet_fast.mini_decoder_backward");
