@@ -46,8 +46,10 @@ ROOT = Path(__file__).parent.resolve()
 TORCH_TARGET = (2, 10)
 # The oldest Python whose limited API the module targets (requires-python): one cp310-abi3 wheel.
 PY_LIMITED_API = (3, 10)
+# Py_LIMITED_API in upper-case hex, as torch's cpp_extension also defines it for py_limited_api
+# extensions: an identical redefinition is silent, a differently spelled one warns in every file.
 STABLE_MACROS = [("TORCH_TARGET_VERSION", f"0x{TORCH_TARGET[0]:02x}{TORCH_TARGET[1]:02x}000000000000"),
-                 ("Py_LIMITED_API", f"0x{PY_LIMITED_API[0]:02x}{PY_LIMITED_API[1]:02x}0000")]
+                 ("Py_LIMITED_API", f"0x{PY_LIMITED_API[0]:02X}{PY_LIMITED_API[1]:02X}0000")]
 
 
 def _real_cuda_home() -> str | None:
@@ -177,19 +179,27 @@ def _extension():
     cpp_sources = sorted(glob.glob("csrc/**/*.cpp", recursive=True))
     # No -march=native: the binary runs on any x86-64, and the CPU kernel loops are compiled for
     # AVX2 and AVX-512 too and picked at run time (csrc/cpu/kernels.h), as fast as a native build.
-    cxx_flags = ["-O3", "-fopenmp"]
+    # No -fopenmp: the kernels' parallel loops run on ATen's thread pool, behind the stable ABI.
+    cxx_flags = ["-O3"]
     include_dirs = [str(ROOT / "csrc")]
     if not WANT_CUDA:
         return cpp_extension.CppExtension(
             "paanet_fast._C", cpp_sources, include_dirs=include_dirs, define_macros=STABLE_MACROS,
-            py_limited_api=True, extra_compile_args={"cxx": cxx_flags}, extra_link_args=["-fopenmp"])
+            py_limited_api=True, extra_compile_args={"cxx": cxx_flags})
     cu_sources = sorted(glob.glob("kernels/**/*.cu", recursive=True))
-    return cpp_extension.CUDAExtension(
+    extension = cpp_extension.CUDAExtension(
         "paanet_fast._C", cpp_sources + cu_sources,
         include_dirs=include_dirs + _nvidia_wheel_includes(),
         define_macros=STABLE_MACROS + [("PAANET_FAST_WITH_CUDA", "1")], py_limited_api=True,
-        extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-lineinfo"]},
-        extra_link_args=["-fopenmp"])
+        extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-lineinfo"]})
+    # CUDAExtension links the shared CUDA runtime and torch's CUDA libraries, with which the module
+    # would load only into a torch built with this CUDA major, and never into a CPU-only torch. The
+    # kernels reach torch through the stable C shim (torch_cpu; the current stream is looked up at run
+    # time: kernels/runtime.cuh) and bring their own CUDA runtime, linked statically (it needs dl and
+    # rt), so that only the driver is needed from the system.
+    unwanted = {"cudart", "c10_cuda", "torch_cuda"}
+    extension.libraries = [lib for lib in extension.libraries if lib not in unwanted] + ["cudart_static", "dl", "rt"]
+    return extension
 
 
 if torch is None:

@@ -111,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # Launches at the benchmark shapes; Triton kernels compiled per launch and config.
     timed_dtypes = {"float32": torch.float32} if args.quick else DTYPES
-    cuda_bench = {(sm, d): cuda_launches_at_benchmark(emulated, ARCHS[sm], dt) for sm in archs for d, dt in timed_dtypes.items()}
+    cuda_launches = {d: cuda_launches_at_benchmark(emulated, dt) for d, dt in timed_dtypes.items()}
+    cuda_bench = {(sm, d): cuda_launches[d] for sm in archs for d in timed_dtypes}
     triton_archs = [sm for sm in archs if sm in TRITON_ARCHS]
     triton_kernels: dict[str, Kernel] = {}
     triton_bench: dict[tuple[int, str], dict[str, tuple[list[list[tuple[Kernel, Launch]]], list[dict]]]] = {}

@@ -1,15 +1,14 @@
 // Launch plumbing shared by the CUDA kernels of both operators: per-scale descriptors passed by
-// value (as in multi-tensor apply), 16-byte packs, and the compute dtype.
+// value (as in multi-tensor apply), 16-byte packs, the compute dtype, and division by a divisor
+// fixed at launch.
 #pragma once
-
-#include <ATen/ATen.h>
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <vector>
+
+#include "runtime.cuh"
+#include "stable_api.h"
 
 namespace paanet {
 namespace cuda {
@@ -55,34 +54,25 @@ void for_each_batch(const std::vector<Desc>& descs, const std::vector<int64_t>& 
   }
 }
 
-// Blocks for a grid-stride loop over `items` work items (at least one block).
-inline unsigned int grid_for(int64_t items) {
-  const int64_t cap = static_cast<int64_t>(at::cuda::getCurrentDeviceProperties()->multiProcessorCount) * 32;
-  return static_cast<unsigned int>(std::max<int64_t>(1, std::min<int64_t>((items + kThreads - 1) / kThreads, cap)));
-}
+// Division by a divisor fixed for a launch, for values below 2^31: one multiply-high, an add and a
+// shift instead of the division loop (the round-up method of Granlund and Montgomery). With
+// shift = ceil(log2 d) and magic = floor(2^32 (2^shift - d) / d) + 1, n / d = (umulhi(n, magic) + n)
+// >> shift exactly for every n < 2^32 when the sum is taken in 33 bits; n < 2^31 keeps it in 32.
+struct Divider {
+  unsigned int magic = 1, shift = 0;  // by default the divider by 1 (a ScaleBatch's unused slots)
 
-// One thread per work item, all scales of a batch in one grid-stride loop: item i of scale v runs
-// batch.scale[v].run(i - start[v]). Work is a descriptor with a `__device__ void run(int64_t) const`.
-template <typename Work>
-__global__ void __launch_bounds__(kThreads) per_item_kernel(const __grid_constant__ ScaleBatch<Work> batch) {
-  const int64_t n = batch.total();
-  for (int64_t item = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; item < n;
-       item += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int v = batch.scale_of(item);
-    batch.scale[v].run(item - batch.start[v]);
+  Divider() = default;
+
+  // d in [1, 2^31].
+  explicit Divider(unsigned int d) {
+    PAANET_CHECK(d >= 1 && d <= (1u << 31), "paanet_fast: divisor ", d, " outside [1, 2^31]");
+    while ((uint64_t{1} << shift) < d) ++shift;
+    magic = static_cast<unsigned int>((((uint64_t{1} << shift) - d) << 32) / d + 1);
   }
-}
 
-// Launches per_item_kernel over work[v] with items[v] work items each, on the current stream.
-template <typename Work>
-void launch_per_item(const std::vector<Work>& work, const std::vector<int64_t>& items) {
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  for_each_batch(work, items, [&](const ScaleBatch<Work>& batch, bool, bool) {
-    if (batch.total() == 0) return;
-    per_item_kernel<Work><<<grid_for(batch.total()), kThreads, 0, stream>>>(batch);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-}
+  // n / divisor, for n < 2^31.
+  __device__ __forceinline__ unsigned int div(unsigned int n) const { return (__umulhi(n, magic) + n) >> shift; }
+};
 
 // A (B, 1, H, W) map of any strides (the GAM, its gradients, the logits' gradient).
 template <typename T>
@@ -94,7 +84,7 @@ struct MapView {
 };
 
 template <typename T>
-MapView<T> map_view(const at::Tensor& t) {
+MapView<T> map_view(const Tensor& t) {
   return {t.const_data_ptr<T>(), t.stride(0), t.stride(2), t.stride(3)};
 }
 
@@ -108,11 +98,13 @@ struct alignas(16) Pack {
 inline bool is_aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 // float16, bfloat16 and float32 are computed in float32, float64 in float64.
-inline at::ScalarType compute_dtype(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+inline ScalarType compute_dtype(ScalarType t) {
+  return t == ScalarType::Double ? ScalarType::Double : ScalarType::Float;
+}
 
 // The stride of dimension d, or 0 where it has size 1 (such strides address nothing and may hold
 // any value in a contiguous tensor).
-inline int64_t effective_stride(const at::Tensor& t, int64_t d) { return t.size(d) == 1 ? 0 : t.stride(d); }
+inline int64_t effective_stride(const Tensor& t, int64_t d) { return t.size(d) == 1 ? 0 : t.stride(d); }
 
 }  // namespace cuda
 }  // namespace paanet

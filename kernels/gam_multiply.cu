@@ -14,24 +14,18 @@
 // offsets are 64-bit bases plus strided loop counters, and the GAM-pixel-to-window divisions of the
 // gather use magic-number dividers built on the host. Inputs and outputs are addressed through their
 // own strides (no stride copies) and converted to the compute type in the loads and stores.
-#include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
-#include <ATen/cuda/detail/IntegerDivider.cuh>
-#include <torch/library.h>
-
+#include <optional>
 #include <tuple>
 #include <vector>
 
 #include "checks.h"
 #include "common.cuh"
-#include "cpu/cpu_common.h"
 #include "paanet_math.h"
+#include "stable_api.h"
 
 namespace paanet {
 namespace cuda {
 namespace {
-
-using Divider = at::cuda::detail::IntDivider<unsigned int>;
 
 constexpr int kMaxTile = 256;          // low-res columns per block
 constexpr int kSharedSums = 2048;      // GAM column sums per round, or partial channel sums per block
@@ -42,7 +36,7 @@ struct Strides {
   int64_t b, c, y, x;
 };
 
-Strides strides_of(const at::Tensor& t) {
+Strides strides_of(const Tensor& t) {
   return {effective_stride(t, 0), effective_stride(t, 1), effective_stride(t, 2), effective_stride(t, 3)};
 }
 
@@ -230,9 +224,9 @@ __device__ int scale_channels_inner(const Scale<scalar_t, acc_t>& s, int b, int 
 
 template <bool kBackward, typename scalar_t>
 __global__ void __launch_bounds__(kThreads, 4) gam_scale_kernel(
-    const __grid_constant__ ScaleBatch<Scale<scalar_t, at::opmath_type<scalar_t>>> batch, MapView<scalar_t> gam,
+    const __grid_constant__ ScaleBatch<Scale<scalar_t, opmath_t<scalar_t>>> batch, MapView<scalar_t> gam,
     bool reverse) {
-  using acc_t = at::opmath_type<scalar_t>;
+  using acc_t = opmath_t<scalar_t>;
   __shared__ acc_t sums[kSharedSums];  // the GAM column sums, then the partial channel sums
   __shared__ acc_t a[kMaxTile];
   const int v = batch.scale_of(blockIdx.x);
@@ -265,7 +259,7 @@ __global__ void __launch_bounds__(kThreads, 4) gam_scale_kernel(
 
 // Whether `t` can be read in 16-byte packs along its channels (channels_inner) or its width.
 template <typename scalar_t>
-bool packable(const at::Tensor& t, bool channels_inner) {
+bool packable(const Tensor& t, bool channels_inner) {
   constexpr int64_t N = Pack<scalar_t>::kSize;
   const Strides s = strides_of(t);
   if (!is_aligned16(t.const_data_ptr())) return false;
@@ -289,15 +283,14 @@ int tile_width(int64_t w, int64_t channels, int64_t win_x, bool channels_inner, 
 // Runs gam_scale_kernel over every scale: outputs[v] = inputs[v] * a_v; in the backward also
 // window_grads[v] = (sum_c inputs[v] feats[v]) * sign / area.
 template <bool kBackward, typename scalar_t>
-void launch_scales(const std::vector<at::Tensor>& inputs, const std::vector<at::Tensor>& outputs,
-                   const std::vector<at::Tensor>& feats, const std::vector<at::Tensor>& window_grads,
-                   const at::Tensor& gam, bool reverse) {
-  using acc_t = at::opmath_type<scalar_t>;
+void launch_scales(const TensorList& inputs, const TensorList& outputs, const TensorList& feats,
+                   const TensorList& window_grads, const Tensor& gam, bool reverse) {
+  using acc_t = opmath_t<scalar_t>;
   constexpr int64_t N = Pack<scalar_t>::kSize;
   std::vector<Scale<scalar_t, acc_t>> descs;
   std::vector<int64_t> blocks;
   for (size_t v = 0; v < inputs.size(); ++v) {
-    const at::Tensor &in = inputs[v], &out = outputs[v];
+    const Tensor &in = inputs[v], &out = outputs[v];
     const int64_t channels = in.size(1), h = in.size(2), w = in.size(3);
     const int64_t win_y = gam.size(2) / h, win_x = gam.size(3) / w;
     // The threads follow the output's stride-1 dimension, so that its stores are coalesced.
@@ -325,37 +318,37 @@ void launch_scales(const std::vector<at::Tensor>& inputs, const std::vector<at::
     descs.push_back(s);
     blocks.push_back(in.size(0) * h * s.tiles_x);
   }
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = current_stream();
   const MapView<scalar_t> g = map_view<scalar_t>(gam);
   for_each_batch(descs, blocks, [&](const ScaleBatch<Scale<scalar_t, acc_t>>& batch, bool, bool) {
-    TORCH_CHECK_VALUE(batch.total() <= INT32_MAX, "paanet_fast.gam_multiply: too many feature rows for one launch");
+    PAANET_CHECK_VALUE(batch.total() <= INT32_MAX, "paanet_fast.gam_multiply: too many feature rows for one launch");
     if (batch.total() == 0) return;
     gam_scale_kernel<kBackward, scalar_t><<<static_cast<unsigned int>(batch.total()), kThreads, 0, stream>>>(
         batch, g, reverse);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    check_launch("gam_scale_kernel");
   });
 }
 
 // The 32-bit block and thread arithmetic of the kernels needs every extent below 2^31 (the GAM
 // width eight times over: a block's window columns span up to eight times its GAM columns).
-void check_extents(at::TensorList features, const at::Tensor& gam, const char* op) {
+void check_extents(const TensorList& features, const Tensor& gam, const char* op) {
   bool small = gam.size(0) * gam.size(2) <= INT32_MAX && gam.size(3) <= INT32_MAX / 8;
   for (const auto& f : features) small = small && f.size(1) <= INT32_MAX && f.size(0) * f.size(2) <= INT32_MAX;
-  TORCH_CHECK_VALUE(small, op, ": the CUDA kernels take batch x height and channels below 2^31 and a GAM width "
-                    "below 2^28, got gam of shape ", gam.sizes());
+  PAANET_CHECK_VALUE(small, op, ": the CUDA kernels take batch x height and channels below 2^31 and a GAM width "
+                     "below 2^28, got gam of shape ", shape(gam));
 }
 
-std::vector<at::Tensor> gam_multiply_cuda(at::TensorList features, const at::Tensor& gam, bool reverse) {
+TensorList gam_multiply_cuda(const TensorList& features, const Tensor& gam, bool reverse) {
   check_gam_multiply_args(features, gam);
   check_kernel_dtype(features[0], "features", /*allow_reduced_precision=*/true);
   check_extents(features, gam, "paanet_fast.gam_multiply");
-  const c10::cuda::CUDAGuard guard(features[0].device());
-  const std::vector<at::Tensor> inputs = features.vec();
-  std::vector<at::Tensor> outputs;
-  for (const auto& f : features) outputs.push_back(cpu::poisoned_if_testing(at::empty_like(f)));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features[0].scalar_type(), "gam_multiply_cuda", [&] {
-    launch_scales</*kBackward=*/false, scalar_t>(inputs, outputs, {}, {}, gam, reverse);
-  });
+  const DeviceGuard guard(features[0].get_device_index());
+  TensorList outputs;
+  for (const auto& f : features) outputs.push_back(poisoned_if_testing(paanet::empty_like(f)));
+  // The body in parentheses: the dispatch macro takes it as one argument, commas and all.
+  PAANET_DISPATCH_FLOATING_AND_HALF(features[0].scalar_type(), "gam_multiply_cuda", ([&] {
+    launch_scales</*kBackward=*/false, scalar_t>(features, outputs, {}, {}, gam, reverse);
+  }));
   return outputs;
 }
 
@@ -406,54 +399,53 @@ __global__ void __launch_bounds__(kThreads) gam_grad_kernel(const __grid_constan
 }
 
 template <typename scalar_t>
-void launch_gam_grad(const std::vector<at::Tensor>& window_grads, const at::Tensor& gam, at::Tensor& dgam) {
-  using acc_t = at::opmath_type<scalar_t>;
+void launch_gam_grad(const TensorList& window_grads, const Tensor& gam, const Tensor& dgam) {
+  using acc_t = opmath_t<scalar_t>;
   const int64_t B = gam.size(0), H = gam.size(2), W = gam.size(3);
   std::vector<WindowGrad<acc_t>> windows;
-  for (const at::Tensor& t : window_grads) {
+  for (const Tensor& t : window_grads) {
     const int h = static_cast<int>(t.size(1)), w = static_cast<int>(t.size(2));
     windows.push_back({t.const_data_ptr<acc_t>(), h, w, Divider(static_cast<unsigned int>(H / h)),
                        Divider(static_cast<unsigned int>(W / w))});
   }
-  at::Tensor carry;
-  if (windows.size() > static_cast<size_t>(kMaxScalesPerLaunch)) carry = at::empty({B, H, W}, window_grads[0].options());
-  acc_t* carry_ptr = carry.defined() ? carry.mutable_data_ptr<acc_t>() : nullptr;
+  std::optional<Tensor> carry;
+  if (windows.size() > static_cast<size_t>(kMaxScalesPerLaunch)) {
+    carry = empty({B, H, W}, window_grads[0].scalar_type(), window_grads[0].device());
+  }
+  acc_t* carry_ptr = carry ? carry->mutable_data_ptr<acc_t>() : nullptr;
   // As many threads as the row has pixels, in whole warps.
   const unsigned int threads = static_cast<unsigned int>(std::min<int64_t>(kThreads, (W + 31) / 32 * 32));
   const int64_t row_groups = (H + kGradRows - 1) / kGradRows;
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = current_stream();
   for_each_batch(windows, std::vector<int64_t>(windows.size(), 0),
                  [&](const ScaleBatch<WindowGrad<acc_t>>& batch, bool first, bool last) {
     gam_grad_kernel<scalar_t, acc_t><<<static_cast<unsigned int>(B * row_groups), threads, 0, stream>>>(
         batch, static_cast<int>(H), static_cast<int>(W), static_cast<int>(row_groups), first ? nullptr : carry_ptr,
         last ? nullptr : carry_ptr,
         dgam.mutable_data_ptr<scalar_t>(), dgam.stride(0), dgam.stride(2), dgam.stride(3));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    check_launch("gam_grad_kernel");
   });
 }
 
-std::tuple<std::vector<at::Tensor>, at::Tensor> gam_multiply_backward_cuda(at::TensorList grad_outputs,
-                                                                          at::TensorList features,
-                                                                          const at::Tensor& gam, bool reverse) {
+std::tuple<TensorList, Tensor> gam_multiply_backward_cuda(const TensorList& grad_outputs, const TensorList& features,
+                                                          const Tensor& gam, bool reverse) {
   check_gam_multiply_backward_args(grad_outputs, features, gam);
   check_kernel_dtype(features[0], "features", /*allow_reduced_precision=*/true);
   check_extents(features, gam, "paanet_fast.gam_multiply_backward");
-  const c10::cuda::CUDAGuard guard(features[0].device());
+  const DeviceGuard guard(features[0].get_device_index());
   const int64_t B = gam.size(0);
-  std::vector<at::Tensor> dfeatures, window_grads;
+  TensorList dfeatures, window_grads;
   for (const auto& f : features) {
-    dfeatures.push_back(cpu::poisoned_if_testing(at::empty_like(f)));
-    window_grads.push_back(cpu::poisoned_if_testing(
-        at::empty({B, f.size(2), f.size(3)}, gam.options().dtype(compute_dtype(gam.scalar_type())))));
+    dfeatures.push_back(poisoned_if_testing(paanet::empty_like(f)));
+    window_grads.push_back(
+        poisoned_if_testing(empty({B, f.size(2), f.size(3)}, compute_dtype(gam.scalar_type()), gam.device())));
   }
-  at::Tensor dgam = cpu::poisoned_if_testing(at::empty_like(gam));
+  Tensor dgam = poisoned_if_testing(paanet::empty_like(gam));
   if (B == 0) return {dfeatures, dgam};
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features[0].scalar_type(), "gam_multiply_backward_cuda",
-                                  [&] {
-    launch_scales</*kBackward=*/true, scalar_t>(grad_outputs.vec(), dfeatures, features.vec(), window_grads, gam,
-                                                reverse);
+  PAANET_DISPATCH_FLOATING_AND_HALF(features[0].scalar_type(), "gam_multiply_backward_cuda", ([&] {
+    launch_scales</*kBackward=*/true, scalar_t>(grad_outputs, dfeatures, features, window_grads, gam, reverse);
     launch_gam_grad<scalar_t>(window_grads, gam, dgam);
-  });
+  }));
   return {dfeatures, dgam};
 }
 
@@ -461,7 +453,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor> gam_multiply_backward_cuda(at::T
 }  // namespace cuda
 }  // namespace paanet
 
-TORCH_LIBRARY_IMPL(paanet_fast, CUDA, m) {
-  m.impl("gam_multiply", &paanet::cuda::gam_multiply_cuda);
-  m.impl("gam_multiply_backward", &paanet::cuda::gam_multiply_backward_cuda);
+STABLE_TORCH_LIBRARY_IMPL(paanet_fast, CUDA, m) {
+  m.impl("gam_multiply", TORCH_BOX(&paanet::cuda::gam_multiply_cuda));
+  m.impl("gam_multiply_backward", TORCH_BOX(&paanet::cuda::gam_multiply_backward_cuda));
 }

@@ -14,18 +14,15 @@
 // The kernels read the input dtype and compute in float32 (float64 for float64 inputs); the
 // resize taps come from scales computed on the host, in 32-bit index arithmetic inside a sample
 // (the host checks the sizes) with 64-bit offsets between samples.
-#include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
-#include <torch/library.h>
-
+#include <optional>
 #include <tuple>
 #include <vector>
 
 #include "checks.h"
 #include "common.cuh"
-#include "cpu/cpu_common.h"
 #include "low_res.h"
 #include "paanet_math.h"
+#include "stable_api.h"
 
 namespace paanet {
 namespace cuda {
@@ -46,8 +43,8 @@ constexpr int64_t kForwardSharedBytes = 40 * 1024;
 constexpr int kWeightChunk = 64;
 
 void check_fits_32bit(int64_t n, const char* what, const char* op) {
-  TORCH_CHECK_VALUE(n <= INT32_MAX, op, ": ", what, " (", n,
-                    " elements) is too large for the CUDA kernels (at most 2^31 - 1)");
+  PAANET_CHECK_VALUE(n <= INT32_MAX, op, ": ", what, " (", n,
+                     " elements) is too large for the CUDA kernels (at most 2^31 - 1)");
 }
 
 // The (1, C, 3, 3) weight or its gradient, any strides.
@@ -60,7 +57,7 @@ struct WeightView {
 };
 
 template <typename T>
-WeightView<T> weight_view(T* data, const at::Tensor& t) {
+WeightView<T> weight_view(T* data, const Tensor& t) {
   return {data, t.stride(1), t.stride(2), t.stride(3)};
 }
 
@@ -80,7 +77,7 @@ struct ScaleMap {
 };
 
 template <typename T>
-ScaleMap<T> scale_map(T* data, const at::Tensor& f, int64_t channel_offset, int64_t planes_offset) {
+ScaleMap<T> scale_map(T* data, const Tensor& f, int64_t channel_offset, int64_t planes_offset) {
   return {data, f.stride(0), f.stride(1), f.stride(2), f.stride(3), static_cast<int32_t>(f.size(2)),
           static_cast<int32_t>(f.size(3)), static_cast<int32_t>(f.size(1)), static_cast<int32_t>(channel_offset),
           planes_offset};
@@ -337,13 +334,13 @@ int64_t plan_staging(ScaleBatch<ForwardScale<acc_t>>& batch, int32_t H, int32_t 
 }
 
 template <typename scalar_t>
-void launch_forward(at::TensorList features, const at::Tensor& weight, const at::Tensor& bias, at::Tensor& logits,
-                    at::Tensor& gam) {
-  using acc_t = at::opmath_type<scalar_t>;
+void launch_forward(const TensorList& features, const Tensor& weight, const Tensor& bias, const Tensor& logits,
+                    const Tensor& gam) {
+  using acc_t = opmath_t<scalar_t>;
   const int64_t B = logits.size(0);
   const int32_t H = static_cast<int32_t>(logits.size(2)), W = static_cast<int32_t>(logits.size(3));
   if (B == 0) return;
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = current_stream();
   std::vector<ScaleMap<const scalar_t>> maps;
   std::vector<int64_t> plane_items;
   int64_t channel_offset = 0, planes_size = 0;
@@ -353,15 +350,15 @@ void launch_forward(at::TensorList features, const at::Tensor& weight, const at:
     channel_offset += f.size(1);
     planes_size += B * kTaps * plane_items.back();
   }
-  const auto acc_options = logits.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
-  const at::Tensor planes = cpu::poisoned_if_testing(at::empty({planes_size}, acc_options));
+  const ScalarType acc_dtype = compute_dtype(logits.scalar_type());
+  const Tensor planes = poisoned_if_testing(empty({planes_size}, acc_dtype, logits.device()));
   acc_t* planes_data = planes.mutable_data_ptr<acc_t>();
   const auto weights = weight_view(weight.const_data_ptr<scalar_t>(), weight);
   for_each_batch(maps, blocks_of(plane_items), [&](const ScaleBatch<ScaleMap<const scalar_t>>& batch, bool,
                                                           bool) {
     reduce_channels_kernel<scalar_t, acc_t><<<dim3(static_cast<unsigned int>(batch.total()), batch_grid(B)),
                                               kThreads, 0, stream>>>(batch, B, weights, planes_data);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    check_launch("reduce_channels_kernel");
   });
 
   std::vector<ForwardScale<acc_t>> scales;
@@ -370,9 +367,9 @@ void launch_forward(at::TensorList features, const at::Tensor& weight, const at:
                       m.w, -1, 0, 0});
   }
   // More scales than one launch carries: the partial sums of Z travel between launches.
-  at::Tensor carry;
-  if (scales.size() > static_cast<size_t>(kMaxScalesPerLaunch)) carry = at::empty({B, H, W}, planes.options());
-  acc_t* carry_ptr = carry.defined() ? carry.mutable_data_ptr<acc_t>() : nullptr;
+  std::optional<Tensor> carry;
+  if (scales.size() > static_cast<size_t>(kMaxScalesPerLaunch)) carry = empty({B, H, W}, acc_dtype, logits.device());
+  acc_t* carry_ptr = carry ? carry->mutable_data_ptr<acc_t>() : nullptr;
   const dim3 grid(static_cast<unsigned int>((W + kTileW - 1) / kTileW),
                   static_cast<unsigned int>((H + kTileH - 1) / kTileH), batch_grid(B));
   const dim3 block(kTileW, kTileH);
@@ -382,13 +379,14 @@ void launch_forward(at::TensorList features, const at::Tensor& weight, const at:
     mini_decoder_forward_kernel<scalar_t, acc_t><<<grid, block, smem, stream>>>(
         batch, B, H, W, bias.const_data_ptr<scalar_t>(), first ? nullptr : carry_ptr, last ? nullptr : carry_ptr,
         logits.mutable_data_ptr<scalar_t>(), gam.mutable_data_ptr<scalar_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    check_launch("mini_decoder_forward_kernel");
   });
 }
 
 // The sizes that the kernels index in 32-bit arithmetic.
-void check_kernel_sizes(at::TensorList features, int64_t H, int64_t W, const char* op) {
-  TORCH_CHECK_VALUE((H + kTileH - 1) / kTileH <= 65535, op, ": output height ", H, " is too large for the CUDA kernel");
+void check_kernel_sizes(const TensorList& features, int64_t H, int64_t W, const char* op) {
+  PAANET_CHECK_VALUE((H + kTileH - 1) / kTileH <= 65535, op, ": output height ", H,
+                     " is too large for the CUDA kernel");
   check_fits_32bit(H * W, "the output map", op);
   for (const auto& f : features) {
     check_fits_32bit(kTaps * f.size(2) * f.size(3), "the tap planes of a scale", op);
@@ -397,17 +395,16 @@ void check_kernel_sizes(at::TensorList features, int64_t H, int64_t W, const cha
   }
 }
 
-std::tuple<at::Tensor, at::Tensor> mini_decoder_cuda(at::TensorList features, const at::Tensor& weight,
-                                                     const at::Tensor& bias, c10::SymIntArrayRef sym_size) {
-  const at::IntArrayRef size = C10_AS_INTARRAYREF_SLOW(sym_size);
+std::tuple<Tensor, Tensor> mini_decoder_cuda(const TensorList& features, const Tensor& weight, const Tensor& bias,
+                                             IntList size) {
   check_mini_decoder_args(features, weight, bias, size);
   check_kernel_dtype(features[0], "features", /*allow_reduced_precision=*/true);
   const int64_t B = features[0].size(0), H = size[0], W = size[1];
   check_kernel_sizes(features, H, W, "paanet_fast.mini_decoder");
-  const c10::cuda::CUDAGuard guard(features[0].device());
-  at::Tensor logits = cpu::poisoned_if_testing(at::empty({B, 1, H, W}, features[0].options()));
-  at::Tensor gam = cpu::poisoned_if_testing(at::empty({B, 1, H, W}, features[0].options()));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features[0].scalar_type(), "mini_decoder_cuda", [&] {
+  const DeviceGuard guard(features[0].get_device_index());
+  Tensor logits = poisoned_if_testing(empty({B, 1, H, W}, features[0].scalar_type(), features[0].device()));
+  Tensor gam = poisoned_if_testing(empty({B, 1, H, W}, features[0].scalar_type(), features[0].device()));
+  PAANET_DISPATCH_FLOATING_AND_HALF(features[0].scalar_type(), "mini_decoder_cuda", [&] {
     launch_forward<scalar_t>(features, weight, bias, logits, gam);
   });
   return {logits, gam};
@@ -655,14 +652,14 @@ __global__ void __launch_bounds__(kThreads) weight_grad_kernel(
 }
 
 template <typename scalar_t>
-void launch_backward(const at::Tensor& grad_logits, const at::Tensor& grad_gam, const at::Tensor& gam,
-                     at::TensorList features, const at::Tensor& weight, const std::vector<at::Tensor>& dfeatures,
-                     at::Tensor& dweight, at::Tensor& dbias) {
-  using acc_t = at::opmath_type<scalar_t>;
+void launch_backward(const Tensor& grad_logits, const Tensor& grad_gam, const Tensor& gam,
+                     const TensorList& features, const Tensor& weight, const TensorList& dfeatures,
+                     const Tensor& dweight, const Tensor& dbias) {
+  using acc_t = opmath_t<scalar_t>;
   const int64_t B = gam.size(0);
   const int32_t H = static_cast<int32_t>(gam.size(2)), W = static_cast<int32_t>(gam.size(3));
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  const auto acc_options = gam.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
+  const cudaStream_t stream = current_stream();
+  const ScalarType acc_dtype = compute_dtype(gam.scalar_type());
 
   std::vector<RowsScale<acc_t>> row_scales;
   std::vector<ColumnsScale<scalar_t, acc_t>> column_scales;
@@ -670,7 +667,7 @@ void launch_backward(const at::Tensor& grad_logits, const at::Tensor& grad_gam, 
   std::vector<int64_t> row_items, plane_items, channels;
   int64_t channel_offset = 0, rows_size = 0, planes_size = 0;
   for (size_t v = 0; v < features.size(); ++v) {
-    const at::Tensor& f = features[v];
+    const Tensor& f = features[v];
     const int64_t h = f.size(2), w = f.size(3);
     row_scales.push_back({static_cast<int32_t>(h), resize_scale<acc_t>(h, H), resize_scale<acc_t>(H, h), rows_size});
     column_scales.push_back({scale_map(dfeatures[v].mutable_data_ptr<scalar_t>(), dfeatures[v], channel_offset,
@@ -684,10 +681,10 @@ void launch_backward(const at::Tensor& grad_logits, const at::Tensor& grad_gam, 
     rows_size += B * 3 * h * W;
     planes_size += B * kTaps * h * w;
   }
-  const at::Tensor rows = cpu::poisoned_if_testing(at::empty({rows_size}, acc_options));
-  const at::Tensor planes = cpu::poisoned_if_testing(at::empty({planes_size}, acc_options));
+  const Tensor rows = poisoned_if_testing(empty({rows_size}, acc_dtype, gam.device()));
+  const Tensor planes = poisoned_if_testing(empty({planes_size}, acc_dtype, gam.device()));
   const int64_t bias_count = B * features[0].size(2) * W;
-  const at::Tensor bias_parts = cpu::poisoned_if_testing(at::empty({bias_count}, acc_options));
+  const Tensor bias_parts = poisoned_if_testing(empty({bias_count}, acc_dtype, gam.device()));
   const LogitGradMaps<scalar_t> maps{map_view<scalar_t>(grad_logits), map_view<scalar_t>(grad_gam),
                                      map_view<scalar_t>(gam), H};
   const auto weights = weight_view(weight.const_data_ptr<scalar_t>(), weight);
@@ -698,14 +695,14 @@ void launch_backward(const at::Tensor& grad_logits, const at::Tensor& grad_gam, 
       rows_kernel<scalar_t, acc_t><<<dim3(static_cast<unsigned int>(batch.total()), batch_grid(B)), kThreads, 0,
                                      stream>>>(batch, maps, B, W, rows.mutable_data_ptr<acc_t>(),
                                                first ? bias_parts.mutable_data_ptr<acc_t>() : nullptr);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      check_launch("rows_kernel");
     });
     for_each_batch(column_scales, blocks_of(plane_items), [&](const ScaleBatch<ColumnsScale<scalar_t, acc_t>>&
                                                                         batch, bool, bool) {
       columns_kernel<scalar_t, acc_t><<<dim3(static_cast<unsigned int>(batch.total()), batch_grid(B)), kThreads, 0,
                                         stream>>>(batch, B, W, weights, rows.const_data_ptr<acc_t>(),
                                                   planes.mutable_data_ptr<acc_t>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      check_launch("columns_kernel");
     });
   }
   const auto dweights = weight_view(dweight.mutable_data_ptr<scalar_t>(), dweight);
@@ -715,26 +712,24 @@ void launch_backward(const at::Tensor& grad_logits, const at::Tensor& grad_gam, 
                                           stream>>>(batch, B, planes.const_data_ptr<acc_t>(), dweights,
                                                     bias_parts.const_data_ptr<acc_t>(), bias_count,
                                                     dbias.mutable_data_ptr<scalar_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    check_launch("weight_grad_kernel");
   });
 }
 
-std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> mini_decoder_backward_cuda(
-    const at::Tensor& grad_logits, const at::Tensor& grad_gam, const at::Tensor& gam, at::TensorList features,
-    const at::Tensor& weight) {
+std::tuple<TensorList, Tensor, Tensor> mini_decoder_backward_cuda(const Tensor& grad_logits, const Tensor& grad_gam,
+                                                                  const Tensor& gam, const TensorList& features,
+                                                                  const Tensor& weight) {
   check_mini_decoder_backward_args(grad_logits, grad_gam, gam, features, weight);
   check_kernel_dtype(features[0], "features", /*allow_reduced_precision=*/true);
   check_kernel_sizes(features, gam.size(2), gam.size(3), "paanet_fast.mini_decoder_backward");
-  const c10::cuda::CUDAGuard guard(features[0].device());
-  std::vector<at::Tensor> dfeatures;
-  for (const auto& f : features) dfeatures.push_back(cpu::poisoned_if_testing(at::empty_like(f)));
-  at::Tensor dweight = cpu::poisoned_if_testing(at::empty_like(weight));
-  at::Tensor dbias = cpu::poisoned_if_testing(at::empty({1}, weight.options()));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features[0].scalar_type(), "mini_decoder_backward_cuda",
-                                  [&] {
-                                    launch_backward<scalar_t>(grad_logits, grad_gam, gam, features, weight, dfeatures,
-                                                              dweight, dbias);
-                                  });
+  const DeviceGuard guard(features[0].get_device_index());
+  TensorList dfeatures;
+  for (const auto& f : features) dfeatures.push_back(poisoned_if_testing(paanet::empty_like(f)));
+  Tensor dweight = poisoned_if_testing(paanet::empty_like(weight));
+  Tensor dbias = poisoned_if_testing(empty({1}, weight.scalar_type(), weight.device()));
+  PAANET_DISPATCH_FLOATING_AND_HALF(features[0].scalar_type(), "mini_decoder_backward_cuda", [&] {
+    launch_backward<scalar_t>(grad_logits, grad_gam, gam, features, weight, dfeatures, dweight, dbias);
+  });
   return {dfeatures, dweight, dbias};
 }
 
@@ -742,7 +737,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> mini_decoder_backwar
 }  // namespace cuda
 }  // namespace paanet
 
-TORCH_LIBRARY_IMPL(paanet_fast, CUDA, m) {
-  m.impl("mini_decoder", &paanet::cuda::mini_decoder_cuda);
-  m.impl("mini_decoder_backward", &paanet::cuda::mini_decoder_backward_cuda);
+STABLE_TORCH_LIBRARY_IMPL(paanet_fast, CUDA, m) {
+  m.impl("mini_decoder", TORCH_BOX(&paanet::cuda::mini_decoder_cuda));
+  m.impl("mini_decoder_backward", TORCH_BOX(&paanet::cuda::mini_decoder_backward_cuda));
 }

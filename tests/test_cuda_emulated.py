@@ -197,3 +197,19 @@ def test_an_empty_gam_is_rejected(emulated):
             emulated.gam_multiply_backward(features, features, gam, True)
         with pytest.raises(ValueError, match=r"`gam` must have non-zero height and width"):
             emulated.mini_decoder_backward(gam, gam, gam, features, weight)
+
+
+def test_fast_divider_matches_division(emulated):
+    """The gather kernel's divisions by the window sizes (kernels/common.cuh, Divider): magic multiplier
+    and shift against plain integer division, at the divisors where the rounding is tightest (one past
+    a power of two, primes, 2^31 - 1 and 2^31) and at the numerators next to multiples of them."""
+    gen = torch.Generator().manual_seed(5)
+    limit = 2**31  # numerators below it
+    divisors = [1, 2, 3, 5, 7, 8, 9, 10, 31, 33, 641, 2**16 - 1, 2**16 + 1, 6700417, 2**30 + 1, 2**31 - 1, 2**31]
+    divisors += torch.randint(1, limit, (16,), generator=gen).tolist()
+    for d in divisors:
+        multiples = torch.tensor(sorted({d * k for k in (1, 2, 3, limit // d - 1, limit // d) if 0 < d * k < limit}),
+                                 dtype=torch.long)
+        n = torch.cat([torch.tensor([0, 1, limit - 2, limit - 1]), multiples - 1, multiples,
+                       (multiples + 1).clamp(max=limit - 1), torch.randint(0, limit, (4096,), generator=gen)])
+        torch.testing.assert_close(emulated.emulation_divide(n, d), n // d, rtol=0, atol=0, msg=f"divisor {d}")

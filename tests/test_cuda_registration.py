@@ -6,6 +6,9 @@ Whether the build was asked is what setup.py recorded in paanet_fast._build_info
 extension, not the environment of the test run.
 """
 import os
+import re
+import shutil
+import subprocess
 
 import pytest
 import torch
@@ -43,3 +46,22 @@ def test_cuda_backend_is_registered():
     from paanet_fast.backends import resolve
 
     assert resolve("cuda", torch.device("cuda")).name == "cuda"
+
+
+@pytest.mark.skipif(shutil.which("readelf") is None or shutil.which("nm") is None,
+                    reason="binutils (readelf, nm) are not installed")
+def test_cuda_build_reaches_torch_only_through_its_stable_c_shim():
+    """The CUDA kernels need neither torch's CUDA libraries nor a shared CUDA runtime (linked statically),
+    and no C++ symbol of torch: so the module loads into a torch built with another CUDA major and into
+    a CPU-only torch, from the stable ABI's oldest release on."""
+    import paanet_fast._C as extension
+
+    dynamic = subprocess.run(["readelf", "-d", extension.__file__], capture_output=True, text=True, check=True).stdout
+    needed = re.findall(r"\(NEEDED\)\s+Shared library: \[(.+?)\]", dynamic)
+    assert "libtorch_cpu.so" in needed, dynamic  # the stable C shim's library, and the parse found the list
+    unwanted = [lib for lib in needed if re.match(r"lib(cudart|c10_cuda|torch_cuda|torch_python)\b", lib)]
+    assert not unwanted, f"{extension.__file__} needs {unwanted}: it would load only next to this exact torch and CUDA"
+    undefined = subprocess.run(["nm", "-D", "--undefined-only", "--demangle", extension.__file__], capture_output=True,
+                               text=True, check=True).stdout.splitlines()
+    unstable = [line.strip() for line in undefined if re.search(r"\b(c10|at|torch|caffe2)::", line)]
+    assert not unstable, f"C++ symbols of torch (no stable ABI): {unstable[:10]}"

@@ -48,15 +48,17 @@ def test_sass_counts_of_a_hand_written_function():
 
 
 def test_kernel_keys_agree_between_the_demangler_and_gcc():
-    demangled = ("void paanet::cuda::per_item_kernel<paanet::cuda::(anonymous namespace)::RowsPass<float> >"
-                 "(paanet::cuda::ScaleBatch<paanet::cuda::(anonymous namespace)::RowsPass<float> >, long, float const*)")
+    demangled = ("void paanet::cuda::(anonymous namespace)::weight_grad_kernel<float, float>(paanet::cuda::ScaleBatch<"
+                 "paanet::cuda::(anonymous namespace)::ScaleMap<float const> >, long, float const*, "
+                 "paanet::cuda::(anonymous namespace)::WeightView<float>, float const*, long, float*)")
     base, template, params = compiled.split_signature(demangled)
-    assert (base, template) == ("per_item_kernel", "<paanet::cuda::(anonymous namespace)::RowsPass<float> >")
-    gcc = "paanet::cuda::ScaleBatch<paanet::cuda::{anonymous}::RowsPass<float> >, long int, const float*"
-    assert compiled.kernel_key(base, params) == compiled.kernel_key("per_item_kernel", gcc)
-    # A dependent accumulation type: the demangler keeps at::opmath_type's spelling, gcc resolves it.
+    assert (base, template) == ("weight_grad_kernel", "<float, float>")
+    gcc = ("paanet::cuda::ScaleBatch<paanet::cuda::{anonymous}::ScaleMap<const float> >, long int, const float*, "
+           "paanet::cuda::{anonymous}::WeightView<float>, const float*, long int, float*")
+    assert compiled.kernel_key(base, params) == compiled.kernel_key("weight_grad_kernel", gcc)
+    # A dependent accumulation type: the demangler keeps paanet::opmath_t's spelling, gcc resolves it.
     demangled = ("void paanet::cuda::(anonymous namespace)::gam_scale_kernel<false, c10::BFloat16>(paanet::cuda::"
-                 "ScaleBatch<paanet::cuda::(anonymous namespace)::Scale<c10::BFloat16, at::OpMathType<c10::BFloat16>"
+                 "ScaleBatch<paanet::cuda::(anonymous namespace)::Scale<c10::BFloat16, paanet::OpMath<c10::BFloat16>"
                  "::type> >, paanet::cuda::MapView<c10::BFloat16>, bool)")
     base, _, params = compiled.split_signature(demangled)
     gcc = "paanet::cuda::ScaleBatch<paanet::cuda::{anonymous}::Scale<c10::BFloat16, float> >, MapView<c10::BFloat16>, bool"

@@ -104,8 +104,9 @@ def kernel_key(base_name: str, parameters: str) -> str:
     text = re.sub(r"\(anonymous namespace\)::|\{anonymous\}::|\b[A-Za-z_]\w*::", "", parameters)
     text = text.replace("long int", "long").replace("long unsigned int", "unsigned long").replace("unsigned int", "unsigned")
     text = re.sub(r"\bconst\b|__grid_constant__|\s", "", text)
-    # The demangler spells a dependent accumulation type as written (at::opmath_type<T>); gcc resolves it.
-    text = re.sub(r"OpMathType<(?:Half|BFloat16|float)>::type", "float", text).replace("OpMathType<double>::type", "double")
+    # The demangler spells a dependent accumulation type as written (paanet::opmath_t<T>, an alias of
+    # OpMath<T>::type); gcc resolves it.
+    text = re.sub(r"OpMath<(?:Half|BFloat16|float)>::type", "float", text).replace("OpMath<double>::type", "double")
     return f"{base_name}({text})"
 
 

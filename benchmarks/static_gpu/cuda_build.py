@@ -21,8 +21,9 @@ def nvcc_command(source: Path, archs: list[int], output: Path) -> list[str]:
     site = Path(torch.__file__).resolve().parent.parent
     includes = ([str(ROOT / "csrc")] + [str(p) for p in sorted(site.glob("nvidia/*/include")) if p.is_dir()]
                 + cpp_extension.include_paths(device_type="cuda") + [sysconfig.get_paths()["include"]])
-    defines = ["PAANET_FAST_WITH_CUDA=1", "TORCH_API_INCLUDE_EXTENSION_H", "TORCH_EXTENSION_NAME=_C",
-               f"_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"]
+    from cuda_emulation.build import stable_macros  # tests/ is on the path (gpu_static.py)
+    defines = ([f"{name}={value}" for name, value in stable_macros()]
+               + ["PAANET_FAST_WITH_CUDA=1", "TORCH_API_INCLUDE_EXTENSION_H", "TORCH_EXTENSION_NAME=_C"])
     return (["nvcc", "--fatbin", str(source), "-o", str(output)] + [f"-I{i}" for i in includes]
             + [f"-D{d}" for d in defines] + cpp_extension.COMMON_NVCC_FLAGS + ["--compiler-options", "-fPIC"]
             + ["-O3", "-lineinfo"]  # setup.py's extra_compile_args["nvcc"]

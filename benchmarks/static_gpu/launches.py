@@ -20,7 +20,6 @@ from typing import Any, Callable
 
 import torch
 
-from .cards import Arch
 from .compiled import kernel_key
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -164,7 +163,7 @@ def cuda_launch_names(emulated) -> list[str]:
 
 
 def count_cuda_steps(emulated, dtype: torch.dtype) -> list[dict[str, dict[str, Any]]]:
-    emulated.emulation_configure(2, False)  # real runs: the emulated kernels compute
+    emulated.emulation_configure(False)  # real runs: the emulated kernels compute
     return [count_step(emulated_cuda_operators(emulated), lambda: cuda_launch_names(emulated), b, c, s, dtype)
             for b, c, s in COUNT_SIZES]
 
@@ -231,9 +230,10 @@ def benchmark_calls(ops: Operators, dtype: torch.dtype) -> dict[str, Callable[[]
     return operator_calls(ops, inputs, reverse=True)
 
 
-def cuda_launches_at_benchmark(emulated, arch: Arch, dtype: torch.dtype) -> dict[str, tuple[list[Launch], list[dict]]]:
-    """Per operator call: its kernel launches (the emulation's log, kernels not run) and its ATen ops."""
-    emulated.emulation_configure(arch.sms, True)
+def cuda_launches_at_benchmark(emulated, dtype: torch.dtype) -> dict[str, tuple[list[Launch], list[dict]]]:
+    """Per operator call: its kernel launches (the emulation's log, kernels not run) and its ATen ops.
+    The same on every card: the host code sizes its grids from the shapes alone."""
+    emulated.emulation_configure(True)
     found = {}
     for name, call in benchmark_calls(emulated_cuda_operators(emulated), dtype).items():
         _, aten = computing_aten_ops(call)
@@ -242,7 +242,7 @@ def cuda_launches_at_benchmark(emulated, arch: Arch, dtype: torch.dtype) -> dict
             key, grid, threads, shared = _parse_launch_line(line)
             launches.append(Launch(key, key.split("(")[0], grid, threads, shared))
         found[name] = (launches, aten)
-    emulated.emulation_configure(2, False)
+    emulated.emulation_configure(False)
     return found
 
 

@@ -1,56 +1,48 @@
 // Helpers shared by the CPU kernels of both operators: the compute dtype, output layouts that
-// match the Python fake kernels exactly, test-time poisoning, and flat task indices over scales.
+// match the Python fake kernels exactly, and flat task indices over scales.
 #pragma once
 
-#include <ATen/ATen.h>
-
 #include <algorithm>
-#include <cstdlib>
-#include <limits>
+#include <cstdint>
 #include <vector>
+
+#include "stable_api.h"
 
 namespace paanet {
 namespace cpu {
 
 // float16 and bfloat16 are computed in float32: the kernels are memory-light, so the cast is cheap
 // and every accumulation keeps float32 precision.
-inline bool is_reduced_precision(at::ScalarType t) { return t == at::kHalf || t == at::kBFloat16; }
-
-inline std::vector<at::Tensor> to_dtype(at::TensorList tensors, at::ScalarType dtype) {
-  std::vector<at::Tensor> out;
+inline TensorList to_dtype(const TensorList& tensors, ScalarType dtype) {
+  TensorList out;
   out.reserve(tensors.size());
-  for (const auto& t : tensors) out.push_back(t.to(dtype));
+  for (const auto& t : tensors) out.push_back(torch::stable::to(t, dtype));
   return out;
 }
 
-// `computed` with the strides of at::empty_like(like), which is what the fake kernels in
+// `computed` with the strides of empty_like(like), which is what the fake kernels in
 // paanet_fast/_compiled.py promise (torch.compile plans its buffers from those strides).
-inline at::Tensor with_layout_of(const at::Tensor& computed, const at::Tensor& like) {
-  at::Tensor out = at::empty_like(like, computed.options());
+inline Tensor with_layout_of(const Tensor& computed, const Tensor& like) {
+  Tensor out = empty_like(like, computed.scalar_type());
   if (out.strides() == computed.strides()) return computed;
-  out.copy_(computed);
+  torch::stable::copy_(out, computed);
   return out;
 }
 
-inline std::vector<at::Tensor> with_layouts_of(at::TensorList computed, at::TensorList like) {
-  std::vector<at::Tensor> out;
+inline TensorList with_layouts_of(const TensorList& computed, const TensorList& like) {
+  TensorList out;
   out.reserve(computed.size());
   for (size_t i = 0; i < computed.size(); ++i) out.push_back(with_layout_of(computed[i], like[i]));
   return out;
 }
 
-// With PAANET_FAST_POISON set (the tests set it), freshly allocated outputs are filled with NaN
-// before a kernel writes them, so an element the kernel forgets shows up as NaN, never as stale
-// memory that happens to hold the right value.
-inline at::Tensor poisoned_if_testing(at::Tensor t) {
-  if (std::getenv("PAANET_FAST_POISON") != nullptr) t.fill_(std::numeric_limits<double>::quiet_NaN());
-  return t;
-}
+// ceil(a / b) for a >= 0, b > 0.
+inline int64_t divup(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Work items of all scales in one flat range, sample by sample: item i is item k of scale v of
-// sample b. at::parallel_for splits a range statically into equal counts; in sample-major order
-// each thread gets whole samples' worth of every scale, so the split stays balanced although items
-// of different scales cost differently.
+// sample b. parallel_for (ATen's, behind torch::stable::parallel_for) splits a range statically
+// into equal counts; in sample-major order each thread gets whole samples' worth of every scale,
+// so the split stays balanced although items of different scales cost differently.
 class SampleMajorItems {
  public:
   struct Item {
@@ -77,7 +69,7 @@ class SampleMajorItems {
   std::vector<int64_t> starts_{0};
 };
 
-// at::parallel_for grain for items that cost about `work_per_item` element operations each.
+// parallel_for grain for items that cost about `work_per_item` element operations each.
 inline int64_t grain_for(int64_t work_per_item) {
   constexpr int64_t kWorkPerTask = 32768;
   return std::max<int64_t>(1, kWorkPerTask / std::max<int64_t>(1, work_per_item));

@@ -4,11 +4,6 @@
 // keeps a single copy, which would then be the AVX one on every path.
 #pragma once
 
-#include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
-#include <ATen/Parallel.h>
-
 #include <algorithm>
 #include <tuple>
 #include <type_traits>
@@ -17,3 +12,4 @@
 #include "cpu/cpu_common.h"
 #include "cpu/kernels.h"
 #include "paanet_math.h"
+#include "stable_api.h"

@@ -1,14 +1,11 @@
 // The loops of the CPU kernels, compiled once per x86-64 instruction set (cpu/kernels_*.cpp) and
-// picked at run time as ATen picks its own (at::get_cpu_capability(), which the environment
-// variable ATEN_CPU_CAPABILITY=default|avx2|avx512 overrides): one binary runs on any x86-64 and
+// picked at run time by ATen's rule (cpu/kernel_dispatch.cpp: the CPU's features, lowered by the
+// environment variable ATEN_CPU_CAPABILITY=default|avx2|avx512): one binary runs on any x86-64 and
 // uses AVX2 or AVX-512 where the CPU has them. Elsewhere (another architecture, another compiler
 // than GCC) only the baseline is compiled, for the build's own target.
 #pragma once
 
-#include <ATen/core/Tensor.h>
-#include <c10/util/ArrayRef.h>
-
-#include <vector>
+#include "stable_api.h"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define PAANET_CPU_DISPATCH 1  // GCC's `#pragma GCC target` builds the wider variants
@@ -21,14 +18,12 @@ namespace cpu {
 // (float32 or float64, the dtype of the inputs) by the callers in cpu/*_cpu.cpp.
 struct Kernels {
   const char* name;  // "default", "avx2" or "avx512", as ATEN_CPU_CAPABILITY spells them
-  void (*gam_multiply)(at::TensorList features, const at::Tensor& gam, bool reverse,
-                       const std::vector<at::Tensor>& outputs);
-  void (*gam_multiply_backward)(at::TensorList grad_outputs, at::TensorList features, const at::Tensor& gam,
-                                bool reverse, const std::vector<at::Tensor>& grad_features,
-                                const at::Tensor& grad_gam);
-  void (*mini_decoder)(const std::vector<at::Tensor>& planes, const at::Tensor& bias, at::Tensor& logits);
-  void (*mini_decoder_backward)(const at::Tensor& grad_logits, const at::Tensor& grad_gam, const at::Tensor& gam,
-                                const std::vector<at::Tensor>& d_planes, at::Tensor& dbias);
+  void (*gam_multiply)(const TensorList& features, const Tensor& gam, bool reverse, const TensorList& outputs);
+  void (*gam_multiply_backward)(const TensorList& grad_outputs, const TensorList& features, const Tensor& gam,
+                                bool reverse, const TensorList& grad_features, const Tensor& grad_gam);
+  void (*mini_decoder)(const TensorList& planes, const Tensor& bias, Tensor& logits);
+  void (*mini_decoder_backward)(const Tensor& grad_logits, const Tensor& grad_gam, const Tensor& gam,
+                                const TensorList& d_planes, Tensor& dbias);
 };
 
 namespace baseline { extern const Kernels kernels; }

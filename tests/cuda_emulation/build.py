@@ -1,7 +1,8 @@
 """Builds the CUDA kernel sources (kernels/*.cu) as C++ for the CPU against cuda_emulation.h.
 
 The sources are used unchanged but for three mechanical rewrites (launch syntax, dynamic shared
-memory, dispatch key). Used by tests/test_cuda_emulated.py (the kernels against the reference) and
+memory, dispatch key), and cuda_emulation.h stands in for kernels/runtime.cuh (the device guard,
+stream and launch check). Used by tests/test_cuda_emulated.py (the kernels against the reference) and
 benchmarks/gpu_static.py (their launches, through the emulation's launch log). The build is cached
 under the temporary folder (TMPDIR); a rebuild takes a minute or two.
 """
@@ -23,8 +24,19 @@ def emulated_source(source: str) -> tuple[str, int]:
     """`source` with its launches, dynamic shared memory and CUDA registrations made CPU code."""
     source, launches = LAUNCH.subn(r'emulation::Launch(\2)("\1", \1, ', source)
     source = re.sub(r"extern __shared__[^;]*?(\w+)\[\];", r"unsigned char* \1 = emulation::dynamic_shared;", source)
-    source = source.replace("TORCH_LIBRARY_IMPL(paanet_fast, CUDA, m)", "TORCH_LIBRARY_IMPL(paanet_cuda_emulated, CPU, m)")
+    source = source.replace("STABLE_TORCH_LIBRARY_IMPL(paanet_fast, CUDA, m)",
+                            "STABLE_TORCH_LIBRARY_IMPL(paanet_cuda_emulated, CPU, m)")
     return source, launches
+
+
+def stable_macros() -> list[tuple[str, str]]:
+    """setup.py's STABLE_MACROS (TORCH_TARGET_VERSION, Py_LIMITED_API), read from its TORCH_TARGET and
+    PY_LIMITED_API, so that the kernels are compiled here against the same stable surface."""
+    setup = (ROOT / "setup.py").read_text()
+    torch_major, torch_minor = map(int, re.search(r"^TORCH_TARGET = \((\d+), (\d+)\)", setup, re.M).groups())
+    py_major, py_minor = map(int, re.search(r"^PY_LIMITED_API = \((\d+), (\d+)\)", setup, re.M).groups())
+    return [("TORCH_TARGET_VERSION", f"0x{torch_major:02x}{torch_minor:02x}000000000000"),
+            ("Py_LIMITED_API", f"0x{py_major:02X}{py_minor:02X}0000")]
 
 
 def _write_if_changed(path: Path, text: str) -> None:
@@ -35,14 +47,14 @@ def _write_if_changed(path: Path, text: str) -> None:
 
 def load_emulated_kernels() -> torch._ops._OpNamespace:
     """torch.ops.paanet_cuda_emulated: the CUDA kernels registered for CPU tensors, and the launch log
-    (emulation_configure, emulation_take_launches: tests/cuda_emulation/launch_log.cpp)."""
+    (emulation_configure, emulation_take_launches) and the fast divider (emulation_divide), from
+    tests/cuda_emulation/launch_log.cpp."""
     out = Path(tempfile.gettempdir()) / "paanet_fast_cuda_emulation"
     out.mkdir(exist_ok=True)
     common = (ROOT / "kernels/common.cuh").read_text()
-    for header in ("ATen/cuda/CUDAContext.h", "c10/cuda/CUDAException.h", "c10/cuda/CUDAGuard.h"):
-        common = common.replace(f"#include <{header}>\n", "")
-    common = common.replace("#include <ATen/ATen.h>\n", '#include <ATen/ATen.h>\n#include "cuda_emulation.h"\n', 1)
-    common, launches = emulated_source(common)
+    if '#include "runtime.cuh"\n' not in common:
+        raise RuntimeError("kernels/common.cuh no longer includes runtime.cuh: the emulation's rewrite needs updating")
+    common, launches = emulated_source(common.replace('#include "runtime.cuh"\n', '#include "cuda_emulation.h"\n'))
     sources = []
     for kernel_file in sorted((ROOT / "kernels").glob("*.cu")):
         text, found = emulated_source(kernel_file.read_text())
@@ -54,8 +66,10 @@ def load_emulated_kernels() -> torch._ops._OpNamespace:
     if launches == 0:
         raise RuntimeError("no kernel launch found in kernels/: the emulation's rewrite needs updating")
     _write_if_changed(out / "common.cuh", common)
-    schemas = (ROOT / "csrc/ops.cpp").read_text().replace("TORCH_LIBRARY(paanet_fast, m)",
-                                                          "TORCH_LIBRARY(paanet_cuda_emulated, m)")
+    schemas = (ROOT / "csrc/ops.cpp").read_text().replace("STABLE_TORCH_LIBRARY(paanet_fast, m)",
+                                                          "STABLE_TORCH_LIBRARY(paanet_cuda_emulated, m)")
+    if "paanet_cuda_emulated" not in schemas:
+        raise RuntimeError("csrc/ops.cpp: the emulation's rewrite of the library name needs updating")
     _write_if_changed(out / "schemas.cpp", schemas)
     build = out / "build"  # not torch's shared extension cache: builds of other trees would replace it
     build.mkdir(exist_ok=True)
@@ -64,6 +78,7 @@ def load_emulated_kernels() -> torch._ops._OpNamespace:
         [str(s) for s in sources] + [str(out / "schemas.cpp"), str(HERE / "launch_log.cpp"),
                                      str(ROOT / "csrc/checks.cpp"), str(ROOT / "csrc/low_res.cpp")],
         extra_include_paths=[str(out), str(HERE), str(ROOT / "csrc")],
-        extra_cflags=["-O1", "-std=c++20", "-fno-strict-aliasing", "-Wno-unknown-pragmas"],
+        extra_cflags=["-O1", "-std=c++20", "-fno-strict-aliasing", "-Wno-unknown-pragmas"]
+        + [f"-D{name}={value}" for name, value in stable_macros()],
         build_directory=str(build), is_python_module=False)
     return torch.ops.paanet_cuda_emulated

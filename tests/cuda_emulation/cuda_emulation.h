@@ -4,10 +4,9 @@
 // runs the blocks one after another, so a block's __shared__ arrays can be function statics.
 // Every launch is also logged (kernel, grid, block, dynamic shared memory), and with `dry_run` set
 // only logged, so that benchmarks/gpu_static.py can count the launches of the host code and read
-// its launch configurations at full size without running the kernels.
+// its launch configurations at full size without running the kernels. It stands in for
+// kernels/runtime.cuh (the device guard, the current stream and the launch check).
 #pragma once
-
-#include <ATen/ATen.h>
 
 #include <barrier>
 #include <cstdint>
@@ -17,6 +16,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "stable_api.h"
 
 struct dim3 {
   unsigned int x, y, z;
@@ -32,11 +33,11 @@ inline thread_local dim3 threadIdx, blockIdx, blockDim, gridDim;
 #define __launch_bounds__(...)
 #define __grid_constant__
 #define __shared__ static
-#undef CUDA_KERNEL_ASSERT
-#define CUDA_KERNEL_ASSERT(cond) TORCH_CHECK(cond, "device-side assertion failed: " #cond)
-#define C10_CUDA_KERNEL_LAUNCH_CHECK() \
-  do {                                 \
-  } while (0)
+
+// The high 32 bits of the 64-bit product, as the device intrinsic gives them.
+inline unsigned int __umulhi(unsigned int a, unsigned int b) {
+  return static_cast<unsigned int>((static_cast<uint64_t>(a) * b) >> 32);
+}
 
 namespace emulation {
 
@@ -47,7 +48,6 @@ inline unsigned char* dynamic_shared = nullptr;
 // The launch log: one line per launch, "name|kernel type|grid x,y,z|block x,y,z|shared bytes".
 inline std::vector<std::string> launch_log;
 inline bool dry_run = false;
-inline int multiprocessor_count = 2;  // what the host code's grid sizing reads for this "card"
 
 // `kernel<<<grid, block, shared_bytes, stream>>>(args...)` is rewritten to
 // `emulation::Launch(grid, block, shared_bytes, stream)("kernel", kernel, args...)`.
@@ -60,11 +60,11 @@ struct Launch {
   template <typename Kernel, typename... Args>
   void operator()(const char* name, Kernel kernel, Args... args) const {
     // The limits a real launch enforces.
-    TORCH_CHECK(grid.x > 0 && grid.y > 0 && grid.z > 0, "launch with an empty grid");
-    TORCH_CHECK(grid.y <= 65535 && grid.z <= 65535, "grid.y or grid.z over 65535");
-    TORCH_CHECK(shared_bytes <= 48 * 1024, "over 48 KiB of dynamic shared memory without opting in");
+    PAANET_CHECK(grid.x > 0 && grid.y > 0 && grid.z > 0, "launch with an empty grid");
+    PAANET_CHECK(grid.y <= 65535 && grid.z <= 65535, "grid.y or grid.z over 65535");
+    PAANET_CHECK(shared_bytes <= 48 * 1024, "over 48 KiB of dynamic shared memory without opting in");
     const unsigned int threads = block.x * block.y * block.z;
-    TORCH_CHECK(threads > 0 && threads <= 1024, "block of ", threads, " threads");
+    PAANET_CHECK(threads > 0 && threads <= 1024, "block of ", threads, " threads");
     std::ostringstream entry;  // the compiler's spelling of the kernel's type names its instantiation
     entry << name << '|' << __PRETTY_FUNCTION__ << '|' << grid.x << ',' << grid.y << ',' << grid.z << '|' << block.x
           << ',' << block.y << ',' << block.z << '|' << shared_bytes;
@@ -111,24 +111,17 @@ struct Launch {
 
 inline void __syncthreads() { emulation::block_barrier->arrive_and_wait(); }
 
-namespace at {
+namespace paanet {
 namespace cuda {
-struct DeviceProperties {
-  int multiProcessorCount = 2;
-};
-inline DeviceProperties* getCurrentDeviceProperties() {
-  static DeviceProperties properties;
-  properties.multiProcessorCount = emulation::multiprocessor_count;
-  return &properties;
-}
-inline cudaStream_t getCurrentCUDAStream() { return nullptr; }
-}  // namespace cuda
-}  // namespace at
 
-namespace c10 {
-namespace cuda {
-struct CUDAGuard {
-  explicit CUDAGuard(c10::Device) {}
+// kernels/runtime.cuh's interface: CPU tensors need no device, stream or launch check.
+struct DeviceGuard {
+  explicit DeviceGuard(int32_t) {}
 };
+
+inline cudaStream_t current_stream() { return nullptr; }
+
+inline void check_launch(const char*) {}
+
 }  // namespace cuda
-}  // namespace c10
+}  // namespace paanet

@@ -1,14 +1,18 @@
-// The emulation's launch log as operators of torch.ops.paanet_cuda_emulated (benchmarks/gpu_static.py).
-#include <torch/library.h>
+// The emulation's launch log as operators of torch.ops.paanet_cuda_emulated (benchmarks/gpu_static.py),
+// and the kernels' fast divider on the CPU (tests/test_cuda_emulated.py checks it against division).
+#include <torch/csrc/stable/library.h>
 
+#include <cstdint>
+#include <string>
+
+#include "common.cuh"  // the emulation build's copy, on cuda_emulation.h
 #include "cuda_emulation.h"
+#include "stable_api.h"
 
 namespace {
 
-// Sets the multiprocessor count the host code sees and whether launches only log, and clears the log.
-void configure(int64_t multiprocessor_count, bool dry_run) {
-  TORCH_CHECK(multiprocessor_count > 0, "multiprocessor_count must be positive, got ", multiprocessor_count);
-  emulation::multiprocessor_count = static_cast<int>(multiprocessor_count);
+// Sets whether launches only log, and clears the log.
+void configure(bool dry_run) {
   emulation::dry_run = dry_run;
   emulation::launch_log.clear();
 }
@@ -21,9 +25,34 @@ std::string take_launches() {
   return text;
 }
 
+// numerators / divisor through paanet::cuda::Divider, for int64 numerators in [0, 2^31).
+paanet::Tensor divide(const paanet::Tensor& numerators, int64_t divisor) {
+  PAANET_CHECK_VALUE(numerators.scalar_type() == paanet::ScalarType::Long && numerators.is_contiguous(),
+                     "emulation_divide: numerators must be a contiguous int64 tensor");
+  PAANET_CHECK_VALUE(divisor >= 1 && divisor <= (int64_t{1} << 31), "emulation_divide: divisor ", divisor,
+                     " outside [1, 2^31]");
+  const paanet::cuda::Divider divider(static_cast<unsigned int>(divisor));
+  paanet::Tensor quotients = paanet::empty_like(numerators, paanet::ScalarType::Long);
+  const int64_t* n = numerators.const_data_ptr<int64_t>();
+  int64_t* q = quotients.mutable_data_ptr<int64_t>();
+  for (int64_t i = 0; i < numerators.numel(); ++i) {
+    PAANET_CHECK_VALUE(n[i] >= 0 && n[i] <= INT32_MAX, "emulation_divide: numerator ", n[i], " outside [0, 2^31)");
+    q[i] = divider.div(static_cast<unsigned int>(n[i]));
+  }
+  return quotients;
+}
+
 }  // namespace
 
-TORCH_LIBRARY_FRAGMENT(paanet_cuda_emulated, m) {
-  m.def("emulation_configure(int multiprocessor_count, bool dry_run) -> ()", &configure);
-  m.def("emulation_take_launches() -> str", &take_launches);
+STABLE_TORCH_LIBRARY_FRAGMENT(paanet_cuda_emulated, m) {
+  m.def("emulation_configure(bool dry_run) -> ()");
+  m.def("emulation_take_launches() -> str");
+  m.def("emulation_divide(Tensor numerators, int divisor) -> Tensor");
+}
+
+// CompositeExplicitAutograd: the operators without tensor arguments dispatch there too.
+STABLE_TORCH_LIBRARY_IMPL(paanet_cuda_emulated, CompositeExplicitAutograd, m) {
+  m.impl("emulation_configure", TORCH_BOX(&configure));
+  m.impl("emulation_take_launches", TORCH_BOX(&take_launches));
+  m.impl("emulation_divide", TORCH_BOX(&divide));
 }
