@@ -64,24 +64,29 @@ inline std::ostream& operator<<(std::ostream& out, const Shape& shape) {
 
 inline Shape shape(const Tensor& t) { return {t.sizes()}; }
 
-// Printed as torch.device prints: cpu, cuda:0, meta.
+// Printed as torch.device prints: cpu, cuda:0, meta. It holds the device's parts, not a
+// torch::stable::Device, whose namespace has hidden visibility (GCC warns about every file otherwise).
 struct DeviceName {
-  torch::stable::Device device;
+  torch::headeronly::DeviceType type;
+  int index;  // -1: none
 };
 
 inline std::ostream& operator<<(std::ostream& out, const DeviceName& name) {
   using torch::headeronly::DeviceType;
-  switch (name.device.type()) {
+  switch (name.type) {
     case DeviceType::CPU: out << "cpu"; break;
     case DeviceType::CUDA: out << "cuda"; break;
     case DeviceType::Meta: out << "meta"; break;
-    default: out << "device type " << static_cast<int>(name.device.type());
+    default: out << "device type " << static_cast<int>(name.type);
   }
-  if (name.device.has_index()) out << ':' << static_cast<int>(name.device.index());
+  if (name.index >= 0) out << ':' << name.index;
   return out;
 }
 
-inline DeviceName device_name(const Tensor& t) { return {t.device()}; }
+inline DeviceName device_name(const Tensor& t) {
+  const torch::stable::Device device = t.device();
+  return {device.type(), device.has_index() ? static_cast<int>(device.index()) : -1};
+}
 
 inline bool same_device(const Tensor& a, const Tensor& b) { return a.device() == b.device(); }
 

@@ -32,8 +32,11 @@ def _cpu_has(capability: str) -> bool:
     return best in CAPABILITIES and CAPABILITIES.index(capability) <= CAPABILITIES.index(best)
 
 
-def _run(args: list[str], capability: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "ATEN_CPU_CAPABILITY": capability}
+def _run(args: list[str], capability: str | None) -> subprocess.CompletedProcess:
+    """Runs Python with ATEN_CPU_CAPABILITY set to `capability` (None: unset)."""
+    env = {key: value for key, value in os.environ.items() if key != "ATEN_CPU_CAPABILITY"}
+    if capability is not None:
+        env["ATEN_CPU_CAPABILITY"] = capability
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=900, cwd=ROOT, env=env)
 
 
@@ -49,6 +52,22 @@ def test_each_instruction_set_runs_its_loops_and_matches_the_reference(capabilit
                   capability)
     assert parity.returncode == 0, parity.stdout[-5000:]
     assert re.search(r"\b\d+ passed\b", parity.stdout) and " failed" not in parity.stdout
+
+
+@pytest.mark.parametrize("setting", [None, *CAPABILITIES, "AVX2", "sse"])
+def test_the_choice_is_atens_for_its_own_kernels(setting):
+    """The extension reads the CPU itself (ATen's choice is not in the stable ABI); it must agree with
+    ATen's for every setting of ATEN_CPU_CAPABILITY that this CPU can run: unset, each instruction set
+    it has, and values ATen ignores (it is case-sensitive, and knows no "sse")."""
+    if torch.backends.cpu.get_cpu_capability().lower() not in CAPABILITIES:
+        pytest.skip(f"not an x86-64 CPU (ATen: {torch.backends.cpu.get_cpu_capability()})")
+    if setting in CAPABILITIES and not _cpu_has(setting):
+        pytest.skip(f"this CPU has no {setting} (ATen: {torch.backends.cpu.get_cpu_capability()})")
+    chosen = _run(["-W", "ignore", "-c", "import torch, paanet_fast._C as C; "
+                   "print(C.cpu_kernels(), torch.backends.cpu.get_cpu_capability().lower())"], setting)
+    assert chosen.returncode == 0, chosen.stderr[-3000:]
+    ours, aten = chosen.stdout.split()
+    assert ours == aten
 
 
 def test_wide_registers_appear_only_in_the_dispatched_loops():
