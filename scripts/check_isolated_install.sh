@@ -11,7 +11,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-$(command -v python3.11 || command -v python3)}
-old_torch_spec=${OLD_TORCH_SPEC:-"torch==2.13.0 torchvision==0.28.0"}
+# ===: PyPI's 2.13.0 (a CUDA build), not the local 2.13.0+cpu that == also matches: PyPI's torchvision
+# 0.28.0 needs torch's CUDA libraries.
+old_torch_spec=${OLD_TORCH_SPEC:-"torch===2.13.0 torchvision===0.28.0"}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
