@@ -169,6 +169,12 @@ if torch is not None:
 
         def run(self) -> None:
             super().run()
+            # A build from before the stable ABI left _C.cpython-3XY-*.so in the source tree, and
+            # Python prefers that name to _C.abi3.so: it would shadow the new build.
+            built = Path(self.get_ext_fullpath("paanet_fast._C")).name
+            for stale in (ROOT / "paanet_fast").glob("_C.*.so"):
+                if stale.name != built:
+                    stale.unlink()
             # Beside the extension in the build folder (for wheels) and in the source tree (editable
             # installs copy only the extension itself there).
             for folder in {Path(self.get_ext_fullpath("paanet_fast._C")).parent.resolve(), ROOT / "paanet_fast"}:
