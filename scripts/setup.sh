@@ -40,7 +40,7 @@ if [ "$key" = "$built_key" ] && { [ "$want_cuda" = either ] || [ "$want_cuda" = 
   echo "paanet_fast._C is up to date with its sources, torch and the build switches: not rebuilt"
 else
   rm -f "$stamp"
-  # No build isolation: the extension must compile against the torch installed above.
+  # No build isolation: compile against the torch installed above (an isolated build would download a second one).
   $pip install -q --no-build-isolation -e ".[test,encoders,export]"
   built_cuda=$("$venv/bin/python" -c "from paanet_fast import _build_info; print(_build_info.CUDA_REQUESTED)")
   echo "$key $built_cuda" > "$stamp"
