@@ -120,6 +120,11 @@ for line in open(sys.argv[1]):
         print(line.strip())
 PY
   $vpip install -q --no-deps -r "$root/torch-$version/extra.txt"
+  # triton 3.6's interpreter (torch 2.10 and 2.11) reads a scalar argument as int(array of shape (1,)),
+  # which numpy 2.4 refuses ("only 0-dimensional arrays can be converted"); 3.7 squeezes it first.
+  if "$venv/bin/python" -c 'import sys, triton; sys.exit(tuple(map(int, triton.__version__.split(".")[:2])) >= (3, 7))'; then
+    $vpip install -q --no-deps "numpy<2.4"
+  fi
   "$venv/bin/python" -m pip check | grep -v '^nvidia\|which is not installed.$' || true
   "$venv/bin/python" -c 'import torch, torchvision.ops
 assert (torch.randn(3) @ torch.randn(3)).isfinite()
