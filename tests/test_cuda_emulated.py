@@ -213,3 +213,21 @@ def test_fast_divider_matches_division(emulated):
         n = torch.cat([torch.tensor([0, 1, limit - 2, limit - 1]), multiples - 1, multiples,
                        (multiples + 1).clamp(max=limit - 1), torch.randint(0, limit, (4096,), generator=gen)])
         torch.testing.assert_close(emulated.emulation_divide(n, d), n // d, rtol=0, atol=0, msg=f"divisor {d}")
+
+
+def test_a_lock_left_by_a_killed_build_is_removed_instead_of_waited_for(tmp_path):
+    """cpp_extension would wait for ever on the lock of a build killed mid-way (a hung test run)."""
+    import os
+    import time
+
+    from cuda_emulation.build import STALE_LOCK_SECONDS, _remove_stale_lock
+
+    lock = tmp_path / "lock"
+    lock.write_text("")
+    _remove_stale_lock(lock)
+    assert lock.exists()  # a build running now holds it
+    old = time.time() - STALE_LOCK_SECONDS - 60
+    os.utime(lock, (old, old))
+    with pytest.warns(UserWarning, match=r"removing .*lock, left 1[56] minutes ago by a build that did not finish"):
+        _remove_stale_lock(lock)
+    assert not lock.exists()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 import tempfile
+import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -45,6 +47,22 @@ def _write_if_changed(path: Path, text: str) -> None:
         path.write_text(text)
 
 
+# A build takes a minute or two; a lock older than this was left by a build that was killed.
+STALE_LOCK_SECONDS = 15 * 60
+
+
+def _remove_stale_lock(lock: Path) -> None:
+    """cpp_extension waits without end for the lock of a build that was killed (Ctrl-C during a
+    test run): a lock that old is removed, with a warning, instead of hanging the tests."""
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return
+    if age > STALE_LOCK_SECONDS:
+        warnings.warn(f"removing {lock}, left {age / 60:.0f} minutes ago by a build that did not finish")
+        lock.unlink(missing_ok=True)
+
+
 def load_emulated_kernels() -> torch._ops._OpNamespace:
     """torch.ops.paanet_cuda_emulated: the CUDA kernels registered for CPU tensors, and the launch log
     (emulation_configure, emulation_take_launches) and the fast divider (emulation_divide), from
@@ -73,6 +91,7 @@ def load_emulated_kernels() -> torch._ops._OpNamespace:
     _write_if_changed(out / "schemas.cpp", schemas)
     build = out / "build"  # not torch's shared extension cache: builds of other trees would replace it
     build.mkdir(exist_ok=True)
+    _remove_stale_lock(build / "lock")
     cpp_extension.load(
         "paanet_cuda_emulated",
         [str(s) for s in sources] + [str(out / "schemas.cpp"), str(HERE / "launch_log.cpp"),
