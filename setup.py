@@ -92,12 +92,6 @@ class _NeedsTorch(build_ext):
         sys.exit(NO_TORCH_MESSAGE)
 
 
-def _nvidia_wheel_includes() -> list[str]:
-    """CUDA library headers shipped by the nvidia-* wheels that a pip-installed torch depends on."""
-    site = Path(torch.__file__).resolve().parent.parent
-    return [str(p) for p in sorted(site.glob("nvidia/*/include")) if p.is_dir()]
-
-
 def _want_cuda() -> bool:
     switch = os.environ.get("PAANET_FAST_CUDA", "auto").lower()
     possible = torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None
@@ -195,7 +189,7 @@ def _extension():
     cu_sources = sorted(glob.glob("kernels/**/*.cu", recursive=True))
     extension = cpp_extension.CUDAExtension(
         "paanet_fast._C", cpp_sources + cu_sources,
-        include_dirs=include_dirs + _nvidia_wheel_includes(),
+        include_dirs=include_dirs,
         define_macros=STABLE_MACROS + [("PAANET_FAST_WITH_CUDA", "1")], py_limited_api=True,
         extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-lineinfo"]})
     # CUDAExtension links the shared CUDA runtime and torch's CUDA libraries, with which the module

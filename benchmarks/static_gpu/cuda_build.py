@@ -8,8 +8,6 @@ import sys
 import sysconfig
 from pathlib import Path
 
-import torch
-
 from .compiled import Kernel, cache_dir, demangle, kernel_key, sass_of, split_signature
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -18,9 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 def nvcc_command(source: Path, archs: list[int], output: Path) -> list[str]:
     """nvcc as torch.utils.cpp_extension runs it for setup.py's CUDAExtension, device code only (a fatbin)."""
     from torch.utils import cpp_extension
-    site = Path(torch.__file__).resolve().parent.parent
-    includes = ([str(ROOT / "csrc")] + [str(p) for p in sorted(site.glob("nvidia/*/include")) if p.is_dir()]
-                + cpp_extension.include_paths(device_type="cuda") + [sysconfig.get_paths()["include"]])
+    includes = ([str(ROOT / "csrc")] + cpp_extension.include_paths(device_type="cuda")
+                + [sysconfig.get_paths()["include"]])
     from cuda_emulation.build import stable_macros  # tests/ is on the path (gpu_static.py)
     defines = ([f"{name}={value}" for name, value in stable_macros()]
                + ["PAANET_FAST_WITH_CUDA=1", "TORCH_API_INCLUDE_EXTENSION_H", "TORCH_EXTENSION_NAME=_C"])
