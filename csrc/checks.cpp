@@ -110,7 +110,7 @@ void check_gam_multiply_backward_args(const TensorList& grad_outputs, const Tens
   PAANET_CHECK_VALUE(grad_outputs.size() == features.size(), op, ": got ", grad_outputs.size(),
                     " grad_outputs for ", features.size(), " features");
   for (size_t i = 0; i < features.size(); ++i) {
-    PAANET_CHECK_VALUE(grad_outputs[i].sizes() == features[i].sizes(), op, ": grad_outputs[", i,
+    PAANET_CHECK_VALUE(grad_outputs[i].sizes().equals(features[i].sizes()), op, ": grad_outputs[", i,
                       "] must have the shape of features[", i, "] ", shape(features[i]), ", got ",
                       shape(grad_outputs[i]));
     check_like(grad_outputs[i], "grad_outputs", features[0], op);

@@ -2,7 +2,6 @@
 
 namespace paanet {
 
-using torch::stable::permute;
 using torch::stable::reshape;
 using torch::stable::transpose;
 using torch::stable::view;
@@ -17,7 +16,7 @@ Tensor scale_weight(const Tensor& weight, int64_t offset, int64_t channels) {
 Tensor reduce_channels(const Tensor& f, const Tensor& w_v) {
   const int64_t B = f.size(0), C = f.size(1), h = f.size(2), w = f.size(3);
   if (is_channels_last(f)) {
-    return permute(view(mm(reshape(permute(f, {0, 2, 3, 1}), {B * h * w, C}), w_v), {B, h, w, kTaps}),
+    return permuted(view(mm(reshape(permuted(f, {0, 2, 3, 1}), {B * h * w, C}), w_v), {B, h, w, kTaps}),
                    {0, 3, 1, 2});
   }
   // Explicit bmm rather than matmul, which picks its algorithm by requires_grad: eager calls and
@@ -28,9 +27,9 @@ Tensor reduce_channels(const Tensor& f, const Tensor& w_v) {
 std::pair<Tensor, Tensor> feature_and_weight_grads(const Tensor& f, const Tensor& w_v, const Tensor& d) {
   const int64_t B = f.size(0), C = f.size(1), h = f.size(2), w = f.size(3);
   if (is_channels_last(f)) {  // both are (B*h*w, .) matrices without a copy
-    const Tensor f_mat = reshape(permute(f, {0, 2, 3, 1}), {B * h * w, C});
-    const Tensor d_mat = reshape(permute(d, {0, 2, 3, 1}), {B * h * w, kTaps});
-    Tensor df = permute(view(mm(d_mat, transpose(w_v, 0, 1)), {B, h, w, C}), {0, 3, 1, 2});
+    const Tensor f_mat = reshape(permuted(f, {0, 2, 3, 1}), {B * h * w, C});
+    const Tensor d_mat = reshape(permuted(d, {0, 2, 3, 1}), {B * h * w, kTaps});
+    Tensor df = permuted(view(mm(d_mat, transpose(w_v, 0, 1)), {B, h, w, C}), {0, 3, 1, 2});
     return {df, mm(transpose(f_mat, 0, 1), d_mat)};
   }
   const Tensor d_mat = reshape(d, {B, kTaps, h * w});

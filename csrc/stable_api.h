@@ -106,6 +106,8 @@ inline Tensor mm(const Tensor& a, const Tensor& b) { return call_op("aten::mm", 
 inline Tensor bmm(const Tensor& a, const Tensor& b) { return call_op("aten::bmm", "", a, b); }
 inline Tensor expand(const Tensor& t, IntList sizes) { return call_op("aten::expand", "", t, sizes, false); }
 inline Tensor cat(const TensorList& tensors, int64_t dim) { return call_op("aten::cat", "", tensors, dim); }
+// torch::stable::permute is in torch 2.14's headers, not in 2.10 to 2.13's: the sources build against those too.
+inline Tensor permuted(const Tensor& t, IntList dims) { return call_op("aten::permute", "", t, dims); }
 
 // empty_like(like) (the strides of a dense `like` kept) in another dtype.
 inline Tensor empty_like(const Tensor& like, ScalarType dtype) {
@@ -161,19 +163,36 @@ struct OpMath<torch::headeronly::BFloat16> {
 template <typename T>
 using opmath_t = typename OpMath<T>::type;
 
-// Runs BODY with scalar_t the C++ type of TYPE, for float and double (and, with _AND_HALF, the
-// two half types).
-#define PAANET_DISPATCH_FLOATING(TYPE, NAME, BODY)                    \
-  THO_DISPATCH_SWITCH(TYPE, NAME,                                     \
-                      THO_DISPATCH_CASE(::paanet::ScalarType::Float, BODY) \
-                      THO_DISPATCH_CASE(::paanet::ScalarType::Double, BODY))
+// Runs the lambda BODY with scalar_t the C++ type of TYPE, for float and double (and, with
+// _AND_HALF, the two half types). Written out rather than with torch/headeronly's THO_DISPATCH_*
+// macros, which torch 2.10's headers do not have: the sources also build against that torch.
+#define PAANET_DISPATCH_CASE(ENUM, CPP_TYPE, ...) \
+  case ::paanet::ScalarType::ENUM: {              \
+    using scalar_t = CPP_TYPE;                    \
+    return __VA_ARGS__();                         \
+  }
 
-#define PAANET_DISPATCH_FLOATING_AND_HALF(TYPE, NAME, BODY)                  \
-  THO_DISPATCH_SWITCH(TYPE, NAME,                                            \
-                      THO_DISPATCH_CASE(::paanet::ScalarType::Float, BODY)        \
-                      THO_DISPATCH_CASE(::paanet::ScalarType::Double, BODY)       \
-                      THO_DISPATCH_CASE(::paanet::ScalarType::Half, BODY)         \
-                      THO_DISPATCH_CASE(::paanet::ScalarType::BFloat16, BODY))
+#define PAANET_DISPATCH_SWITCH(TYPE, NAME, CASES)                                          \
+  [&] {                                                                                    \
+    const ::paanet::ScalarType dispatch_type = TYPE;                                       \
+    switch (dispatch_type) {                                                               \
+      CASES                                                                                \
+      default:                                                                             \
+        throw std::invalid_argument(::paanet::str(NAME, ": dtype ", dispatch_type, " has no kernel")); \
+    }                                                                                      \
+  }()
+
+#define PAANET_DISPATCH_FLOATING(TYPE, NAME, ...)                     \
+  PAANET_DISPATCH_SWITCH(TYPE, NAME,                                  \
+                         PAANET_DISPATCH_CASE(Float, float, __VA_ARGS__) \
+                         PAANET_DISPATCH_CASE(Double, double, __VA_ARGS__))
+
+#define PAANET_DISPATCH_FLOATING_AND_HALF(TYPE, NAME, ...)                                 \
+  PAANET_DISPATCH_SWITCH(TYPE, NAME,                                                       \
+                         PAANET_DISPATCH_CASE(Float, float, __VA_ARGS__)                   \
+                         PAANET_DISPATCH_CASE(Double, double, __VA_ARGS__)                 \
+                         PAANET_DISPATCH_CASE(Half, torch::headeronly::Half, __VA_ARGS__) \
+                         PAANET_DISPATCH_CASE(BFloat16, torch::headeronly::BFloat16, __VA_ARGS__))
 
 // With PAANET_FAST_POISON set (the tests set it), freshly allocated outputs are filled with NaN
 // before a kernel writes them, so an element the kernel forgets shows up as NaN, never as stale

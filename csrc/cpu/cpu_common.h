@@ -24,7 +24,7 @@ inline TensorList to_dtype(const TensorList& tensors, ScalarType dtype) {
 // paanet_fast/_compiled.py promise (torch.compile plans its buffers from those strides).
 inline Tensor with_layout_of(const Tensor& computed, const Tensor& like) {
   Tensor out = empty_like(like, computed.scalar_type());
-  if (out.strides() == computed.strides()) return computed;
+  if (out.strides().equals(computed.strides())) return computed;
   torch::stable::copy_(out, computed);
   return out;
 }
