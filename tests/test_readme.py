@@ -30,7 +30,7 @@ def test_readme_says_how_long_setup_takes_what_it_gives_and_how_to_get_a_cpu_tor
     root = README.parent
     setup = (root / "scripts" / "setup.sh").read_text()
     project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
-    assert "The first build takes about 4 minutes on 2 cores" in text
+    assert "The first build takes about 1.5 minutes on 2 cores" in text
     assert "(`.ci/run` after the first command) reuses the build unless its sources, torch or the switches" in text
     assert 'stamp="$venv/.paanet_fast_build"' in setup and "bash scripts/setup.sh" in (root / ".ci" / "run").read_text()
     assert "`source .venv/bin/activate` puts `paanet-fast` and `pytest` on your PATH" in text
