@@ -25,7 +25,7 @@ def run_once(tree: Path, pytest_args: list[str], cwd: Path, out: Path) -> dict[s
     """Each case's median time in ms for one pytest-benchmark run against `tree`'s build."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tree), os.environ.get("PYTHONPATH", "")]))
     # -P: `python -m` would put the working folder (AFTER_TREE) first on sys.path, before PYTHONPATH.
-    probe = subprocess.run([sys.executable, "-P", "-c", "import paanet_fast, paanet_fast._C; print(paanet_fast.__file__)"],
+    probe = subprocess.run([sys.executable, "-P", "-c", "import torch, paanet_fast, paanet_fast._C; print(paanet_fast.__file__)"],
                            env=env, cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
     if not Path(probe).resolve().is_relative_to(tree.resolve()):
         sys.exit(f"compare_trees: {tree} does not provide paanet_fast (imported {probe})")
@@ -41,9 +41,10 @@ def main() -> None:
     parser.add_argument("before", type=Path)
     parser.add_argument("after", type=Path)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: the benchmark selection")
-    args = parser.parse_args()
-    pytest_args = [a for a in args.pytest_args if a != "--"]
+    argv = sys.argv[1:]
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:split])  # after --: the benchmark selection, for pytest
+    pytest_args = argv[split + 1:]
     trees = {"before": args.before.resolve(), "after": args.after.resolve()}
     medians: dict[str, dict[str, list[float]]] = {name: {} for name in trees}
     with tempfile.TemporaryDirectory() as tmp:
