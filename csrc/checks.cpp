@@ -24,9 +24,13 @@ void check_feature_list(const TensorList& features, const char* op) {
   }
 }
 
-void check_like(const Tensor& t, const char* arg, const Tensor& ref, const char* op) {
-  PAANET_CHECK_VALUE(t.scalar_type() == ref.scalar_type(), op, ": `", arg, "` has dtype ",
-                    t.scalar_type(), " but the features have ", ref.scalar_type());
+// A `parameter` (the weight or bias) may also be float32 beside half-precision features: float32
+// master parameters, which the kernels read in float32, the precision they compute in.
+void check_like(const Tensor& t, const char* arg, const Tensor& ref, const char* op, bool parameter = false) {
+  const bool master = parameter && t.scalar_type() == ScalarType::Float && is_reduced_precision(ref.scalar_type());
+  PAANET_CHECK_VALUE(t.scalar_type() == ref.scalar_type() || master, op, ": `", arg, "` has dtype ",
+                    t.scalar_type(), " but the features have ", ref.scalar_type(),
+                    parameter ? " (parameters may be float32 beside float16 or bfloat16 features)" : "");
   PAANET_CHECK_VALUE(same_device(t, ref), op, ": `", arg, "` is on ", device_name(t),
                     " but the features are on ", device_name(ref));
 }
@@ -65,8 +69,8 @@ void check_mini_decoder_args(const TensorList& features, const Tensor& weight,
   check_weight(features, weight, op);
   PAANET_CHECK_VALUE(bias.dim() == 1 && bias.size(0) == 1, op, ": `bias` must have shape (1,), got ",
                     shape(bias));
-  check_like(weight, "weight", features[0], op);
-  check_like(bias, "bias", features[0], op);
+  check_like(weight, "weight", features[0], op, /*parameter=*/true);
+  check_like(bias, "bias", features[0], op, /*parameter=*/true);
   PAANET_CHECK_VALUE(size.size() == 2 && size[0] > 0 && size[1] > 0, op,
                     ": `size` must be two positive integers (H, W), got ", Shape{size});
 }
@@ -95,7 +99,7 @@ void check_mini_decoder_backward_args(const Tensor& grad_logits, const Tensor& g
   constexpr const char* op = "paanet_fast.mini_decoder_backward";
   check_feature_list(features, op);
   check_weight(features, weight, op);
-  check_like(weight, "weight", features[0], op);
+  check_like(weight, "weight", features[0], op, /*parameter=*/true);
   PAANET_CHECK_VALUE(gam.dim() == 4, op, ": `gam` must have shape (B, 1, H, W), got ", shape(gam));
   check_gam_extent(gam, op);
   check_full_res_map(gam, "gam", gam, features, op);

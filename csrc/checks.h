@@ -7,7 +7,8 @@
 namespace paanet {
 
 // features: non-empty list of 4-D (B, C_v, h_v, w_v) tensors of one floating dtype and device;
-// weight (1, sum C_v, 3, 3) and bias (1,) of that dtype; size (H, W) positive.
+// weight (1, sum C_v, 3, 3) and bias (1,) of that dtype, or float32 beside float16 or bfloat16
+// features; size (H, W) positive.
 void check_mini_decoder_args(const TensorList& features, const Tensor& weight,
                              const Tensor& bias, IntList size);
 

@@ -11,11 +11,14 @@
 // and one reduction of dW and db. Every output element is summed by one thread, or by one block in
 // a fixed tree: deterministic, no atomics.
 //
-// The kernels read the input dtype and compute in float32 (float64 for float64 inputs); the
+// The kernels read the input dtype and compute in float32 (float64 for float64 inputs); the weight
+// and bias are of the features' dtype or float32 beside half features (weight_t), read as they are;
+// the
 // resize taps come from scales computed on the host, in 32-bit index arithmetic inside a sample
 // (the host checks the sizes) with 64-bit offsets between samples.
 #include <optional>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "checks.h"
@@ -97,10 +100,25 @@ __host__ __device__ __forceinline__ int32_t clamp_index(int32_t i, int32_t lo, i
 
 inline unsigned int batch_grid(int64_t B) { return static_cast<unsigned int>(std::min<int64_t>(B, 65535)); }
 
+template <typename T>
+struct TypeTag {
+  using type = T;
+};
+
+// Calls body(TypeTag<weight_t>) for the weight's type: scalar_t's, or float beside half features
+// (float32 master parameters, checked by check_mini_decoder_args).
+template <typename scalar_t, typename Body>
+void with_weight_type(const Tensor& weight, Body&& body) {
+  if constexpr (!std::is_same_v<scalar_t, float> && !std::is_same_v<scalar_t, double>) {
+    if (weight.scalar_type() == ScalarType::Float) return body(TypeTag<float>{});
+  }
+  body(TypeTag<scalar_t>{});
+}
+
 // Copies the weights of channels [first, first + count) (count <= kWeightChunk) to `staged` in the
 // compute dtype, for all threads of the block to read.
-template <typename scalar_t, typename acc_t>
-__device__ __forceinline__ void stage_weights(const WeightView<const scalar_t>& weight, int32_t first, int32_t count,
+template <typename weight_t, typename acc_t>
+__device__ __forceinline__ void stage_weights(const WeightView<const weight_t>& weight, int32_t first, int32_t count,
                                               acc_t (*staged)[kTaps]) {
   for (int k = threadIdx.x; k < count * kTaps; k += kThreads) {
     const int c = k / kTaps, t = k - c * kTaps;
@@ -127,10 +145,10 @@ __device__ __forceinline__ void block_sum(acc_t (&v)[N]) {
 // Forward, launch 1: r_v[b, t, y, x] = sum_c W[c_v, t] F_v[b, c, y, x], one thread per low-res
 // pixel, all scales of a batch in one launch (blockIdx.y: the sample).
 
-template <typename scalar_t, typename acc_t>
+template <typename scalar_t, typename weight_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads) reduce_channels_kernel(
     const __grid_constant__ ScaleBatch<ScaleMap<const scalar_t>> batch, int64_t B,
-    WeightView<const scalar_t> weight, acc_t* __restrict__ planes) {
+    WeightView<const weight_t> weight, acc_t* __restrict__ planes) {
   __shared__ acc_t staged[kWeightChunk][kTaps];
   const int v = batch.scale_of(blockIdx.x);
   const ScaleMap<const scalar_t>& s = batch.scale[v];
@@ -217,10 +235,10 @@ __device__ __forceinline__ acc_t sample_taps(const acc_t* planes, int32_t plane_
   return sum;
 }
 
-template <typename scalar_t, typename acc_t>
+template <typename scalar_t, typename weight_t, typename acc_t>
 __global__ void __launch_bounds__(kForwardThreads, sizeof(acc_t) == 4 ? 4 : 2) mini_decoder_forward_kernel(
     const __grid_constant__ ScaleBatch<ForwardScale<acc_t>> batch, int64_t B, int32_t H, int32_t W,
-    const scalar_t* __restrict__ bias, const acc_t* carry_in, acc_t* carry_out, scalar_t* __restrict__ logits,
+    const weight_t* __restrict__ bias, const acc_t* carry_in, acc_t* carry_out, scalar_t* __restrict__ logits,
     scalar_t* __restrict__ gam) {
   // Shared: the tap tables (kTileTaps per scale), the windows, then the staged tap planes.
   extern __shared__ __align__(16) unsigned char shared_bytes[];
@@ -333,7 +351,7 @@ int64_t plan_staging(ScaleBatch<ForwardScale<acc_t>>& batch, int32_t H, int32_t 
   return tables + used * static_cast<int64_t>(sizeof(acc_t));
 }
 
-template <typename scalar_t>
+template <typename scalar_t, typename weight_t>
 void launch_forward(const TensorList& features, const Tensor& weight, const Tensor& bias, const Tensor& logits,
                     const Tensor& gam) {
   using acc_t = opmath_t<scalar_t>;
@@ -353,11 +371,11 @@ void launch_forward(const TensorList& features, const Tensor& weight, const Tens
   const ScalarType acc_dtype = compute_dtype(logits.scalar_type());
   const Tensor planes = poisoned_if_testing(empty({planes_size}, acc_dtype, logits.device()));
   acc_t* planes_data = planes.mutable_data_ptr<acc_t>();
-  const auto weights = weight_view(weight.const_data_ptr<scalar_t>(), weight);
+  const auto weights = weight_view(weight.const_data_ptr<weight_t>(), weight);
   for_each_batch(maps, blocks_of(plane_items), [&](const ScaleBatch<ScaleMap<const scalar_t>>& batch, bool,
                                                           bool) {
-    reduce_channels_kernel<scalar_t, acc_t><<<dim3(static_cast<unsigned int>(batch.total()), batch_grid(B)),
-                                              kThreads, 0, stream>>>(batch, B, weights, planes_data);
+    reduce_channels_kernel<scalar_t, weight_t, acc_t><<<dim3(static_cast<unsigned int>(batch.total()), batch_grid(B)),
+                                                        kThreads, 0, stream>>>(batch, B, weights, planes_data);
     check_launch("reduce_channels_kernel");
   });
 
@@ -376,8 +394,8 @@ void launch_forward(const TensorList& features, const Tensor& weight, const Tens
   for_each_batch(scales, std::vector<int64_t>(scales.size(), 0), [&](ScaleBatch<ForwardScale<acc_t>> batch,
                                                                       bool first, bool last) {
     const int64_t smem = plan_staging(batch, H, W);
-    mini_decoder_forward_kernel<scalar_t, acc_t><<<grid, block, smem, stream>>>(
-        batch, B, H, W, bias.const_data_ptr<scalar_t>(), first ? nullptr : carry_ptr, last ? nullptr : carry_ptr,
+    mini_decoder_forward_kernel<scalar_t, weight_t, acc_t><<<grid, block, smem, stream>>>(
+        batch, B, H, W, bias.const_data_ptr<weight_t>(), first ? nullptr : carry_ptr, last ? nullptr : carry_ptr,
         logits.mutable_data_ptr<scalar_t>(), gam.mutable_data_ptr<scalar_t>());
     check_launch("mini_decoder_forward_kernel");
   });
@@ -405,7 +423,9 @@ std::tuple<Tensor, Tensor> mini_decoder_cuda(const TensorList& features, const T
   Tensor logits = poisoned_if_testing(empty({B, 1, H, W}, features[0].scalar_type(), features[0].device()));
   Tensor gam = poisoned_if_testing(empty({B, 1, H, W}, features[0].scalar_type(), features[0].device()));
   PAANET_DISPATCH_FLOATING_AND_HALF(features[0].scalar_type(), "mini_decoder_cuda", [&] {
-    launch_forward<scalar_t>(features, weight, bias, logits, gam);
+    with_weight_type<scalar_t>(weight, [&](auto weight_type) {
+      launch_forward<scalar_t, typename decltype(weight_type)::type>(features, weight, bias, logits, gam);
+    });
   });
   return {logits, gam};
 }
@@ -549,10 +569,10 @@ struct ColumnsScale {
 // for the 9 taps at once, over the columns Q in ascending order; then
 //   dF[b, c, i, j] = sum_t W[c_v, t] D[b, t, i, j]   for every channel c of the scale.
 // Threads past the end of the plane repeat its last pixel without writing it.
-template <typename scalar_t, typename acc_t>
+template <typename scalar_t, typename weight_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads) columns_kernel(
     const __grid_constant__ ScaleBatch<ColumnsScale<scalar_t, acc_t>> batch, int64_t B, int32_t W,
-    WeightView<const scalar_t> weight, const acc_t* __restrict__ rows, acc_t* __restrict__ planes) {
+    WeightView<const weight_t> weight, const acc_t* __restrict__ rows, acc_t* __restrict__ planes) {
   __shared__ Tap<acc_t> table[kThreads];
   __shared__ acc_t staged[kWeightChunk][kTaps];
   const int v = batch.scale_of(blockIdx.x);
@@ -620,16 +640,16 @@ __global__ void __launch_bounds__(kThreads) columns_kernel(
 // Weight and bias gradients, one block per channel of the batch's scales:
 //   dW[c_v, t] = sum_{b, i, j} F_v[b, c, i, j] D_v[b, t, i, j]
 // and, where bias_parts is given, one more block for db = sum of bias_parts[0..bias_count).
-template <typename scalar_t, typename acc_t>
+template <typename scalar_t, typename weight_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads) weight_grad_kernel(
     const __grid_constant__ ScaleBatch<ScaleMap<const scalar_t>> batch, int64_t B, const acc_t* __restrict__ planes,
-    WeightView<scalar_t> dweight, const acc_t* __restrict__ bias_parts, int64_t bias_count,
-    scalar_t* __restrict__ dbias) {
+    WeightView<weight_t> dweight, const acc_t* __restrict__ bias_parts, int64_t bias_count,
+    weight_t* __restrict__ dbias) {
   if (blockIdx.x == batch.total()) {
     acc_t sum[1] = {static_cast<acc_t>(0)};
     for (int64_t n = threadIdx.x; n < bias_count; n += kThreads) sum[0] += bias_parts[n];
     block_sum(sum);
-    if (threadIdx.x == 0) dbias[0] = static_cast<scalar_t>(sum[0]);
+    if (threadIdx.x == 0) dbias[0] = static_cast<weight_t>(sum[0]);
     return;
   }
   const int v = batch.scale_of(blockIdx.x);
@@ -647,11 +667,11 @@ __global__ void __launch_bounds__(kThreads) weight_grad_kernel(
   }
   block_sum(sum);
   if (threadIdx.x == 0) {
-    for (int t = 0; t < kTaps; ++t) dweight.at(f.channel_offset + c, t) = static_cast<scalar_t>(sum[t]);
+    for (int t = 0; t < kTaps; ++t) dweight.at(f.channel_offset + c, t) = static_cast<weight_t>(sum[t]);
   }
 }
 
-template <typename scalar_t>
+template <typename scalar_t, typename weight_t>
 void launch_backward(const Tensor& grad_logits, const Tensor& grad_gam, const Tensor& gam,
                      const TensorList& features, const Tensor& weight, const TensorList& dfeatures,
                      const Tensor& dweight, const Tensor& dbias) {
@@ -687,7 +707,7 @@ void launch_backward(const Tensor& grad_logits, const Tensor& grad_gam, const Te
   const Tensor bias_parts = poisoned_if_testing(empty({bias_count}, acc_dtype, gam.device()));
   const LogitGradMaps<scalar_t> maps{map_view<scalar_t>(grad_logits), map_view<scalar_t>(grad_gam),
                                      map_view<scalar_t>(gam), H};
-  const auto weights = weight_view(weight.const_data_ptr<scalar_t>(), weight);
+  const auto weights = weight_view(weight.const_data_ptr<weight_t>(), weight);
 
   if (B > 0) {
     for_each_batch(row_scales, blocks_of(row_items), [&](const ScaleBatch<RowsScale<acc_t>>& batch,
@@ -699,19 +719,19 @@ void launch_backward(const Tensor& grad_logits, const Tensor& grad_gam, const Te
     });
     for_each_batch(column_scales, blocks_of(plane_items), [&](const ScaleBatch<ColumnsScale<scalar_t, acc_t>>&
                                                                         batch, bool, bool) {
-      columns_kernel<scalar_t, acc_t><<<dim3(static_cast<unsigned int>(batch.total()), batch_grid(B)), kThreads, 0,
+      columns_kernel<scalar_t, weight_t, acc_t><<<dim3(static_cast<unsigned int>(batch.total()), batch_grid(B)), kThreads, 0,
                                         stream>>>(batch, B, W, weights, rows.const_data_ptr<acc_t>(),
                                                   planes.mutable_data_ptr<acc_t>());
       check_launch("columns_kernel");
     });
   }
-  const auto dweights = weight_view(dweight.mutable_data_ptr<scalar_t>(), dweight);
+  const auto dweights = weight_view(dweight.mutable_data_ptr<weight_t>(), dweight);
   for_each_batch(feature_maps, channels, [&](const ScaleBatch<ScaleMap<const scalar_t>>& batch, bool first, bool) {
     // The first launch has one more block, for the bias.
-    weight_grad_kernel<scalar_t, acc_t><<<static_cast<unsigned int>(batch.total() + (first ? 1 : 0)), kThreads, 0,
+    weight_grad_kernel<scalar_t, weight_t, acc_t><<<static_cast<unsigned int>(batch.total() + (first ? 1 : 0)), kThreads, 0,
                                           stream>>>(batch, B, planes.const_data_ptr<acc_t>(), dweights,
                                                     bias_parts.const_data_ptr<acc_t>(), bias_count,
-                                                    dbias.mutable_data_ptr<scalar_t>());
+                                                    dbias.mutable_data_ptr<weight_t>());
     check_launch("weight_grad_kernel");
   });
 }
@@ -728,7 +748,10 @@ std::tuple<TensorList, Tensor, Tensor> mini_decoder_backward_cuda(const Tensor& 
   Tensor dweight = poisoned_if_testing(paanet::empty_like(weight));
   Tensor dbias = poisoned_if_testing(empty({1}, weight.scalar_type(), weight.device()));
   PAANET_DISPATCH_FLOATING_AND_HALF(features[0].scalar_type(), "mini_decoder_backward_cuda", [&] {
-    launch_backward<scalar_t>(grad_logits, grad_gam, gam, features, weight, dfeatures, dweight, dbias);
+    with_weight_type<scalar_t>(weight, [&](auto weight_type) {
+      launch_backward<scalar_t, typename decltype(weight_type)::type>(grad_logits, grad_gam, gam, features, weight,
+                                                                       dfeatures, dweight, dbias);
+    });
   });
   return {dfeatures, dweight, dbias};
 }

@@ -108,20 +108,25 @@ register_backward_autograd("paanet_fast::gam_multiply_backward", portable.gam_mu
 # inside the caller's autocast region: its operators run with autocast off too, but uncast, since a
 # backward computes in the dtype of its forward.
 
-def _autocast_kernel(op: torch._ops.OpOverload, device_type: str, cast: bool):
+# The mini-decoder's float32 weight and bias stay float32 (its kernels read them as they are).
+
+def _autocast_kernel(op: torch._ops.OpOverload, device_type: str, cast: bool, parameters: tuple[int, ...]):
     def kernel(*args):
         if cast:
-            args = cast_for_autocast(args, device_type, torch.get_autocast_dtype(device_type))
+            dtype = torch.get_autocast_dtype(device_type)
+            args = tuple(cast_for_autocast(a, device_type, dtype, keep_float32=i in parameters)
+                         for i, a in enumerate(args))
         with torch.autocast(device_type, enabled=False):
             return op(*args)
     return kernel
 
 
 _autocast_library = torch.library.Library("paanet_fast", "IMPL")
-for _name, _cast in (("mini_decoder", True), ("gam_multiply", True),
-                     ("mini_decoder_backward", False), ("gam_multiply_backward", False)):
+for _name, _cast, _parameters in (("mini_decoder", True, (1, 2)), ("gam_multiply", True, ()),
+                                  ("mini_decoder_backward", False, ()), ("gam_multiply_backward", False, ())):
     for _device_type, _key in (("cpu", "AutocastCPU"), ("cuda", "AutocastCUDA")):
-        _autocast_library.impl(_name, _autocast_kernel(getattr(_ops, _name).default, _device_type, _cast), _key)
+        _autocast_library.impl(_name, _autocast_kernel(getattr(_ops, _name).default, _device_type, _cast, _parameters),
+                               _key)
 
 
 # --- backends ------------------------------------------------------------------------------------

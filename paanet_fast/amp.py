@@ -27,11 +27,14 @@ def dtype_under_autocast(dtype: torch.dtype, device_type: str) -> torch.dtype:
     return target
 
 
-def cast_for_autocast(value: Any, device_type: str, dtype: torch.dtype) -> Any:
-    """`value` (a tensor, or a list or tuple of them, nested) with autocast's cast to `dtype` applied."""
+def cast_for_autocast(value: Any, device_type: str, dtype: torch.dtype, *, keep_float32: bool = False) -> Any:
+    """`value` (a tensor, or a list or tuple of them, nested) with autocast's cast to `dtype` applied;
+    with `keep_float32`, float32 tensors stay as they are (the mini-decoder's parameters: its kernels
+    read float32 weights beside half-precision features, which saves a cast and its gradient's cast back)."""
     if isinstance(value, torch.Tensor):
         eligible = value.is_floating_point() and value.dtype != torch.float64 and value.device.type == device_type
-        return value.to(dtype) if eligible else value
+        kept = keep_float32 and value.dtype == torch.float32
+        return value.to(dtype) if eligible and not kept else value
     if isinstance(value, (list, tuple)):
-        return type(value)(cast_for_autocast(v, device_type, dtype) for v in value)
+        return type(value)(cast_for_autocast(v, device_type, dtype, keep_float32=keep_float32) for v in value)
     return value

@@ -16,6 +16,7 @@ from .amp import autocast_dtype, dtype_under_autocast
 
 # What the compiled and Triton kernels compute (half types accumulated in float32).
 KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
 def check_features(features: Sequence[torch.Tensor], op: str) -> list[torch.Tensor]:
@@ -46,21 +47,23 @@ def check_features(features: Sequence[torch.Tensor], op: str) -> list[torch.Tens
     return features
 
 
-def check_like(t: torch.Tensor, arg: str, ref: torch.Tensor, op: str, *, under_autocast: bool = False) -> None:
+def check_like(t: torch.Tensor, arg: str, ref: torch.Tensor, op: str, *, under_autocast: bool = False,
+               parameter: bool = False) -> None:
     """`t` is a tensor of `ref`'s dtype and device; with `under_autocast`, of the dtype that autocast
-    will compute `ref` in (the front end casts afterwards)."""
+    will compute `ref` in (the front end casts afterwards). A `parameter` (the mini-decoder's weight or
+    bias) may also be float32 beside float16 or bfloat16 features: float32 master parameters of a
+    mixed-precision model, which the kernels read in float32, the precision they compute in, so that
+    no cast is needed; their gradients come back in float32."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{op}: `{arg}` must be a tensor, got {type(t).__name__}")
     device_type = ref.device.type
-    if under_autocast:
-        # The float32 parameters meet half-precision features: compare what each computes in.
-        mismatch = dtype_under_autocast(t.dtype, device_type) != dtype_under_autocast(ref.dtype, device_type)
-    else:
-        mismatch = t.dtype != ref.dtype
-    if mismatch:
+    computed = dtype_under_autocast(ref.dtype, device_type) if under_autocast else ref.dtype
+    own = dtype_under_autocast(t.dtype, device_type) if under_autocast else t.dtype
+    if own != computed and not (parameter and t.dtype == torch.float32 and computed in HALF_DTYPES):
         raise ValueError(f"{op}: `{arg}` has dtype {t.dtype} but the features have {ref.dtype}"
                          + (" (autocast leaves float64 as it is)"
-                            if under_autocast and autocast_dtype(device_type) else ""))
+                            if under_autocast and autocast_dtype(device_type) else "")
+                         + (" (parameters may be float32 beside float16 or bfloat16 features)" if parameter else ""))
     if t.device != ref.device:
         raise ValueError(f"{op}: `{arg}` is on {t.device} but the features are on {ref.device}")
 
@@ -90,8 +93,8 @@ def check_mini_decoder_args(features: Sequence[torch.Tensor], weight: torch.Tens
                             size: Sequence[int], op: str, *, under_autocast: bool = False) -> list[torch.Tensor]:
     """Arguments of mini_decoder (shapes in its docstring); returns the features as a list."""
     features = check_features(features, op)
-    check_like(weight, "weight", features[0], op, under_autocast=under_autocast)
-    check_like(bias, "bias", features[0], op, under_autocast=under_autocast)
+    check_like(weight, "weight", features[0], op, under_autocast=under_autocast, parameter=True)
+    check_like(bias, "bias", features[0], op, under_autocast=under_autocast, parameter=True)
     _check_weight(features, weight, op)
     if tuple(bias.shape) != (1,):
         raise ValueError(f"{op}: `bias` must have shape (1,), got {tuple(bias.shape)}")
@@ -125,7 +128,7 @@ def check_mini_decoder_backward_args(grad_logits: torch.Tensor, grad_gam: torch.
     of the features' batch, dtype and device."""
     features = check_features(features, op)
     _check_weight(features, weight, op)
-    check_like(weight, "weight", features[0], op)
+    check_like(weight, "weight", features[0], op, parameter=True)
     if gam.dim() != 4:
         raise ValueError(f"{op}: `gam` must have shape (B, 1, H, W), got {tuple(gam.shape)}")
     _check_gam_extent(gam, op)

@@ -1,6 +1,7 @@
 """Public front end of the two fused PAANet operators (design section 2).
 
-Both functions validate their arguments, cast them to the autocast dtype when autocast is on, and
+Both functions validate their arguments, cast them to the autocast dtype when autocast is on (all but
+float32 mini-decoder parameters, which the kernels read as they are), and
 hand them to a backend (see paanet_fast.backends); the model computes every GAM and every
 attention product through these two functions only.
 """
@@ -22,10 +23,10 @@ register(Backend("reference", None, reference.mini_decoder, reference.gam_multip
 register(Backend("portable", None, portable.mini_decoder, portable.gam_multiply))
 
 
-def _autocast(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+def _autocast(tensors: list[torch.Tensor], *, keep_float32: bool = False) -> list[torch.Tensor]:
     device_type = tensors[0].device.type
     dtype = autocast_dtype(device_type)
-    return tensors if dtype is None else cast_for_autocast(tensors, device_type, dtype)
+    return tensors if dtype is None else cast_for_autocast(tensors, device_type, dtype, keep_float32=keep_float32)
 
 
 def mini_decoder(features: Sequence[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor,
@@ -34,8 +35,10 @@ def mini_decoder(features: Sequence[torch.Tensor], weight: torch.Tensor, bias: t
 
     Args:
         features: n tensors F_v of shape (B, C_v, h_v, w_v), one floating dtype and device.
-        weight: (1, sum C_v, 3, 3) convolution weight (channels in the order of `features`).
-        bias: (1,) convolution bias.
+        weight: (1, sum C_v, 3, 3) convolution weight (channels in the order of `features`), of the
+            features' dtype, or float32 beside float16 or bfloat16 features (also under autocast,
+            which leaves float32 parameters uncast here: the kernels read them in float32).
+        bias: (1,) convolution bias, of the weight's dtype rule.
         size: output (H, W).
         backend: "auto" (None), "reference", "portable", "cpp", "cuda" or "triton".
 
@@ -43,7 +46,8 @@ def mini_decoder(features: Sequence[torch.Tensor], weight: torch.Tensor, bias: t
         (logits, gam): Z and G = sigmoid(Z), each (B, 1, H, W).
     """
     features = check_mini_decoder_args(features, weight, bias, size, "mini_decoder", under_autocast=True)
-    *features, weight, bias = _autocast([*features, weight, bias])
+    features = _autocast(features)
+    weight, bias = _autocast([weight, bias], keep_float32=True)
     chosen = resolve(backend, features[0].device, features[0].dtype)
     return chosen.mini_decoder(features, weight, bias, (size[0], size[1]))
 

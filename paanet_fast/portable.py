@@ -131,7 +131,7 @@ def mini_decoder_backward(grad_logits: Tensor, grad_gam: Tensor, gam: Tensor, fe
     """Gradients of mini_decoder's inputs (features, weight, bias), shaped like them, from those of
     its outputs (logits, gam), each (B, 1, H, W), and G itself: the transpose of the forward's
     matmuls, with G taken as given (so that it can be differentiated)."""
-    batch, dtype = gam.shape[0], gam.dtype
+    batch, dtype, parameter_dtype = gam.shape[0], gam.dtype, weight.dtype
     height, width = gam.shape[-2:]
     with _autocast_off(gam.device.type):
         grad_logits, grad_gam, gam, weight, *features = _in_float32([grad_logits, grad_gam, gam, weight, *features])
@@ -145,7 +145,8 @@ def mini_decoder_backward(grad_logits: Tensor, grad_gam: Tensor, gam: Tensor, fe
             grad_taps = (grad_resized @ _shifted_interpolation(width, w_v, f)).reshape(batch, 3, h_v, 3, w_v)
             grad_features.append(torch.einsum("bkilj,ckl->bcij", grad_taps, w).to(dtype))
             grad_weights.append(torch.einsum("bkilj,bcij->ckl", grad_taps, f))
-        return grad_features, torch.cat(grad_weights)[None].to(dtype), grad_z.sum().reshape(1).to(dtype)
+        return (grad_features, torch.cat(grad_weights)[None].to(parameter_dtype),
+                grad_z.sum().reshape(1).to(parameter_dtype))
 
 
 def gam_multiply_backward(grad_outputs: list[Tensor], features: list[Tensor], gam: Tensor,

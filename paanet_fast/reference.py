@@ -12,7 +12,9 @@ def mini_decoder(features: list[torch.Tensor], weight: torch.Tensor, bias: torch
                  size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Z = conv3x3(concat(upsample(F_v, size))) + b; returns (Z, sigmoid(Z)), each (B, 1, H, W)."""
     upsampled = [F.interpolate(f, size=tuple(size), mode="bilinear", align_corners=False) for f in features]
-    logits = F.conv2d(torch.cat(upsampled, dim=1), weight, bias, padding=1)
+    x = torch.cat(upsampled, dim=1)
+    # float32 parameters beside half-precision features: computed in the features' dtype, as autocast does.
+    logits = F.conv2d(x, weight.to(x.dtype), bias.to(x.dtype), padding=1)
     return logits, torch.sigmoid(logits)
 
 

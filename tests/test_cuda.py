@@ -196,9 +196,10 @@ def test_autocast_runs_in_bfloat16():
         attended = ops.gam_multiply(features, gam, False, backend="cuda")
     assert logits.dtype == gam.dtype == torch.bfloat16
     assert all(a.dtype == torch.bfloat16 for a in attended)
-    as_bf16 = [t.bfloat16().double() for t in inputs]
-    expected = list(reference.mini_decoder(as_bf16[:2], as_bf16[2], as_bf16[3], (64, 48)))
-    expected += reference.gam_multiply(as_bf16[:2], gam.double(), False)
+    as_bf16 = [t.bfloat16().double() for t in features]
+    # The float32 weight and bias are read as they are (no cast under autocast).
+    expected = list(reference.mini_decoder(as_bf16, weight.double(), bias.double(), (64, 48)))
+    expected += reference.gam_multiply(as_bf16, gam.double(), False)
     _assert_close([logits, gam, *attended], expected, torch.bfloat16)
 
 

@@ -35,10 +35,12 @@ def _random(gen: torch.Generator, dtype: torch.dtype, *shape: int) -> torch.Tens
     return torch.randn(*shape, generator=gen, dtype=torch.float64).to(dtype)
 
 
-def _assert_close(actual, expected, dtype: torch.dtype) -> None:
+def _assert_close(actual, expected, dtype: torch.dtype, dtypes: list[torch.dtype] | None = None) -> None:
+    """Within dtype's tolerance; each result of dtype, or of its entry in dtypes."""
     tol = TOLERANCE[dtype]
     for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
-        assert a.dtype == dtype and a.shape == e.shape, f"result {i}: {a.dtype} {tuple(a.shape)}"
+        expected_dtype = dtype if dtypes is None else dtypes[i]
+        assert a.dtype == expected_dtype and a.shape == e.shape, f"result {i}: {a.dtype} {tuple(a.shape)}"
         torch.testing.assert_close(a.double(), e.double(), rtol=tol, atol=tol * e.abs().max().item(),
                                    msg=lambda m: f"result {i}: {m}")
 
@@ -60,7 +62,8 @@ def _check_mini_decoder(ops, features, weight, bias, size, grad_logits, grad_gam
     # The backward is given the reference's G, so that only its own rounding is measured.
     dfeatures, dweight, dbias = ops.mini_decoder_backward(grad_logits, grad_gam, expected[1].detach().to(dtype),
                                                           features, weight)
-    _assert_close([*dfeatures, dweight, dbias], expected_grads, dtype)
+    _assert_close([*dfeatures, dweight, dbias], expected_grads, dtype,
+                  [*(f.dtype for f in features), weight.dtype, bias.dtype])
     assert [d.stride() for d in dfeatures] == [torch.empty_like(f).stride() for f in features]
 
 
@@ -98,6 +101,19 @@ def test_mini_decoder(emulated, dtype, batch, scales, size):
     features = [_random(gen, dtype, batch, c, h, w) for c, h, w in scales]
     weight = _random(gen, dtype, 1, sum(c for c, _, _ in scales), 3, 3)
     bias = _random(gen, dtype, 1)
+    grads = [_random(gen, dtype, batch, 1, *size) for _ in range(2)]
+    _check_mini_decoder(emulated, features, weight, bias, size, *grads, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+@pytest.mark.parametrize("batch,scales,size", [MINI_DECODER_CASES[1], MINI_DECODER_CASES[-1]])
+def test_mini_decoder_with_float32_parameters(emulated, dtype, batch, scales, size):
+    """Half features, float32 weight and bias (a mixed-precision model's, uncast): read as they are;
+    their gradients in float32."""
+    gen = torch.Generator().manual_seed(5)
+    features = [_random(gen, dtype, batch, c, h, w) for c, h, w in scales]
+    weight = _random(gen, torch.float32, 1, sum(c for c, _, _ in scales), 3, 3)
+    bias = _random(gen, torch.float32, 1)
     grads = [_random(gen, dtype, batch, 1, *size) for _ in range(2)]
     _check_mini_decoder(emulated, features, weight, bias, size, *grads, dtype)
 
@@ -143,8 +159,10 @@ def test_gam_multiply_channels_last(emulated, dtype):
     _check_gam_multiply(emulated, features, gam, False, grads, dtype)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
-def test_launches_per_call(emulated, dtype, monkeypatch):
+@pytest.mark.parametrize("dtype,parameter_dtype", [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16),
+                                                   (torch.bfloat16, torch.float32)],
+                         ids=["float32", "bfloat16", "bfloat16-float32-parameters"])
+def test_launches_per_call(emulated, dtype, parameter_dtype, monkeypatch):
     """mini_decoder: 2 launches forward, 3 backward; gam_multiply: 1 forward, 2 backward (issue 22's
     budget: 6 PAAD layers, so 48 a training step); and no ATen op but allocations (no casts,
     copies or fills), whatever the layouts of the features and gradients."""
@@ -155,7 +173,7 @@ def test_launches_per_call(emulated, dtype, monkeypatch):
     gam = _random(gen, dtype, 2, 1, 8, 8)
     grads = [torch.full((), 0.5, dtype=dtype).expand_as(features[0]), _random(gen, dtype, 2, 8, 8, 8),
              _random(gen, dtype, 2, 8, 2, 2).contiguous(memory_format=torch.channels_last)]
-    weight, bias = _random(gen, dtype, 1, 24, 3, 3), _random(gen, dtype, 1)
+    weight, bias = _random(gen, parameter_dtype, 1, 24, 3, 3), _random(gen, parameter_dtype, 1)
     grad_logits = torch.full((), 0.25, dtype=dtype).expand(2, 1, 8, 8)  # what .sum() hands back
     calls = {"mini_decoder": (lambda: emulated.mini_decoder(features, weight, bias, [8, 8]), 2),
              "mini_decoder_backward": (lambda: emulated.mini_decoder_backward(grad_logits, gam, gam, features,

@@ -20,6 +20,8 @@ from typing import Any, Callable
 
 import torch
 
+from paanet_fast.amp import cast_for_autocast
+
 from .compiled import kernel_key
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -51,7 +53,7 @@ def step_inputs(batch: int, channels: int, size: int, dtype: torch.dtype) -> dic
     def randn(*shape: int) -> torch.Tensor:
         return torch.randn(*shape, generator=gen).to(dtype)
     features = [randn(batch, channels, size // s, size // s) for s in STRIDES]
-    # The weight and bias are float32 parameters: under autocast the front end casts them (counted).
+    # The weight and bias are float32 parameters, as a model's are under autocast.
     return dict(features=features, weight=torch.randn(1, channels * len(STRIDES), 3, 3, generator=gen),
                 bias=torch.randn(1, generator=gen), size=[size, size],
                 grad_logits=randn(batch, 1, size, size), grad_products=[torch.randn_like(f) for f in features])
@@ -63,7 +65,8 @@ def operator_calls(ops: Operators, inputs: dict[str, Any], reverse: bool) -> dic
     dtype = inputs["features"][0].dtype
 
     def forward_mini_decoder():
-        weight, bias = inputs["weight"].to(dtype), inputs["bias"].to(dtype)  # autocast's casts (no-ops in float32)
+        # What the front end does to them under autocast (paanet_fast.ops): a cast would count as a launch.
+        weight, bias = cast_for_autocast([inputs["weight"], inputs["bias"]], "cuda", dtype, keep_float32=True)
         state["weight"] = weight
         state["logits"], state["gam"] = ops.mini_decoder(inputs["features"], weight, bias, inputs["size"])
 

@@ -52,7 +52,8 @@ std::tuple<TensorList, Tensor, Tensor> mini_decoder_backward_cpu(const Tensor& g
         torch::stable::to(gam, ScalarType::Float), cpu::to_dtype(features, ScalarType::Float),
         torch::stable::to(weight, ScalarType::Float));
     return {cpu::with_layouts_of(cpu::to_dtype(dfeatures, dtype), features),
-            cpu::with_layout_of(torch::stable::to(dweight, dtype), weight), torch::stable::to(dbias, dtype)};
+            cpu::with_layout_of(torch::stable::to(dweight, weight.scalar_type()), weight),
+            torch::stable::to(dbias, weight.scalar_type())};
   }
   TensorList d_planes;
   for (const auto& f : features) {

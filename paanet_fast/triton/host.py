@@ -62,15 +62,15 @@ def mini_decoder_forward(features: list[torch.Tensor], weight: torch.Tensor, bia
     B, (H, W), device = features[0].shape[0], size, features[0].device
     _check_sample_size(features, (H, W), "mini_decoder")
     features = [f.contiguous() for f in features]
-    acc = accumulation_dtype(weight.dtype)
+    acc = accumulation_dtype(features[0].dtype)
     reduced = [new_tensor((B, 9, f.shape[2], f.shape[3]), acc, device) for f in features]
     planes = [f.shape[2] * f.shape[3] for f in features]
     reduce_args = _pad_scales([[f, r, *f.shape[1:]] for f, r in zip(features, reduced)],
                               [features[0], reduced[0], 1, 1, 1])
     launch(mini_decoder_kernels.reduce_kernel, lambda meta: (_plane_blocks(B, planes, meta["BLOCK"]),),
            weight.contiguous(), *reduce_args, B, NUM_SCALES=len(features))
-    logits = new_tensor((B, 1, H, W), weight.dtype, device)
-    gam = new_tensor((B, 1, H, W), weight.dtype, device)
+    logits = new_tensor((B, 1, H, W), features[0].dtype, device)
+    gam = new_tensor((B, 1, H, W), features[0].dtype, device)
     scale_args = _pad_scales([[r, r.shape[2], r.shape[3]] for r in reduced], [reduced[0], 1, 1])
 
     def grid(meta: dict) -> tuple[int, int]:
@@ -93,7 +93,7 @@ def mini_decoder_backward(grad_logits: torch.Tensor, grad_gam: torch.Tensor, gam
     _check_scale_count(features, "mini_decoder_backward")
     _check_sample_size(features, tuple(gam.shape[2:]), "mini_decoder_backward")
     features = [f.contiguous() for f in features]
-    acc = accumulation_dtype(weight.dtype)
+    acc = accumulation_dtype(gam.dtype)
     B, _, H, W = gam.shape
     device = gam.device
     heights = [f.shape[2] for f in features]

@@ -105,7 +105,7 @@ def _through_float32(t: Tensor) -> bool:
 
 def mini_decoder(features: list[Tensor], weight: Tensor, bias: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
     """Backend entry point (validated arguments): (logits, gam), each (B, 1, H, W)."""
-    if _through_float32(weight):
+    if _through_float32(features[0]):
         logits, gam = mini_decoder_op([f.float() for f in features], weight.float(), bias.float(), list(size))
         return logits.bfloat16(), gam.bfloat16()
     return mini_decoder_op(features, weight, bias, list(size))
