@@ -26,8 +26,7 @@ venv_python="$work/venv/bin/python"
 user_torch=$("$venv_python" -c 'import torch; print(torch.__version__)')
 
 echo "== pip install -e . (isolated build) of a copy of the checkout, next to torch $user_torch"
-mkdir "$work/src"
-git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xf - -C "$work/src"
+bash scripts/copy_checkout.sh "$work/src"
 (cd "$work/src" && TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-2} \
   "$venv_python" -m pip install -q -e .)
 

@@ -20,8 +20,7 @@ IFS=. read -r major minor patch <<<"$version"
 torchvision=${TORCHVISION:-0.$((minor + 15)).${patch:-0}}
 dir=${PAANET_FAST_CHECK_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/paanet_fast/torch-$version}
 
-mkdir -p "$dir/src"
-git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xf - -C "$dir/src"
+bash scripts/copy_checkout.sh "$dir/src"
 VENV="$dir/venv" TORCH_SPEC="torch==$version torchvision==$torchvision" PAANET_FAST_CUDA=0 \
     bash "$dir/src/scripts/setup.sh"
 

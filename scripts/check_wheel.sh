@@ -56,11 +56,6 @@ mkdir -p "$root"
 root=$(cd "$root" && pwd)
 wheel_dir=${WHEEL_DIR:-$root/dist}
 
-copy_checkout() {  # the checkout's tracked and untracked, not ignored files, into $1 (emptied first)
-  rm -rf "$1" && mkdir -p "$1"
-  git -C "$checkout" ls-files -z --cached --others --exclude-standard | (cd "$checkout" && tar --null -T - -cf -) \
-    | tar -xf - -C "$1"
-}
 
 # --- one venv per torch ----------------------------------------------------------------------------
 builder_site=$("$builder" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
@@ -144,7 +139,7 @@ if [ -n "${WHEEL:-}" ]; then
 else
   builder_torch=$("$builder" -c 'import torch; print(torch.__version__)')
   echo "check_wheel: building the wheel against torch $builder_torch in $wheel_dir ..."
-  copy_checkout "$wheel_dir/src"
+  bash "$checkout/scripts/copy_checkout.sh" "$wheel_dir/src"
   rm -f "$wheel_dir"/*.whl
   (cd "$wheel_dir/src" && "$builder" -m pip wheel -q --no-build-isolation --no-deps -w "$wheel_dir" .)
   wheel=$(ls "$wheel_dir"/paanet_fast-*.whl)
@@ -207,7 +202,7 @@ for version in "${versions[@]}"; do
   fi
   python=$dir/venv/bin/python
   "$python" -m pip --no-cache-dir install -q --no-deps --force-reinstall "$wheel"
-  copy_checkout "$dir/tree"
+  bash "$checkout/scripts/copy_checkout.sh" "$dir/tree"
   rm -rf "$dir/tree/paanet_fast"
   ln -s "$("$python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/paanet_fast" "$dir/tree/paanet_fast"
   versions_line=$("$python" -c 'import importlib.metadata as m
