@@ -157,3 +157,26 @@ def test_opcheck_with_float32_parameters(backend, device):
     gen = torch.Generator().manual_seed(6)
     grads = [torch.randn(logits.shape, generator=gen).bfloat16().to(device) for _ in range(2)]
     torch.library.opcheck(backward, (*grads, gam, case.features, case.weight.detach()))
+
+
+def test_torch_compile_traces_autocast_with_float32_parameters():
+    """torch.compile(fullgraph=True) of a mini-decoder call under CPU bf16 autocast: the traced graph (fake
+    kernels, the autocast kernel's casts) gives eager's outputs and float32 parameter gradients."""
+    case = mini_decoder_case(7, torch.float32)
+
+    def layer(features, weight, bias):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits, gam = ops.mini_decoder(features, weight, bias, case.size, backend="cpp")
+        return logits, gam
+
+    def run(fn):
+        leaves = [t.detach().clone().requires_grad_(True) for t in (*case.features, case.weight, case.bias)]
+        n = len(case.features)
+        logits, gam = fn(leaves[:n], leaves[n], leaves[n + 1])
+        (logits.float().sum() + gam.float().square().sum()).backward()
+        return [logits.detach(), gam.detach(), *(leaf.grad for leaf in leaves)]
+    eager = run(layer)
+    compiled = run(torch.compile(layer, fullgraph=True, backend="aot_eager"))
+    assert compiled[-1].dtype == compiled[-2].dtype == torch.float32 and compiled[0].dtype == torch.bfloat16
+    for i, (a, e) in enumerate(zip(compiled, eager, strict=True)):
+        assert a.dtype == e.dtype and torch.equal(a, e), f"result {i}"
