@@ -8,10 +8,7 @@ using torch::stable::view;
 
 bool is_channels_last(const Tensor& f) { return !f.is_contiguous() && is_channels_last_contiguous(f); }
 
-Tensor scale_weight(const Tensor& weight, int64_t offset, int64_t channels) {
-  Tensor row = torch::stable::select(weight, 0, 0);
-  return reshape(torch::stable::narrow(row, 0, offset, channels), {channels, kTaps});
-}
+Tensor weight_rows(const Tensor& weight) { return reshape(weight, {weight.size(1), kTaps}); }
 
 Tensor reduce_channels(const Tensor& f, const Tensor& w_v) {
   const int64_t B = f.size(0), C = f.size(1), h = f.size(2), w = f.size(3);

@@ -16,8 +16,10 @@ constexpr int64_t kTaps = 9;
 // Whether F_v is NHWC (channels-last) without being NCHW: its (B*h*w, C) matrix is then a view.
 bool is_channels_last(const Tensor& f);
 
-// (C_v, 9) slice of the (1, sum C, 3, 3) weight for the channels [offset, offset + channels).
-Tensor scale_weight(const Tensor& weight, int64_t offset, int64_t channels);
+// The (1, sum C, 3, 3) weight as (sum C, 9): one view (or copy) for all scales, whose slices
+// narrow(rows, 0, offset, C_v) are each scale's w_v, so a call makes one boxed operator call per
+// scale instead of three.
+Tensor weight_rows(const Tensor& weight);
 
 // r_v[b, t, y, x] = sum_c w_v[c, t] F_v[b, c, y, x]: shape (B, 9, h, w), channels-last strides
 // when F_v is channels-last, contiguous otherwise. F_v is copied only when it is neither.

@@ -25,10 +25,11 @@ std::tuple<Tensor, Tensor> mini_decoder_cpu(const TensorList& features, const Te
     return {torch::stable::to(logits, dtype), torch::stable::to(gam, dtype)};
   }
   const int64_t B = features[0].size(0), H = size[0], W = size[1];
+  Tensor rows = weight_rows(weight);  // not const: torch::stable::narrow takes a reference
   TensorList planes;
   int64_t offset = 0;
   for (const auto& f : features) {
-    planes.push_back(reduce_channels(f, scale_weight(weight, offset, f.size(1))));
+    planes.push_back(reduce_channels(f, torch::stable::narrow(rows, 0, offset, f.size(1))));
     offset += f.size(1);
   }
   Tensor logits = poisoned_if_testing(empty({B, 1, H, W}, dtype, features[0].device()));
@@ -63,11 +64,13 @@ std::tuple<TensorList, Tensor, Tensor> mini_decoder_backward_cpu(const Tensor& g
   }
   Tensor dbias = empty({1}, dtype, weight.device());
   cpu::kernels().mini_decoder_backward(grad_logits, grad_gam, gam, d_planes, dbias);
+  Tensor rows = weight_rows(weight);  // not const: torch::stable::narrow takes a reference
   TensorList dfeatures, dweights;
   int64_t offset = 0;
   for (size_t v = 0; v < features.size(); ++v) {
     const int64_t channels = features[v].size(1);
-    auto [df, dw] = feature_and_weight_grads(features[v], scale_weight(weight, offset, channels), d_planes[v]);
+    auto [df, dw] = feature_and_weight_grads(features[v], torch::stable::narrow(rows, 0, offset, channels),
+                                             d_planes[v]);
     dfeatures.push_back(cpu::with_layout_of(df, features[v]));
     dweights.push_back(dw);
     offset += channels;
