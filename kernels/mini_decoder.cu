@@ -13,8 +13,7 @@
 //
 // The kernels read the input dtype and compute in float32 (float64 for float64 inputs); the weight
 // and bias are of the features' dtype or float32 beside half features (weight_t), read as they are;
-// the
-// resize taps come from scales computed on the host, in 32-bit index arithmetic inside a sample
+// the resize taps come from scales computed on the host, in 32-bit index arithmetic inside a sample
 // (the host checks the sizes) with 64-bit offsets between samples.
 #include <optional>
 #include <tuple>
@@ -719,19 +718,20 @@ void launch_backward(const Tensor& grad_logits, const Tensor& grad_gam, const Te
     });
     for_each_batch(column_scales, blocks_of(plane_items), [&](const ScaleBatch<ColumnsScale<scalar_t, acc_t>>&
                                                                         batch, bool, bool) {
-      columns_kernel<scalar_t, weight_t, acc_t><<<dim3(static_cast<unsigned int>(batch.total()), batch_grid(B)), kThreads, 0,
-                                        stream>>>(batch, B, W, weights, rows.const_data_ptr<acc_t>(),
-                                                  planes.mutable_data_ptr<acc_t>());
+      columns_kernel<scalar_t, weight_t, acc_t><<<dim3(static_cast<unsigned int>(batch.total()), batch_grid(B)),
+                                                  kThreads, 0, stream>>>(batch, B, W, weights,
+                                                                         rows.const_data_ptr<acc_t>(),
+                                                                         planes.mutable_data_ptr<acc_t>());
       check_launch("columns_kernel");
     });
   }
   const auto dweights = weight_view(dweight.mutable_data_ptr<weight_t>(), dweight);
   for_each_batch(feature_maps, channels, [&](const ScaleBatch<ScaleMap<const scalar_t>>& batch, bool first, bool) {
     // The first launch has one more block, for the bias.
-    weight_grad_kernel<scalar_t, weight_t, acc_t><<<static_cast<unsigned int>(batch.total() + (first ? 1 : 0)), kThreads, 0,
-                                          stream>>>(batch, B, planes.const_data_ptr<acc_t>(), dweights,
-                                                    bias_parts.const_data_ptr<acc_t>(), bias_count,
-                                                    dbias.mutable_data_ptr<weight_t>());
+    weight_grad_kernel<scalar_t, weight_t, acc_t><<<static_cast<unsigned int>(batch.total() + (first ? 1 : 0)),
+                                                    kThreads, 0, stream>>>(
+        batch, B, planes.const_data_ptr<acc_t>(), dweights, bias_parts.const_data_ptr<acc_t>(), bias_count,
+        dbias.mutable_data_ptr<weight_t>());
     check_launch("weight_grad_kernel");
   });
 }

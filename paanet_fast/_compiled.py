@@ -106,9 +106,8 @@ register_backward_autograd("paanet_fast::gam_multiply_backward", portable.gam_mu
 # The kernels compute half types in float32 with ATen matmuls inside; left under autocast, those
 # matmuls would hand back the autocast dtype where the kernel expects float32. A backward may run
 # inside the caller's autocast region: its operators run with autocast off too, but uncast, since a
-# backward computes in the dtype of its forward.
-
-# The mini-decoder's float32 weight and bias stay float32 (its kernels read them as they are).
+# backward computes in the dtype of its forward. The mini-decoder's float32 weight and bias (the
+# argument positions in `parameters`) stay float32: its kernels read them as they are.
 
 def _autocast_kernel(op: torch._ops.OpOverload, device_type: str, cast: bool, parameters: tuple[int, ...]):
     def kernel(*args):
