@@ -5,7 +5,9 @@
 //      r_v[t] = sum_c W[c_v, t] F_v[c], into one float buffer;
 //   2. one full-resolution kernel computes
 //        Z(Y, X) = b + sum_v sum_t valid(Y + dy_t, X + dx_t) * bilinear(r_v[t])(Y + dy_t, X + dx_t)
-//      from tiles of the tap planes staged in shared memory, and writes only Z and G = sigmoid(Z).
+//      separably (the column resize of each tap row's three taps, summed, for the source rows a
+//      tile reads, in shared memory; then the row resize per pixel), and writes only Z and
+//      G = sigmoid(Z).
 // Backward, three launches: the transposed resize of each tap as two gathers (rows with dZ
 // recomputed from the incoming gradients, then columns, which also apply the weights to give dF),
 // and one reduction of dW and db. Every output element is summed by one thread, or by one block in
@@ -30,17 +32,19 @@ namespace paanet {
 namespace cuda {
 namespace {
 
-// Output tile of one forward block: one thread per pixel.
+// Output tile of one forward block: kTileW columns x kTileH rows, one column a thread and every
+// kForwardRowStep-th row of it.
 constexpr int kTileW = 32;
-constexpr int kTileH = 8;
-constexpr int kForwardThreads = kTileW * kTileH;
-// The row and column taps of one forward tile and its one-pixel halo, per scale.
+constexpr int kTileH = 16;
+constexpr int kForwardRowStep = 8;
+constexpr int kRowsPerThread = kTileH / kForwardRowStep;
+constexpr int kForwardThreads = kTileW * kForwardRowStep;
+// The row and column taps of one forward tile and its one-pixel halo.
 constexpr int kRowTaps = kTileH + 2;
 constexpr int kColumnTaps = kTileW + 2;
-constexpr int kTileTaps = kRowTaps + kColumnTaps;
-// Dynamic shared memory of a forward block (tap tables and staged windows): four blocks per SM
-// fit an A100's 164 KiB. Scales whose windows do not fit are sampled from global memory.
-constexpr int64_t kForwardSharedBytes = 40 * 1024;
+// Source rows of one scale that a forward block resizes along its columns: a tile's halo rows read
+// at most two source rows each.
+constexpr int kSourceRows = 2 * kRowTaps;
 // Weights staged in shared memory per step of the channel loops.
 constexpr int kWeightChunk = 64;
 
@@ -182,172 +186,121 @@ __global__ void __launch_bounds__(kThreads) reduce_channels_kernel(
 // ---------------------------------------------------------------------------------------------
 // Forward, launch 2: the full-resolution kernel.
 
-// The tap planes of one scale ((B, 9, h, w) contiguous, compute dtype), their resize scales, and
-// where a forward block stages their window: at stage_offset (in elements), each tap's window
-// stage_rows x stage_cols; stage_offset < 0 means the scale is sampled from global memory.
+// The tap planes of one scale ((B, 9, h, w) contiguous, compute dtype) and their resize scales.
 template <typename acc_t>
 struct ForwardScale {
   const acc_t* planes;
   acc_t scale_y, scale_x;
   int32_t h, w;
-  int32_t stage_offset, stage_rows, stage_cols;
-};
-
-// A range of source indices: the first and how many.
-struct SourceRange {
-  int32_t first, count;
-};
-
-// The source indices that the taps of `tile` output coordinates from `start`, with a one-pixel
-// halo (clipped to the axis), read. The host sizes the shared windows with this same function
-// over every tile, so a block's window always fits (no device-side check needed).
-template <typename acc_t>
-__host__ __device__ __forceinline__ SourceRange halo_sources(int32_t start, int32_t tile, int32_t out_size,
-                                                             int32_t in_size, acc_t scale) {
-  const int32_t a = start > 0 ? start - 1 : 0, b = start + tile < out_size ? start + tile : out_size - 1;
-  const int32_t first = resize_tap(a, in_size, scale).i0;
-  return {first, resize_tap(b, in_size, scale).i1 - first + 1};
-}
-
-// The window of one scale that a forward block reads.
-struct StageWindow {
-  SourceRange rows, cols;
 };
 
 template <typename acc_t>
 using Tap = LinearTap<acc_t, int32_t>;
-
-// Sum over the 9 taps of bilinear samples of `planes` (tap t at t * plane_size), at row taps
-// ty[0..2] (indices premultiplied by the row stride) and column taps tx[0..2]; taps outside the
-// image (the convolution's zero padding) are skipped. Inlined once for shared and once for global
-// planes, so that each compiles to its own kind of load.
-template <typename acc_t>
-__device__ __forceinline__ acc_t sample_taps(const acc_t* planes, int32_t plane_size, const Tap<acc_t> (&ty)[3],
-                                             const Tap<acc_t> (&tx)[3], const bool (&row_valid)[3],
-                                             const bool (&col_valid)[3]) {
-  acc_t sum = static_cast<acc_t>(0);
-#pragma unroll
-  for (int t = 0; t < kTaps; ++t) {
-    const int ky = tap_dy(t) + 1, kx = tap_dx(t) + 1;
-    if (row_valid[ky] && col_valid[kx]) sum += bilinear_sample<acc_t>(planes + t * plane_size, 1, 1, ty[ky], tx[kx]);
-  }
-  return sum;
-}
 
 template <typename scalar_t, typename weight_t, typename acc_t>
 __global__ void __launch_bounds__(kForwardThreads, sizeof(acc_t) == 4 ? 4 : 2) mini_decoder_forward_kernel(
     const __grid_constant__ ScaleBatch<ForwardScale<acc_t>> batch, int64_t B, int32_t H, int32_t W,
     const weight_t* __restrict__ bias, const acc_t* carry_in, acc_t* carry_out, scalar_t* __restrict__ logits,
     scalar_t* __restrict__ gam) {
-  // Shared: the tap tables (kTileTaps per scale), the windows, then the staged tap planes.
-  extern __shared__ __align__(16) unsigned char shared_bytes[];
-  Tap<acc_t>* taps = reinterpret_cast<Tap<acc_t>*>(shared_bytes);
-  StageWindow* windows = reinterpret_cast<StageWindow*>(taps + batch.count * kTileTaps);
-  acc_t* stage = reinterpret_cast<acc_t*>(windows + batch.count);
+  // Per scale, separably: the column resize of each tap row dy's three taps, summed over dx, for
+  // every source row the tile reads (`resized`, one slot a row), then the row resize of those sums
+  // per pixel. The slots are the rows [first, first + count) that the tile's row taps span, or
+  // where they span more (a scale resized down), the two rows of each halo row's tap in turn.
+  __shared__ Tap<acc_t> row_taps[kRowTaps];  // i0, i1: the slots of the two rows, times kTileW
+  __shared__ Tap<acc_t> column_taps[kColumnTaps];
+  __shared__ int32_t slot_rows[kSourceRows];  // each slot's row offset in a tap plane
+  __shared__ int32_t slot_count;
+  __shared__ acc_t resized[3][kSourceRows * kTileW];
 
   const int tid = threadIdx.y * kTileW + threadIdx.x;
   const int32_t X0 = blockIdx.x * kTileW, Y0 = blockIdx.y * kTileH;
-  const int32_t X = X0 + threadIdx.x, Y = Y0 + threadIdx.y;
-  const bool inside = X < W && Y < H;
-
-  for (int v = tid; v < batch.count; v += kForwardThreads) {
-    const ForwardScale<acc_t>& s = batch.scale[v];
-    windows[v] = {halo_sources(Y0, kTileH, H, s.h, s.scale_y), halo_sources(X0, kTileW, W, s.w, s.scale_x)};
-  }
-  __syncthreads();
-  // Row taps of Y0 - 1 .. Y0 + kTileH, then column taps of X0 - 1 .. X0 + kTileW, relative to the
-  // staged window (or absolute), row indices times the row stride. Coordinates outside the image
-  // are clamped: their taps are never used.
-  for (int k = tid; k < batch.count * kTileTaps; k += kForwardThreads) {
-    const int v = k / kTileTaps, e = k - v * kTileTaps;
-    const ForwardScale<acc_t>& s = batch.scale[v];
-    const bool staged = s.stage_offset >= 0;
-    Tap<acc_t> t;
-    int32_t origin, stride;
-    if (e < kRowTaps) {
-      t = resize_tap(clamp_index(Y0 - 1 + e, 0, H - 1), s.h, s.scale_y);
-      origin = staged ? windows[v].rows.first : 0;
-      stride = staged ? s.stage_cols : s.w;
-    } else {
-      t = resize_tap(clamp_index(X0 - 1 + e - kRowTaps, 0, W - 1), s.w, s.scale_x);
-      origin = staged ? windows[v].cols.first : 0;
-      stride = 1;
-    }
-    t.i0 = (t.i0 - origin) * stride;
-    t.i1 = (t.i1 - origin) * stride;
-    taps[k] = t;
-  }
-  const bool row_valid[3] = {Y > 0, true, Y + 1 < H};
+  const int32_t X = X0 + threadIdx.x;
   const bool col_valid[3] = {X > 0, true, X + 1 < W};
 
   for (int64_t b = blockIdx.z; b < B; b += gridDim.z) {
+    acc_t z[kRowsPerThread];
+#pragma unroll
+    for (int k = 0; k < kRowsPerThread; ++k) {
+      const int32_t Y = Y0 + threadIdx.y + k * kForwardRowStep;
+      const int64_t o = (b * H + Y) * W + X;
+      z[k] = carry_in != nullptr && Y < H && X < W ? carry_in[o] : static_cast<acc_t>(bias[0]);
+    }
     for (int v = 0; v < batch.count; ++v) {
       const ForwardScale<acc_t>& s = batch.scale[v];
-      if (s.stage_offset < 0) continue;
-      const StageWindow win = windows[v];
+      // Taps of rows Y0 - 1 .. Y0 + kTileH and columns X0 - 1 .. X0 + kTileW, clamped to the image
+      // (the taps of coordinates outside it are never used).
+      if (tid < kRowTaps) {
+        Tap<acc_t> t = resize_tap(clamp_index(Y0 - 1 + tid, 0, H - 1), s.h, s.scale_y);
+        const int32_t first = resize_tap(clamp_index(Y0 - 1, 0, H - 1), s.h, s.scale_y).i0;
+        const int32_t span = resize_tap(clamp_index(Y0 + kTileH, 0, H - 1), s.h, s.scale_y).i1 - first + 1;
+        const bool in_range = span <= kSourceRows;
+        const int32_t slot0 = in_range ? t.i0 - first : 2 * tid, slot1 = in_range ? t.i1 - first : 2 * tid + 1;
+        slot_rows[2 * tid] = (in_range ? first + 2 * tid : t.i0) * s.w;
+        slot_rows[2 * tid + 1] = (in_range ? first + 2 * tid + 1 : t.i1) * s.w;
+        if (tid == 0) slot_count = in_range ? span : kSourceRows;
+        t.i0 = slot0 * kTileW;
+        t.i1 = slot1 * kTileW;
+        row_taps[tid] = t;
+      } else if (tid < kRowTaps + kColumnTaps) {
+        column_taps[tid - kRowTaps] = resize_tap(clamp_index(X0 - 1 + tid - kRowTaps, 0, W - 1), s.w, s.scale_x);
+      }
+      __syncthreads();
       const int32_t plane = s.h * s.w;
-      const acc_t* src = s.planes + b * (kTaps * plane) + win.rows.first * s.w + win.cols.first;
-      acc_t* dst = stage + s.stage_offset;
-      for (int r = threadIdx.y; r < kTaps * win.rows.count; r += kTileH) {
-        const int t = r / win.rows.count, y = r - t * win.rows.count;
-        for (int x = threadIdx.x; x < win.cols.count; x += kTileW) {
-          dst[(t * s.stage_rows + y) * s.stage_cols + x] = src[t * plane + y * s.w + x];
+      const acc_t* __restrict__ planes = s.planes + b * (kTaps * plane);
+      // This thread's columns of each tap dx, as offsets from a tap row's plane of dy = 0
+      // (unsigned, so that each address is one wide multiply-add).
+      uint32_t columns[3][2];
+      acc_t weights[3][2];
+#pragma unroll
+      for (int kx = 0; kx < 3; ++kx) {
+        const Tap<acc_t> t = column_taps[threadIdx.x + kx];
+        columns[kx][0] = static_cast<uint32_t>(t.i0 + kx * plane);
+        columns[kx][1] = static_cast<uint32_t>(t.i1 + kx * plane);
+        weights[kx][0] = t.w0;
+        weights[kx][1] = t.w1;
+      }
+      for (int32_t slot = threadIdx.y; slot < slot_count; slot += kForwardRowStep) {
+#pragma unroll
+        for (int ky = 0; ky < 3; ++ky) {
+          const acc_t* __restrict__ row = planes + (slot_rows[slot] + 3 * ky * plane);
+          acc_t sum = static_cast<acc_t>(0);
+#pragma unroll
+          for (int kx = 0; kx < 3; ++kx) {
+            // A tap in the padding adds nothing, even where the clamped column holds an Inf.
+            const acc_t value = weights[kx][0] * row[columns[kx][0]] + weights[kx][1] * row[columns[kx][1]];
+            sum += col_valid[kx] ? value : static_cast<acc_t>(0);
+          }
+          resized[ky][slot * kTileW + threadIdx.x] = sum;
         }
       }
+      __syncthreads();
+#pragma unroll
+      for (int k = 0; k < kRowsPerThread; ++k) {
+        const int e = threadIdx.y + k * kForwardRowStep;  // the halo row above this pixel's row
+        const int32_t Y = Y0 + e;
+        const bool row_valid[3] = {Y > 0, true, Y + 1 < H};
+#pragma unroll
+        for (int ky = 0; ky < 3; ++ky) {
+          const Tap<acc_t> ty = row_taps[e + ky];
+          const acc_t* column = resized[ky] + threadIdx.x;
+          if (row_valid[ky]) z[k] += ty.w0 * column[ty.i0] + ty.w1 * column[ty.i1];
+        }
+      }
+      __syncthreads();  // the next scale rewrites the tables and the resized rows
     }
-    __syncthreads();  // the tables and this sample's windows are in place
-    if (inside) {
+#pragma unroll
+    for (int k = 0; k < kRowsPerThread; ++k) {
+      const int32_t Y = Y0 + threadIdx.y + k * kForwardRowStep;
+      if (Y >= H || X >= W) continue;
       const int64_t o = (b * H + Y) * W + X;
-      acc_t z = carry_in != nullptr ? carry_in[o] : static_cast<acc_t>(bias[0]);
-      for (int v = 0; v < batch.count; ++v) {
-        const ForwardScale<acc_t>& s = batch.scale[v];
-        const Tap<acc_t>* table = taps + v * kTileTaps;
-        const Tap<acc_t> ty[3] = {table[threadIdx.y], table[threadIdx.y + 1], table[threadIdx.y + 2]};
-        const Tap<acc_t>* columns = table + kRowTaps + threadIdx.x;
-        const Tap<acc_t> tx[3] = {columns[0], columns[1], columns[2]};
-        if (s.stage_offset >= 0) {
-          z += sample_taps(stage + s.stage_offset, s.stage_rows * s.stage_cols, ty, tx, row_valid, col_valid);
-        } else {
-          const int32_t plane = s.h * s.w;
-          z += sample_taps(s.planes + b * (kTaps * plane), plane, ty, tx, row_valid, col_valid);
-        }
-      }
       if (carry_out != nullptr) {
-        carry_out[o] = z;
+        carry_out[o] = z[k];
       } else {
-        logits[o] = static_cast<scalar_t>(z);
-        gam[o] = static_cast<scalar_t>(stable_sigmoid<acc_t>(z));
+        logits[o] = static_cast<scalar_t>(z[k]);
+        gam[o] = static_cast<scalar_t>(stable_sigmoid<acc_t>(z[k]));
       }
     }
-    __syncthreads();  // the next sample restages the shared windows
   }
-}
-
-// Decides which scales of a launch stage their windows in shared memory (the largest window of
-// any tile, from halo_sources) and returns the block's dynamic shared memory in bytes.
-template <typename acc_t>
-int64_t plan_staging(ScaleBatch<ForwardScale<acc_t>>& batch, int32_t H, int32_t W) {
-  const int64_t tables = batch.count * (kTileTaps * static_cast<int64_t>(sizeof(Tap<acc_t>)) +
-                                        static_cast<int64_t>(sizeof(StageWindow)));
-  int64_t used = 0;  // in acc_t elements
-  for (int v = 0; v < batch.count; ++v) {
-    ForwardScale<acc_t>& s = batch.scale[v];
-    s.stage_rows = s.stage_cols = 0;
-    for (int32_t Y0 = 0; Y0 < H; Y0 += kTileH) {
-      s.stage_rows = std::max(s.stage_rows, halo_sources(Y0, kTileH, H, s.h, s.scale_y).count);
-    }
-    for (int32_t X0 = 0; X0 < W; X0 += kTileW) {
-      s.stage_cols = std::max(s.stage_cols, halo_sources(X0, kTileW, W, s.w, s.scale_x).count);
-    }
-    const int64_t need = kTaps * static_cast<int64_t>(s.stage_rows) * s.stage_cols;
-    if (tables + (used + need) * static_cast<int64_t>(sizeof(acc_t)) <= kForwardSharedBytes) {
-      s.stage_offset = static_cast<int32_t>(used);
-      used += need;
-    } else {
-      s.stage_offset = -1;
-    }
-  }
-  return tables + used * static_cast<int64_t>(sizeof(acc_t));
 }
 
 template <typename scalar_t, typename weight_t>
@@ -381,7 +334,7 @@ void launch_forward(const TensorList& features, const Tensor& weight, const Tens
   std::vector<ForwardScale<acc_t>> scales;
   for (const auto& m : maps) {
     scales.push_back({planes_data + m.planes_offset, resize_scale<acc_t>(m.h, H), resize_scale<acc_t>(m.w, W), m.h,
-                      m.w, -1, 0, 0});
+                      m.w});
   }
   // More scales than one launch carries: the partial sums of Z travel between launches.
   std::optional<Tensor> carry;
@@ -389,11 +342,10 @@ void launch_forward(const TensorList& features, const Tensor& weight, const Tens
   acc_t* carry_ptr = carry ? carry->mutable_data_ptr<acc_t>() : nullptr;
   const dim3 grid(static_cast<unsigned int>((W + kTileW - 1) / kTileW),
                   static_cast<unsigned int>((H + kTileH - 1) / kTileH), batch_grid(B));
-  const dim3 block(kTileW, kTileH);
-  for_each_batch(scales, std::vector<int64_t>(scales.size(), 0), [&](ScaleBatch<ForwardScale<acc_t>> batch,
+  const dim3 block(kTileW, kForwardRowStep);
+  for_each_batch(scales, std::vector<int64_t>(scales.size(), 0), [&](const ScaleBatch<ForwardScale<acc_t>>& batch,
                                                                       bool first, bool last) {
-    const int64_t smem = plan_staging(batch, H, W);
-    mini_decoder_forward_kernel<scalar_t, weight_t, acc_t><<<grid, block, smem, stream>>>(
+    mini_decoder_forward_kernel<scalar_t, weight_t, acc_t><<<grid, block, 0, stream>>>(
         batch, B, H, W, bias.const_data_ptr<weight_t>(), first ? nullptr : carry_ptr, last ? nullptr : carry_ptr,
         logits.mutable_data_ptr<scalar_t>(), gam.mutable_data_ptr<scalar_t>());
     check_launch("mini_decoder_forward_kernel");

@@ -23,13 +23,13 @@ TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 2e-3, tor
 DTYPES = [pytest.param(dtype, id=str(dtype).removeprefix("torch.")) for dtype in TOLERANCE]
 
 # (batch, [(C_v, h_v, w_v) per scale], output (H, W)): batch 1, non-integer ratios, downscaling
-# (whose windows overflow the shared-memory stage), the model's strides, and 18 scales (more than
-# one launch carries).
+# (a tile's source rows too many for one range: resized row by row), the model's strides, and 18
+# scales (more than one launch carries).
 MINI_DECODER_CASES = [
     pytest.param(1, [(3, 5, 7)], (13, 17), id="one-scale"),
     pytest.param(2, [(3, 5, 7), (2, 3, 4), (1, 1, 1)], (37, 19), id="odd"),
     pytest.param(1, [(3, 8, 9), (2, 2, 11)], (5, 4), id="downscale"),
-    pytest.param(1, [(2, 200, 150), (3, 5, 5)], (40, 30), id="unstaged"),
+    pytest.param(1, [(2, 200, 150), (3, 5, 5)], (40, 30), id="downscale-rows-one-by-one"),
     pytest.param(2, [(16, 64, 64), (8, 32, 32), (8, 16, 16), (4, 8, 8)], (256, 256), id="model-strides"),
     pytest.param(3, [(5, 37, 23), (7, 11, 50), (2, 101, 3)], (101, 77), id="large-odd"),
     pytest.param(2, [(1, 2, 3)] * 18, (9, 10), id="18-scales"),

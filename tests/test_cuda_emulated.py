@@ -80,7 +80,9 @@ def _check_gam_multiply(ops, features, gam, reverse, grads, dtype):
 MINI_DECODER_CASES = [
     pytest.param(1, [(3, 5, 7)], (21, 35), id="one-scale"),
     pytest.param(2, [(4, 9, 9), (2, 5, 5), (1, 3, 3)], (37, 40), id="odd"),
-    pytest.param(1, [(2, 40, 50), (3, 4, 4)], (17, 23), id="downscale-unstaged"),
+    # Resized down: a tile's source rows as a range, and (too many for one) row by row.
+    pytest.param(1, [(2, 30, 50), (3, 4, 4)], (16, 23), id="downscale-rows-in-range"),
+    pytest.param(1, [(2, 40, 50), (3, 4, 4)], (17, 23), id="downscale-rows-one-by-one"),
     pytest.param(1, [(1, 2, 2)] * 18, (9, 11), id="18-scales"),
     # More channels than one staged chunk of weights; blocks whose gather spans over 256 rows or columns.
     pytest.param(1, [(70, 2, 3), (3, 5, 4)], (260, 300), id="chunked-weights-and-gathers"),
