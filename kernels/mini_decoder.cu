@@ -8,10 +8,11 @@
 //      separably (the column resize of each tap row's three taps, summed, for the source rows a
 //      tile reads, in shared memory; then the row resize per pixel), and writes only Z and
 //      G = sigmoid(Z).
-// Backward, three launches: the transposed resize of each tap as two gathers (rows with dZ
-// recomputed from the incoming gradients, then columns, which also apply the weights to give dF),
-// and one reduction of dW and db. Every output element is summed by one thread, or by one block in
-// a fixed tree: deterministic, no atomics.
+// Backward, two launches: the transposed resize of each tap as two gathers, rows (with dZ
+// recomputed from the incoming gradients, and per-block shares of db) then columns, which also
+// apply the weights to give dF and leave per-block shares of dW, which the last block of each
+// scale to finish adds up. Every output element is summed by one thread, or by one block in an
+// order fixed by the shapes alone: deterministic, with atomics only to count finished blocks.
 //
 // The kernels read the input dtype and compute in float32 (float64 for float64 inputs); the weight
 // and bias are of the features' dtype or float32 beside half features (weight_t), read as they are;
@@ -101,7 +102,7 @@ __host__ __device__ __forceinline__ int32_t clamp_index(int32_t i, int32_t lo, i
   return i < lo ? lo : (i > hi ? hi : i);
 }
 
-inline unsigned int batch_grid(int64_t B) { return static_cast<unsigned int>(std::min<int64_t>(B, 65535)); }
+inline unsigned int batch_grid(int64_t B) { return static_cast<unsigned int>(std::min<int64_t>(B, max_grid_yz())); }
 
 template <typename T>
 struct TypeTag {
@@ -461,29 +462,36 @@ __device__ __forceinline__ void gather_taps(Tap<acc_t>* table, const GatherRange
 
 // Rows pass, one thread per (low-res row i, full-res column X) and sample:
 //   V[b, dy + 1, i, X] = sum_{P reading row i} wy(P, i) dZ[b, P - dy, X]   (dZ = 0 outside)
-// for the three dy at once, over the rows P in ascending order. The thread of scale 0 also sums
-// dZ[b, P, X] over the rows P whose tap i0 is i, a partition of the rows, into bias_parts.
+// for the three dy at once, over the rows P in ascending order. The threads of scale 0 also sum
+// dZ[b, P, X] over the rows P whose tap i0 is i, a partition of the rows; each block of scale 0
+// adds those sums up (a fixed tree) into bias_parts[b * blocks of scale 0 + block], where
+// bias_parts is given. Block 0 of the first launch zeroes the columns pass's counters.
 // Threads past the end of the scale's items repeat the last item without writing it (they take
 // part in the block's table).
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads) rows_kernel(const __grid_constant__ ScaleBatch<RowsScale<acc_t>> batch,
                                                         LogitGradMaps<scalar_t> maps, int64_t B, int32_t W,
-                                                        acc_t* __restrict__ rows, acc_t* __restrict__ bias_parts) {
+                                                        acc_t* __restrict__ rows, acc_t* __restrict__ bias_parts,
+                                                        unsigned int* counters, int32_t counter_count) {
   __shared__ Tap<acc_t> table[kThreads];
+  if (counters != nullptr && blockIdx.x == 0 && blockIdx.y == 0) {
+    for (int32_t n = threadIdx.x; n < counter_count; n += kThreads) counters[n] = 0;
+  }
   const int v = batch.scale_of(blockIdx.x);
   const RowsScale<acc_t>& s = batch.scale[v];
-  const int32_t items = s.h * W, first = static_cast<int32_t>(blockIdx.x - batch.start[v]) * kThreads;
+  const int32_t items = s.h * W, block = static_cast<int32_t>(blockIdx.x - batch.start[v]);
+  const int32_t first = block * kThreads;
   const int32_t last = first + kThreads < items ? first + kThreads - 1 : items - 1;
   const bool inside = first + static_cast<int32_t>(threadIdx.x) <= last;
   const int32_t k = inside ? first + static_cast<int32_t>(threadIdx.x) : last;
   const int32_t i = k / W, X = k - i * W;
   const GatherRange range = gather_range(i, first / W, last / W, s.h, maps.H, s.scale, s.inv_scale);
-  acc_t* parts = v == 0 && inside ? bias_parts : nullptr;
+  const bool bias_block = v == 0 && bias_parts != nullptr;
   for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
     const LogitGradColumn<scalar_t> column = maps.column(b, X);
     // dZ at rows P + 1, P and P - 1 (dy = -1, 0, 1), slid down one row per P.
     acc_t at_p = column.template dz<acc_t>(range.lo), at_prev = column.template dz<acc_t>(range.lo - 1);
-    acc_t sum[3] = {}, bias_sum = static_cast<acc_t>(0);
+    acc_t sum[3] = {}, bias_sum[1] = {static_cast<acc_t>(0)};
     gather_taps(table, range, s.h, s.scale, [&](int32_t P, const Tap<acc_t>& tap) {
       const acc_t at_next = column.template dz<acc_t>(P + 1);
       const acc_t wy = linear_tap_weight(tap, i);
@@ -492,7 +500,7 @@ __global__ void __launch_bounds__(kThreads) rows_kernel(const __grid_constant__ 
         sum[1] += wy * at_p;
         sum[2] += wy * at_prev;
       }
-      if (tap.i0 == i) bias_sum += at_p;
+      if (inside && tap.i0 == i) bias_sum[0] += at_p;
       at_prev = at_p;
       at_p = at_next;
     });
@@ -501,34 +509,84 @@ __global__ void __launch_bounds__(kThreads) rows_kernel(const __grid_constant__ 
 #pragma unroll
       for (int r = 0; r < 3; ++r) out[r * items] = sum[r];
     }
-    if (parts != nullptr) parts[b * items + k] = bias_sum;
+    if (bias_block) {
+      block_sum(bias_sum);
+      if (threadIdx.x == 0) bias_parts[b * (batch.start[1] - batch.start[0]) + block] = bias_sum[0];
+    }
   }
 }
 
-// One scale of the columns pass: its feature gradient dF (written), the row gradients V
-// (B, 3, h, W) at rows_offset, the tap-plane gradients D (B, 9, h, w) at dF.planes_offset of the
-// planes buffer (written), and the horizontal resize scale and inverse.
+// Channels and pixel segments of a columns block's share of dW: lane c of segment g sums channel
+// c0 + c over the block's pixels [g * kSegmentPixels, (g + 1) * kSegmentPixels).
+constexpr int kChannelLanes = 32;
+constexpr int kSegments = kThreads / kChannelLanes;
+constexpr int kSegmentPixels = kThreads / kSegments;
+// Parts into which the last block of a scale splits each dW element's sum over the blocks.
+constexpr int kBlockParts = 8;
+
+// One scale of the columns pass: its features F and feature gradient dF (written), the row
+// gradients V (B, 3, h, W) at rows_offset, where its blocks' shares of dW go (partials_offset: each
+// block's (C_v, 9) in turn), the counter of its finished blocks, and the horizontal resize scale
+// and inverse.
 template <typename scalar_t, typename acc_t>
 struct ColumnsScale {
+  ScaleMap<const scalar_t> f;
   ScaleMap<scalar_t> df;
-  int64_t rows_offset;
+  int64_t rows_offset, partials_offset;
+  int32_t counter;
   acc_t scale, inv_scale;
 };
+
+// dW[c_v, t] and, given bias_parts, db: the sums of the shares of the scale's blocks, in block
+// order, each split into kBlockParts interleaved parts added in turn. Run by the scale's last block.
+template <typename scalar_t, typename weight_t, typename acc_t>
+__device__ void sum_shares(const ColumnsScale<scalar_t, acc_t>& s, int64_t blocks, const acc_t* partials,
+                           WeightView<weight_t> dweight, acc_t* scratch) {
+  const int32_t outputs = s.f.channels * kTaps, q = threadIdx.x % kBlockParts;
+  const acc_t* shares = partials + s.partials_offset;
+  for (int32_t e0 = 0; e0 < outputs; e0 += kThreads / kBlockParts) {
+    const int32_t e = e0 + static_cast<int32_t>(threadIdx.x) / kBlockParts;
+    acc_t sum = static_cast<acc_t>(0);
+    if (e < outputs) {
+      for (int64_t n = q; n < blocks; n += kBlockParts) sum += shares[n * outputs + e];
+    }
+    __syncthreads();  // the previous round's parts are read
+    scratch[threadIdx.x] = sum;
+    __syncthreads();
+    if (static_cast<int>(threadIdx.x) < kThreads / kBlockParts && e0 + static_cast<int32_t>(threadIdx.x) < outputs) {
+      acc_t total = static_cast<acc_t>(0);
+      for (int part = 0; part < kBlockParts; ++part) total += scratch[threadIdx.x * kBlockParts + part];
+      const int32_t output = e0 + static_cast<int32_t>(threadIdx.x);
+      dweight.at(s.f.channel_offset + output / kTaps, output % kTaps) = static_cast<weight_t>(total);
+    }
+  }
+}
 
 // Columns pass, one thread per low-res pixel (i, j) and sample:
 //   D[b, t, i, j] = sum_{Q reading column j} wx(Q, j) V[b, dy_t + 1, i, Q - dx_t]   (V = 0 outside)
 // for the 9 taps at once, over the columns Q in ascending order; then
-//   dF[b, c, i, j] = sum_t W[c_v, t] D[b, t, i, j]   for every channel c of the scale.
-// Threads past the end of the plane repeat its last pixel without writing it.
+//   dF[b, c, i, j] = sum_t W[c_v, t] D[b, t, i, j]   for every channel c of the scale,
+// and the block's share of dW[c_v, t] = sum F[b, c] D[b, t] over its pixels and samples. The last
+// block of each scale to finish adds up the shares into dW, and the last of scale 0, given
+// bias_parts (the first launch), db = the sum of bias_parts[0..bias_count): one launch, in an
+// order fixed by the shapes alone. Threads past the end of the plane repeat its last pixel
+// without writing it.
 template <typename scalar_t, typename weight_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads) columns_kernel(
     const __grid_constant__ ScaleBatch<ColumnsScale<scalar_t, acc_t>> batch, int64_t B, int32_t W,
-    WeightView<const weight_t> weight, const acc_t* __restrict__ rows, acc_t* __restrict__ planes) {
+    WeightView<const weight_t> weight, const acc_t* __restrict__ rows, acc_t* __restrict__ partials,
+    unsigned int* counters, WeightView<weight_t> dweight, const acc_t* __restrict__ bias_parts, int64_t bias_count,
+    weight_t* __restrict__ dbias) {
   __shared__ Tap<acc_t> table[kThreads];
   __shared__ acc_t staged[kWeightChunk][kTaps];
+  __shared__ acc_t scratch[kTaps * kThreads];  // D of the block's pixels, then the segments' shares
+  __shared__ bool last_block;
   const int v = batch.scale_of(blockIdx.x);
   const ColumnsScale<scalar_t, acc_t>& s = batch.scale[v];
   const ScaleMap<scalar_t>& df = s.df;
+  const ScaleMap<const scalar_t>& f = s.f;
+  const int64_t scale_blocks = batch.start[v + 1] - batch.start[v];
+  const int64_t block = blockIdx.y * scale_blocks + (blockIdx.x - batch.start[v]);
   const int32_t plane = df.h * df.w, first = static_cast<int32_t>(blockIdx.x - batch.start[v]) * kThreads;
   const int32_t last = first + kThreads < plane ? first + kThreads - 1 : plane - 1;
   const bool inside = first + static_cast<int32_t>(threadIdx.x) <= last;
@@ -540,6 +598,10 @@ __global__ void __launch_bounds__(kThreads) columns_kernel(
   const int32_t j_last = first_row == last_row ? last - last_row * df.w : df.w - 1;
   const GatherRange range = gather_range(j, j_first, j_last, df.w, W, s.scale, s.inv_scale);
   const int32_t row_stride = df.h * W;
+  // The pixels of this thread's segment, for the share of dW.
+  const int lane = threadIdx.x % kChannelLanes, segment = threadIdx.x / kChannelLanes;
+  const int32_t segment_first = first + segment * kSegmentPixels;
+  const int32_t segment_end = segment_first + kSegmentPixels <= last + 1 ? segment_first + kSegmentPixels : last + 1;
   for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
     const acc_t* vrow = rows + s.rows_offset + b * (3 * row_stride) + i * W;
     // V of the three rows at columns Q + 1, Q and Q - 1 (dx = -1, 0, 1), slid right one column per Q.
@@ -566,11 +628,6 @@ __global__ void __launch_bounds__(kThreads) columns_kernel(
         at_q[r] = at_next[r];
       }
     });
-    if (inside) {
-      acc_t* out = planes + df.planes_offset + b * (kTaps * plane) + k;
-#pragma unroll
-      for (int t = 0; t < kTaps; ++t) out[t * plane] = d[t];
-    }
     for (int32_t c0 = 0; c0 < df.channels; c0 += kWeightChunk) {
       const int32_t count = clamp_index(df.channels - c0, 0, kWeightChunk);
       __syncthreads();  // the previous chunk is read by all
@@ -585,40 +642,55 @@ __global__ void __launch_bounds__(kThreads) columns_kernel(
         }
       }
     }
+    // The share of dW: lane c of each segment sums F[b, c0 + c] D over the segment's pixels, then
+    // the segments are added in turn.
+    for (int32_t c0 = 0; c0 < f.channels; c0 += kChannelLanes) {
+      __syncthreads();  // scratch is free
+#pragma unroll
+      for (int t = 0; t < kTaps; ++t) scratch[t * kThreads + threadIdx.x] = d[t];
+      __syncthreads();
+      acc_t share[kTaps] = {};
+      if (c0 + lane < f.channels && segment_first < segment_end) {
+        int32_t y = segment_first / f.w, x = segment_first - y * f.w;
+        const scalar_t* channel = f.data + f.offset(b, c0 + lane, 0, 0);
+        for (int32_t p = segment_first; p < segment_end; ++p) {
+          const acc_t value = static_cast<acc_t>(channel[y * f.sy + x * f.sx]);
+#pragma unroll
+          for (int t = 0; t < kTaps; ++t) share[t] += value * scratch[t * kThreads + (p - first)];
+          if (++x == f.w) {
+            x = 0;
+            ++y;
+          }
+        }
+      }
+      __syncthreads();  // D is read
+#pragma unroll
+      for (int t = 0; t < kTaps; ++t) scratch[(t * kSegments + segment) * kChannelLanes + lane] = share[t];
+      __syncthreads();
+      for (int e = threadIdx.x; e < kChannelLanes * kTaps; e += kThreads) {
+        const int t = e / kChannelLanes, c = e - t * kChannelLanes;
+        if (c0 + c >= f.channels) continue;
+        acc_t sum = static_cast<acc_t>(0);
+        for (int g = 0; g < kSegments; ++g) sum += scratch[(t * kSegments + g) * kChannelLanes + c];
+        acc_t* out = partials + s.partials_offset + (block * f.channels + c0 + c) * kTaps + t;
+        *out = b == blockIdx.y ? sum : *out + sum;
+      }
+    }
   }
-}
-
-// Weight and bias gradients, one block per channel of the batch's scales:
-//   dW[c_v, t] = sum_{b, i, j} F_v[b, c, i, j] D_v[b, t, i, j]
-// and, where bias_parts is given, one more block for db = sum of bias_parts[0..bias_count).
-template <typename scalar_t, typename weight_t, typename acc_t>
-__global__ void __launch_bounds__(kThreads) weight_grad_kernel(
-    const __grid_constant__ ScaleBatch<ScaleMap<const scalar_t>> batch, int64_t B, const acc_t* __restrict__ planes,
-    WeightView<weight_t> dweight, const acc_t* __restrict__ bias_parts, int64_t bias_count,
-    weight_t* __restrict__ dbias) {
-  if (blockIdx.x == batch.total()) {
+  // The last block of the scale to finish (its shares, like every block's, written before it
+  // counts itself) adds up all of them.
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) last_block = atomicAdd(counters + s.counter, 1u) == scale_blocks * gridDim.y - 1;
+  __syncthreads();
+  if (!last_block) return;
+  __threadfence();
+  sum_shares(s, scale_blocks * gridDim.y, partials, dweight, scratch);
+  if (v == 0 && bias_parts != nullptr) {
     acc_t sum[1] = {static_cast<acc_t>(0)};
     for (int64_t n = threadIdx.x; n < bias_count; n += kThreads) sum[0] += bias_parts[n];
     block_sum(sum);
     if (threadIdx.x == 0) dbias[0] = static_cast<weight_t>(sum[0]);
-    return;
-  }
-  const int v = batch.scale_of(blockIdx.x);
-  const ScaleMap<const scalar_t>& f = batch.scale[v];
-  const int32_t c = static_cast<int32_t>(blockIdx.x - batch.start[v]), plane = f.h * f.w;
-  acc_t sum[kTaps] = {};
-  for (int64_t b = 0; b < B; ++b) {
-    const acc_t* d = planes + f.planes_offset + b * (kTaps * plane);
-    for (int32_t k = threadIdx.x; k < plane; k += kThreads) {
-      const int32_t i = k / f.w, j = k - i * f.w;
-      const acc_t value = static_cast<acc_t>(f.data[f.offset(b, c, i, j)]);
-#pragma unroll
-      for (int t = 0; t < kTaps; ++t) sum[t] += value * d[t * plane + k];
-    }
-  }
-  block_sum(sum);
-  if (threadIdx.x == 0) {
-    for (int t = 0; t < kTaps; ++t) dweight.at(f.channel_offset + c, t) = static_cast<weight_t>(sum[t]);
   }
 }
 
@@ -632,59 +704,56 @@ void launch_backward(const Tensor& grad_logits, const Tensor& grad_gam, const Te
   const cudaStream_t stream = current_stream();
   const ScalarType acc_dtype = compute_dtype(gam.scalar_type());
 
+  if (B == 0) {  // no pixel: the sums are empty
+    torch::stable::fill_(dweight, 0.0);
+    torch::stable::fill_(dbias, 0.0);
+    return;
+  }
   std::vector<RowsScale<acc_t>> row_scales;
   std::vector<ColumnsScale<scalar_t, acc_t>> column_scales;
-  std::vector<ScaleMap<const scalar_t>> feature_maps;
-  std::vector<int64_t> row_items, plane_items, channels;
-  int64_t channel_offset = 0, rows_size = 0, planes_size = 0;
+  std::vector<int64_t> row_items, plane_items;
+  int64_t channel_offset = 0, rows_size = 0, partials_size = 0;
+  const int64_t samples_in_grid = batch_grid(B);
   for (size_t v = 0; v < features.size(); ++v) {
     const Tensor& f = features[v];
     const int64_t h = f.size(2), w = f.size(3);
     row_scales.push_back({static_cast<int32_t>(h), resize_scale<acc_t>(h, H), resize_scale<acc_t>(H, h), rows_size});
-    column_scales.push_back({scale_map(dfeatures[v].mutable_data_ptr<scalar_t>(), dfeatures[v], channel_offset,
-                                       planes_size),
-                             rows_size, resize_scale<acc_t>(w, W), resize_scale<acc_t>(W, w)});
-    feature_maps.push_back(scale_map(f.const_data_ptr<scalar_t>(), f, channel_offset, planes_size));
+    column_scales.push_back({scale_map(f.const_data_ptr<scalar_t>(), f, channel_offset, 0),
+                             scale_map(dfeatures[v].mutable_data_ptr<scalar_t>(), dfeatures[v], channel_offset, 0),
+                             rows_size, partials_size, static_cast<int32_t>(v), resize_scale<acc_t>(w, W),
+                             resize_scale<acc_t>(W, w)});
     row_items.push_back(h * W);
     plane_items.push_back(h * w);
-    channels.push_back(f.size(1));
     channel_offset += f.size(1);
     rows_size += B * 3 * h * W;
-    planes_size += B * kTaps * h * w;
+    partials_size += samples_in_grid * blocks_of({h * w})[0] * f.size(1) * kTaps;
   }
   const Tensor rows = poisoned_if_testing(empty({rows_size}, acc_dtype, gam.device()));
-  const Tensor planes = poisoned_if_testing(empty({planes_size}, acc_dtype, gam.device()));
-  const int64_t bias_count = B * features[0].size(2) * W;
+  const Tensor partials = poisoned_if_testing(empty({partials_size}, acc_dtype, gam.device()));
+  const int64_t bias_count = B * blocks_of({row_items[0]})[0];
   const Tensor bias_parts = poisoned_if_testing(empty({bias_count}, acc_dtype, gam.device()));
+  const int32_t counter_count = static_cast<int32_t>(features.size());
+  const Tensor counters = empty({counter_count}, ScalarType::Int, gam.device());
+  unsigned int* counters_data = static_cast<unsigned int*>(counters.mutable_data_ptr());
   const LogitGradMaps<scalar_t> maps{map_view<scalar_t>(grad_logits), map_view<scalar_t>(grad_gam),
                                      map_view<scalar_t>(gam), H};
   const auto weights = weight_view(weight.const_data_ptr<weight_t>(), weight);
-
-  if (B > 0) {
-    for_each_batch(row_scales, blocks_of(row_items), [&](const ScaleBatch<RowsScale<acc_t>>& batch,
-                                                               bool first, bool) {
-      rows_kernel<scalar_t, acc_t><<<dim3(static_cast<unsigned int>(batch.total()), batch_grid(B)), kThreads, 0,
-                                     stream>>>(batch, maps, B, W, rows.mutable_data_ptr<acc_t>(),
-                                               first ? bias_parts.mutable_data_ptr<acc_t>() : nullptr);
-      check_launch("rows_kernel");
-    });
-    for_each_batch(column_scales, blocks_of(plane_items), [&](const ScaleBatch<ColumnsScale<scalar_t, acc_t>>&
-                                                                        batch, bool, bool) {
-      columns_kernel<scalar_t, weight_t, acc_t><<<dim3(static_cast<unsigned int>(batch.total()), batch_grid(B)),
-                                                  kThreads, 0, stream>>>(batch, B, W, weights,
-                                                                         rows.const_data_ptr<acc_t>(),
-                                                                         planes.mutable_data_ptr<acc_t>());
-      check_launch("columns_kernel");
-    });
-  }
   const auto dweights = weight_view(dweight.mutable_data_ptr<weight_t>(), dweight);
-  for_each_batch(feature_maps, channels, [&](const ScaleBatch<ScaleMap<const scalar_t>>& batch, bool first, bool) {
-    // The first launch has one more block, for the bias.
-    weight_grad_kernel<scalar_t, weight_t, acc_t><<<static_cast<unsigned int>(batch.total() + (first ? 1 : 0)),
-                                                    kThreads, 0, stream>>>(
-        batch, B, planes.const_data_ptr<acc_t>(), dweights, bias_parts.const_data_ptr<acc_t>(), bias_count,
-        dbias.mutable_data_ptr<weight_t>());
-    check_launch("weight_grad_kernel");
+
+  for_each_batch(row_scales, blocks_of(row_items), [&](const ScaleBatch<RowsScale<acc_t>>& batch, bool first, bool) {
+    rows_kernel<scalar_t, acc_t><<<dim3(static_cast<unsigned int>(batch.total()), batch_grid(B)), kThreads, 0,
+                                   stream>>>(batch, maps, B, W, rows.mutable_data_ptr<acc_t>(),
+                                             first ? bias_parts.mutable_data_ptr<acc_t>() : nullptr,
+                                             first ? counters_data : nullptr, counter_count);
+    check_launch("rows_kernel");
+  });
+  for_each_batch(column_scales, blocks_of(plane_items), [&](const ScaleBatch<ColumnsScale<scalar_t, acc_t>>& batch,
+                                                            bool first, bool) {
+    columns_kernel<scalar_t, weight_t, acc_t><<<dim3(static_cast<unsigned int>(batch.total()), batch_grid(B)),
+                                                kThreads, 0, stream>>>(
+        batch, B, W, weights, rows.const_data_ptr<acc_t>(), partials.mutable_data_ptr<acc_t>(), counters_data,
+        dweights, first ? bias_parts.const_data_ptr<acc_t>() : nullptr, bias_count, dbias.mutable_data_ptr<weight_t>());
+    check_launch("columns_kernel");
   });
 }
 

@@ -42,6 +42,10 @@ inline cudaStream_t current_stream() {
   return static_cast<cudaStream_t>(stream);
 }
 
+// The most blocks a launch takes along y or z (the kernels that lay the samples out there loop over
+// those beyond).
+inline unsigned int max_grid_yz() { return 65535; }
+
 // After a launch: a launch that failed (a bad configuration, no kernel image for this card) raises.
 inline void check_launch(const char* kernel) {
   const cudaError_t error = cudaGetLastError();

@@ -8,6 +8,7 @@
 // kernels/runtime.cuh (the device guard, the current stream and the launch check).
 #pragma once
 
+#include <atomic>
 #include <barrier>
 #include <cstdint>
 #include <exception>
@@ -48,6 +49,9 @@ inline unsigned char* dynamic_shared = nullptr;
 // The launch log: one line per launch, "name|kernel type|grid x,y,z|block x,y,z|shared bytes".
 inline std::vector<std::string> launch_log;
 inline bool dry_run = false;
+// The grid's limit along y and z as the host code sees it (a test lowers it, so that small
+// batches take the kernels' loops over the samples beyond the grid).
+inline unsigned int max_grid_yz = 65535;
 
 // `kernel<<<grid, block, shared_bytes, stream>>>(args...)` is rewritten to
 // `emulation::Launch(grid, block, shared_bytes, stream)("kernel", kernel, args...)`.
@@ -111,6 +115,13 @@ struct Launch {
 
 inline void __syncthreads() { emulation::block_barrier->arrive_and_wait(); }
 
+// The blocks run one after another, so a fence orders nothing across them; the threads of a block
+// run concurrently, so the counter is a real atomic.
+inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+inline unsigned int atomicAdd(unsigned int* address, unsigned int value) {
+  return std::atomic_ref<unsigned int>(*address).fetch_add(value);
+}
+
 namespace paanet {
 namespace cuda {
 
@@ -122,6 +133,8 @@ struct DeviceGuard {
 inline cudaStream_t current_stream() { return nullptr; }
 
 inline void check_launch(const char*) {}
+
+inline unsigned int max_grid_yz() { return emulation::max_grid_yz; }
 
 }  // namespace cuda
 }  // namespace paanet

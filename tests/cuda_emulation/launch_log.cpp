@@ -17,6 +17,12 @@ void configure(bool dry_run) {
   emulation::launch_log.clear();
 }
 
+// Sets the grid's limit along y and z that the host code sees (65535 on a GPU).
+void limit_grid(int64_t max_yz) {
+  PAANET_CHECK_VALUE(max_yz >= 1 && max_yz <= 65535, "emulation_limit_grid: ", max_yz, " outside [1, 65535]");
+  emulation::max_grid_yz = static_cast<unsigned int>(max_yz);
+}
+
 // The launches logged since the last call (or configure), one per line; clears the log.
 std::string take_launches() {
   std::string text;
@@ -46,6 +52,7 @@ paanet::Tensor divide(const paanet::Tensor& numerators, int64_t divisor) {
 
 STABLE_TORCH_LIBRARY_FRAGMENT(paanet_cuda_emulated, m) {
   m.def("emulation_configure(bool dry_run) -> ()");
+  m.def("emulation_limit_grid(int max_yz) -> ()");
   m.def("emulation_take_launches() -> str");
   m.def("emulation_divide(Tensor numerators, int divisor) -> Tensor");
 }
@@ -53,6 +60,7 @@ STABLE_TORCH_LIBRARY_FRAGMENT(paanet_cuda_emulated, m) {
 // CompositeExplicitAutograd: the operators without tensor arguments dispatch there too.
 STABLE_TORCH_LIBRARY_IMPL(paanet_cuda_emulated, CompositeExplicitAutograd, m) {
   m.impl("emulation_configure", TORCH_BOX(&configure));
+  m.impl("emulation_limit_grid", TORCH_BOX(&limit_grid));
   m.impl("emulation_take_launches", TORCH_BOX(&take_launches));
   m.impl("emulation_divide", TORCH_BOX(&divide));
 }
