@@ -526,19 +526,19 @@ constexpr int kBlockParts = 8;
 
 // One scale of the columns pass: its features F and feature gradient dF (written), the row
 // gradients V (B, 3, h, W) at rows_offset, where its blocks' shares of dW go (partials_offset: each
-// block's (C_v, 9) in turn), the counter of its finished blocks, and the horizontal resize scale
-// and inverse.
+// block's (C_v, 9) in turn), its blocks in the launch (over all rows of the grid) and the counter of
+// those finished, and the horizontal resize scale and inverse.
 template <typename scalar_t, typename acc_t>
 struct ColumnsScale {
   ScaleMap<const scalar_t> f;
   ScaleMap<scalar_t> df;
-  int64_t rows_offset, partials_offset;
+  int64_t rows_offset, partials_offset, blocks;
   int32_t counter;
   acc_t scale, inv_scale;
 };
 
-// dW[c_v, t] and, given bias_parts, db: the sums of the shares of the scale's blocks, in block
-// order, each split into kBlockParts interleaved parts added in turn. Run by the scale's last block.
+// dW[c_v, t]: the sums of the shares of the scale's blocks, each split into kBlockParts interleaved
+// parts (blocks q, q + kBlockParts, ... in order) added in turn. Run by the scale's last block.
 template <typename scalar_t, typename weight_t, typename acc_t>
 __device__ void sum_shares(const ColumnsScale<scalar_t, acc_t>& s, int64_t blocks, const acc_t* partials,
                            WeightView<weight_t> dweight, acc_t* scratch) {
@@ -570,9 +570,10 @@ __device__ void sum_shares(const ColumnsScale<scalar_t, acc_t>& s, int64_t block
 // block of each scale to finish adds up the shares into dW, and the last of scale 0, given
 // bias_parts (the first launch), db = the sum of bias_parts[0..bias_count): one launch, in an
 // order fixed by the shapes alone. Threads past the end of the plane repeat its last pixel
-// without writing it.
+// without writing it. Two blocks an SM at least: the grid has little more than one an SM at the
+// model's sizes, and more registers keep the shares' loops from spilling.
 template <typename scalar_t, typename weight_t, typename acc_t>
-__global__ void __launch_bounds__(kThreads) columns_kernel(
+__global__ void __launch_bounds__(kThreads, 2) columns_kernel(
     const __grid_constant__ ScaleBatch<ColumnsScale<scalar_t, acc_t>> batch, int64_t B, int32_t W,
     WeightView<const weight_t> weight, const acc_t* __restrict__ rows, acc_t* __restrict__ partials,
     unsigned int* counters, WeightView<weight_t> dweight, const acc_t* __restrict__ bias_parts, int64_t bias_count,
@@ -681,11 +682,11 @@ __global__ void __launch_bounds__(kThreads) columns_kernel(
   // counts itself) adds up all of them.
   __threadfence();
   __syncthreads();
-  if (threadIdx.x == 0) last_block = atomicAdd(counters + s.counter, 1u) == scale_blocks * gridDim.y - 1;
+  if (threadIdx.x == 0) last_block = atomicAdd(counters + s.counter, 1u) == s.blocks - 1;
   __syncthreads();
   if (!last_block) return;
   __threadfence();
-  sum_shares(s, scale_blocks * gridDim.y, partials, dweight, scratch);
+  sum_shares(s, s.blocks, partials, dweight, scratch);
   if (v == 0 && bias_parts != nullptr) {
     acc_t sum[1] = {static_cast<acc_t>(0)};
     for (int64_t n = threadIdx.x; n < bias_count; n += kThreads) sum[0] += bias_parts[n];
@@ -718,15 +719,16 @@ void launch_backward(const Tensor& grad_logits, const Tensor& grad_gam, const Te
     const Tensor& f = features[v];
     const int64_t h = f.size(2), w = f.size(3);
     row_scales.push_back({static_cast<int32_t>(h), resize_scale<acc_t>(h, H), resize_scale<acc_t>(H, h), rows_size});
+    const int64_t blocks = samples_in_grid * blocks_of({h * w})[0];
     column_scales.push_back({scale_map(f.const_data_ptr<scalar_t>(), f, channel_offset, 0),
                              scale_map(dfeatures[v].mutable_data_ptr<scalar_t>(), dfeatures[v], channel_offset, 0),
-                             rows_size, partials_size, static_cast<int32_t>(v), resize_scale<acc_t>(w, W),
+                             rows_size, partials_size, blocks, static_cast<int32_t>(v), resize_scale<acc_t>(w, W),
                              resize_scale<acc_t>(W, w)});
     row_items.push_back(h * W);
     plane_items.push_back(h * w);
     channel_offset += f.size(1);
     rows_size += B * 3 * h * W;
-    partials_size += samples_in_grid * blocks_of({h * w})[0] * f.size(1) * kTaps;
+    partials_size += blocks * f.size(1) * kTaps;
   }
   const Tensor rows = poisoned_if_testing(empty({rows_size}, acc_dtype, gam.device()));
   const Tensor partials = poisoned_if_testing(empty({partials_size}, acc_dtype, gam.device()));
