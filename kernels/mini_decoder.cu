@@ -150,7 +150,7 @@ __device__ __forceinline__ void block_sum(acc_t (&v)[N]) {
 // pixel, all scales of a batch in one launch (blockIdx.y: the sample).
 
 template <typename scalar_t, typename weight_t, typename acc_t>
-__global__ void __launch_bounds__(kThreads) reduce_channels_kernel(
+__global__ void __launch_bounds__(kThreads, 2) reduce_channels_kernel(
     const __grid_constant__ ScaleBatch<ScaleMap<const scalar_t>> batch, int64_t B,
     WeightView<const weight_t> weight, acc_t* __restrict__ planes) {
   __shared__ acc_t staged[kWeightChunk][kTaps];
@@ -169,6 +169,9 @@ __global__ void __launch_bounds__(kThreads) reduce_channels_kernel(
       stage_weights(weight, s.channel_offset + first, count, staged);
       __syncthreads();
       if (inside) {
+        // Eight channels' loads in flight at once: at the model's sizes the grid has little more
+        // than one block an SM (hence the registers for it: two blocks an SM at least).
+#pragma unroll 8
         for (int32_t c = 0; c < count; ++c) {
           const acc_t value = static_cast<acc_t>(f[(first + c) * s.sc]);
 #pragma unroll
