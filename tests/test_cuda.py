@@ -155,7 +155,8 @@ def test_any_layout(dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
 def test_backward_is_deterministic(dtype):
-    """Gathers, not atomics: two backward passes agree bit for bit."""
+    """Gathers, and per-block shares added in block order (atomics only count finished blocks): two
+    backward passes agree bit for bit."""
     inputs, grads = _decoder_problem(4, [(32, 64, 64), (32, 32, 32), (32, 16, 16), (32, 8, 8)], (256, 256), dtype)
     decoder = _decoder(4, (256, 256))("cuda")
     first, second = _run(decoder, inputs, grads), _run(decoder, inputs, grads)
