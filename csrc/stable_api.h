@@ -195,11 +195,14 @@ using opmath_t = typename OpMath<T>::type;
                          PAANET_DISPATCH_CASE(BFloat16, torch::headeronly::BFloat16, __VA_ARGS__))
 
 // With PAANET_FAST_POISON set (the tests set it), freshly allocated outputs are filled with NaN
-// before a kernel writes them, so an element the kernel forgets shows up as NaN, never as stale
-// memory that happens to hold the right value.
+// (integers with -1) before a kernel writes them, so an element the kernel forgets shows up as NaN
+// or garbage, never as stale memory that happens to hold the right value.
 inline Tensor poisoned_if_testing(Tensor t) {
   if (std::getenv("PAANET_FAST_POISON") != nullptr) {
-    torch::stable::fill_(t, std::numeric_limits<double>::quiet_NaN());
+    const ScalarType type = t.scalar_type();
+    const bool floating = type == ScalarType::Float || type == ScalarType::Double || type == ScalarType::Half ||
+                          type == ScalarType::BFloat16;
+    torch::stable::fill_(t, floating ? std::numeric_limits<double>::quiet_NaN() : -1.0);
   }
   return t;
 }

@@ -738,7 +738,7 @@ void launch_backward(const Tensor& grad_logits, const Tensor& grad_gam, const Te
   const int64_t bias_count = B * blocks_of({row_items[0]})[0];
   const Tensor bias_parts = poisoned_if_testing(empty({bias_count}, acc_dtype, gam.device()));
   const int32_t counter_count = static_cast<int32_t>(features.size());
-  const Tensor counters = empty({counter_count}, ScalarType::Int, gam.device());
+  const Tensor counters = poisoned_if_testing(empty({counter_count}, ScalarType::Int, gam.device()));
   unsigned int* counters_data = static_cast<unsigned int*>(counters.mutable_data_ptr());
   const LogitGradMaps<scalar_t> maps{map_view<scalar_t>(grad_logits), map_view<scalar_t>(grad_gam),
                                      map_view<scalar_t>(gam), H};
