@@ -246,6 +246,35 @@ def test_cuda_graph_replay():
     _assert_close([logits, gam, *attended], expected, torch.float32)
 
 
+def test_backward_replays_in_a_cuda_graph():
+    """The mini-decoder backward's counters of finished blocks are zeroed by its own first launch,
+    so a captured forward and backward give the right dW and db on every replay, not only the first."""
+    scales, size = [(8, 16, 16), (4, 8, 8)], (64, 64)
+    static, static_grads = _decoder_problem(2, scales, size, torch.float32, seed=7)
+    lib = torch.ops.paanet_fast
+
+    def step():
+        logits, gam = lib.mini_decoder(static[:2], static[2], static[3], list(size))
+        return [logits, gam, *lib.mini_decoder_backward(*static_grads, gam, static[:2], static[2])]
+
+    warmup = torch.cuda.Stream()
+    warmup.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(warmup):
+        step()
+    torch.cuda.current_stream().wait_stream(warmup)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        logits, gam, dfeatures, dweight, dbias = step()
+    for seed in (8, 9):
+        fresh, fresh_grads = _decoder_problem(2, scales, size, torch.float32, seed=seed)
+        for s, f in zip([*static, *static_grads], [*fresh, *fresh_grads]):
+            s.copy_(f)
+        graph.replay()
+        torch.cuda.synchronize()
+        expected = _run(_decoder(2, size)("reference"), [t.double() for t in fresh], [g.double() for g in fresh_grads])
+        _assert_close([logits, gam, *dfeatures, dweight, dbias], expected, torch.float32)
+
+
 def test_zero_batch():
     features = [torch.randn(0, 2, 3, 3, device="cuda"), torch.randn(0, 1, 1, 1, device="cuda")]
     weight, bias = torch.randn(1, 3, 3, 3, device="cuda"), torch.randn(1, device="cuda")
