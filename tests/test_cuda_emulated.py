@@ -83,6 +83,9 @@ MINI_DECODER_CASES = [
     # Resized down: a tile's source rows as a range, and (too many for one) row by row.
     pytest.param(1, [(2, 30, 50), (3, 4, 4)], (16, 23), id="downscale-rows-in-range"),
     pytest.param(1, [(2, 40, 50), (3, 4, 4)], (17, 23), id="downscale-rows-one-by-one"),
+    # A 1x1 map, one resized down 20-fold, and an output one pixel high.
+    pytest.param(2, [(2, 1, 1), (3, 64, 70)], (3, 5), id="extreme-ratios"),
+    pytest.param(1, [(2, 3, 4), (1, 1, 9)], (1, 40), id="one-row"),
     pytest.param(1, [(1, 2, 2)] * 18, (9, 11), id="18-scales"),
     # More channels than one staged chunk of weights; blocks whose gather spans over 256 rows or columns.
     pytest.param(1, [(70, 2, 3), (3, 5, 4)], (260, 300), id="chunked-weights-and-gathers"),
