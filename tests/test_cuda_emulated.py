@@ -270,3 +270,12 @@ def test_a_lock_left_by_a_killed_build_is_removed_instead_of_waited_for(tmp_path
     with pytest.warns(UserWarning, match=r"removing .*lock, left 1[56] minutes ago by a build that did not finish"):
         _remove_stale_lock(lock)
     assert not lock.exists()
+
+
+def test_the_sanitizers_probe_computes_its_neighbours(emulated):
+    """The defect-free form of the kernel that tests/test_cuda_sanitized.py plants defects in: under the
+    sanitizers (this module runs there too) it must pass with no report."""
+    for threads in (1, 37, 256):
+        values = emulated.emulation_neighbours(threads, True, True)
+        expected = torch.arange(1, threads + 1, dtype=torch.float32) % threads
+        torch.testing.assert_close(values, expected, rtol=0, atol=0)

@@ -2,13 +2,16 @@
 
 The sources are used unchanged but for three mechanical rewrites (launch syntax, dynamic shared
 memory, dispatch key), and cuda_emulation.h stands in for kernels/runtime.cuh (the device guard,
-stream and launch check). Used by tests/test_cuda_emulated.py (the kernels against the reference) and
+stream and launch check). Used by tests/test_cuda_emulated.py (the kernels against the reference),
+tests/test_cuda_sanitized.py (the same under ThreadSanitizer and AddressSanitizer) and
 benchmarks/gpu_static.py (their launches, through the emulation's launch log). The build is cached
 under the temporary folder (TMPDIR); a rebuild takes a minute or two.
 """
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import tempfile
 import time
 import warnings
@@ -63,10 +66,34 @@ def _remove_stale_lock(lock: Path) -> None:
         lock.unlink(missing_ok=True)
 
 
+# With this variable set to a key of SANITIZER_RUNTIMES, the kernels are built with that sanitizer (in a
+# separate build folder), for a process started with its runtime preloaded (tests/test_cuda_sanitized.py).
+SANITIZER_VARIABLE = "PAANET_FAST_EMULATION_SANITIZER"
+SANITIZER_RUNTIMES = {"thread": "libtsan.so", "address": "libasan.so"}
+
+
+def compiler_library(name: str) -> Path:
+    """The shared library `name` (a sanitizer's runtime, libstdc++.so) of the compiler that
+    cpp_extension builds with."""
+    compiler = os.environ.get("CXX", "c++")
+    found = subprocess.run([compiler, f"-print-file-name={name}"], capture_output=True, text=True).stdout.strip()
+    if not os.path.isabs(found) or not os.path.exists(found):  # the bare name comes back when it is missing
+        raise RuntimeError(f"{compiler} has no {name}: install the package that brings it (Debian: libgcc-12-dev "
+                           f"brings the sanitizers' runtimes, libtsan2 and libasan8)")
+    return Path(found).resolve()
+
+
 def load_emulated_kernels() -> torch._ops._OpNamespace:
     """torch.ops.paanet_cuda_emulated: the CUDA kernels registered for CPU tensors, and the launch log
-    (emulation_configure, emulation_take_launches) and the fast divider (emulation_divide), from
-    tests/cuda_emulation/launch_log.cpp."""
+    (emulation_configure, emulation_take_launches), the fast divider (emulation_divide) and the
+    sanitizers' probe (emulation_neighbours), from tests/cuda_emulation/launch_log.cpp."""
+    sanitizer = os.environ.get(SANITIZER_VARIABLE, "")
+    if sanitizer not in ("", *SANITIZER_RUNTIMES):
+        raise ValueError(f"{SANITIZER_VARIABLE}={sanitizer!r}: expected one of {tuple(SANITIZER_RUNTIMES)} or nothing")
+    if sanitizer:
+        # This process runs with the runtime preloaded; the compiler and linker that cpp_extension
+        # starts must not (they crash under it).
+        os.environ.pop("LD_PRELOAD", None)
     out = Path(tempfile.gettempdir()) / "paanet_fast_cuda_emulation"
     out.mkdir(exist_ok=True)
     common = (ROOT / "kernels/common.cuh").read_text()
@@ -89,7 +116,9 @@ def load_emulated_kernels() -> torch._ops._OpNamespace:
     if "paanet_cuda_emulated" not in schemas:
         raise RuntimeError("csrc/ops.cpp: the emulation's rewrite of the library name needs updating")
     _write_if_changed(out / "schemas.cpp", schemas)
-    build = out / "build"  # not torch's shared extension cache: builds of other trees would replace it
+    # Not torch's shared extension cache: builds of other trees would replace it.
+    build = out / (f"build-{sanitizer}" if sanitizer else "build")
+    sanitize = [f"-fsanitize={sanitizer}", "-g", "-fno-omit-frame-pointer"] if sanitizer else []
     build.mkdir(exist_ok=True)
     _remove_stale_lock(build / "lock")
     cpp_extension.load(
@@ -98,6 +127,6 @@ def load_emulated_kernels() -> torch._ops._OpNamespace:
                                      str(ROOT / "csrc/checks.cpp"), str(ROOT / "csrc/low_res.cpp")],
         extra_include_paths=[str(out), str(HERE), str(ROOT / "csrc")],
         extra_cflags=["-O1", "-std=c++20", "-fno-strict-aliasing", "-Wno-unknown-pragmas"]
-        + [f"-D{name}={value}" for name, value in stable_macros()],
-        build_directory=str(build), is_python_module=False)
+        + [f"-D{name}={value}" for name, value in stable_macros()] + sanitize,
+        extra_ldflags=sanitize[:1], build_directory=str(build), is_python_module=False)
     return torch.ops.paanet_cuda_emulated

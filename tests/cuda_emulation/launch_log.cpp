@@ -1,5 +1,7 @@
 // The emulation's launch log as operators of torch.ops.paanet_cuda_emulated (benchmarks/gpu_static.py),
-// and the kernels' fast divider on the CPU (tests/test_cuda_emulated.py checks it against division).
+// the kernels' fast divider on the CPU (tests/test_cuda_emulated.py checks it against division), and
+// a kernel with a defect planted on request, which tests/test_cuda_sanitized.py expects the
+// sanitizers to report (so that their silence on the real kernels means something).
 #include <torch/csrc/stable/library.h>
 
 #include <cstdint>
@@ -48,6 +50,31 @@ paanet::Tensor divide(const paanet::Tensor& numerators, int64_t divisor) {
   return quotients;
 }
 
+constexpr int kMaxNeighbours = 1024;
+
+// out[t] = t + 1 (mod threads), through shared memory. Without the barrier, thread t reads a value
+// that thread t + 1 writes with nothing ordering the two (a race); without the wrap, the last thread
+// reads one element past the shared array's used part, here its end (an overflow).
+__global__ void neighbour_kernel(float* out, bool synchronized, bool wrap) {
+  __shared__ float values[kMaxNeighbours];
+  float* used = values + (kMaxNeighbours - blockDim.x);  // the used part ends with the array
+  used[threadIdx.x] = static_cast<float>(threadIdx.x);
+  if (synchronized) __syncthreads();
+  const unsigned int next = threadIdx.x + 1;
+  out[threadIdx.x] = used[wrap ? next % blockDim.x : next];
+}
+
+paanet::Tensor neighbours(int64_t threads, bool synchronized, bool wrap) {
+  PAANET_CHECK_VALUE(threads >= 1 && threads <= kMaxNeighbours, "emulation_neighbours: threads ", threads,
+                     " outside [1, ", kMaxNeighbours, "]");
+  paanet::Tensor out = paanet::empty({threads}, paanet::ScalarType::Float,
+                                     torch::stable::Device(torch::headeronly::DeviceType::CPU));
+  emulation::Launch(dim3(1), dim3(static_cast<unsigned int>(threads)))("neighbour_kernel", neighbour_kernel,
+                                                                       out.mutable_data_ptr<float>(), synchronized,
+                                                                       wrap);
+  return out;
+}
+
 }  // namespace
 
 STABLE_TORCH_LIBRARY_FRAGMENT(paanet_cuda_emulated, m) {
@@ -55,6 +82,7 @@ STABLE_TORCH_LIBRARY_FRAGMENT(paanet_cuda_emulated, m) {
   m.def("emulation_limit_grid(int max_yz) -> ()");
   m.def("emulation_take_launches() -> str");
   m.def("emulation_divide(Tensor numerators, int divisor) -> Tensor");
+  m.def("emulation_neighbours(int threads, bool synchronized, bool wrap) -> Tensor");
 }
 
 // CompositeExplicitAutograd: the operators without tensor arguments dispatch there too.
@@ -63,4 +91,5 @@ STABLE_TORCH_LIBRARY_IMPL(paanet_cuda_emulated, CompositeExplicitAutograd, m) {
   m.impl("emulation_limit_grid", TORCH_BOX(&limit_grid));
   m.impl("emulation_take_launches", TORCH_BOX(&take_launches));
   m.impl("emulation_divide", TORCH_BOX(&divide));
+  m.impl("emulation_neighbours", TORCH_BOX(&neighbours));
 }
