@@ -279,3 +279,10 @@ def test_the_sanitizers_probe_computes_its_neighbours(emulated):
         values = emulated.emulation_neighbours(threads, True, True)
         expected = torch.arange(1, threads + 1, dtype=torch.float32) % threads
         torch.testing.assert_close(values, expected, rtol=0, atol=0)
+
+
+def test_the_sanitizers_pack_probe_loads_aligned_packs(emulated):
+    values = torch.randn(12, generator=torch.Generator().manual_seed(7))
+    for offset in (0, 4, 8):
+        torch.testing.assert_close(emulated.emulation_pack_load(values, offset), values[offset:offset + 4],
+                                   rtol=0, atol=0)

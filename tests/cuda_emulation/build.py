@@ -66,10 +66,12 @@ def _remove_stale_lock(lock: Path) -> None:
         lock.unlink(missing_ok=True)
 
 
-# With this variable set to a key of SANITIZER_RUNTIMES, the kernels are built with that sanitizer (in a
-# separate build folder), for a process started with its runtime preloaded (tests/test_cuda_sanitized.py).
+# With this variable set to a key of SANITIZERS, the kernels are built with those sanitizers (in a
+# separate build folder), for a process started with the runtime preloaded (tests/test_cuda_sanitized.py).
 SANITIZER_VARIABLE = "PAANET_FAST_EMULATION_SANITIZER"
-SANITIZER_RUNTIMES = {"thread": "libtsan.so", "address": "libasan.so"}
+# name: (-fsanitize= value, the runtime to preload). AddressSanitizer comes with
+# UndefinedBehaviorSanitizer (misaligned 16-byte packs, 32-bit index overflow), as is usual.
+SANITIZERS = {"thread": ("thread", "libtsan.so"), "address": ("address,undefined", "libasan.so")}
 
 
 def compiler_library(name: str) -> Path:
@@ -79,17 +81,17 @@ def compiler_library(name: str) -> Path:
     found = subprocess.run([compiler, f"-print-file-name={name}"], capture_output=True, text=True).stdout.strip()
     if not os.path.isabs(found) or not os.path.exists(found):  # the bare name comes back when it is missing
         raise RuntimeError(f"{compiler} has no {name}: install the package that brings it (Debian: libgcc-12-dev "
-                           f"brings the sanitizers' runtimes, libtsan2 and libasan8)")
+                           f"brings the sanitizers' runtimes: libtsan2, libasan8, libubsan1)")
     return Path(found).resolve()
 
 
 def load_emulated_kernels() -> torch._ops._OpNamespace:
     """torch.ops.paanet_cuda_emulated: the CUDA kernels registered for CPU tensors, and the launch log
     (emulation_configure, emulation_take_launches), the fast divider (emulation_divide) and the
-    sanitizers' probe (emulation_neighbours), from tests/cuda_emulation/launch_log.cpp."""
+    sanitizers' probes (emulation_neighbours, emulation_pack_load), from tests/cuda_emulation/launch_log.cpp."""
     sanitizer = os.environ.get(SANITIZER_VARIABLE, "")
-    if sanitizer not in ("", *SANITIZER_RUNTIMES):
-        raise ValueError(f"{SANITIZER_VARIABLE}={sanitizer!r}: expected one of {tuple(SANITIZER_RUNTIMES)} or nothing")
+    if sanitizer not in ("", *SANITIZERS):
+        raise ValueError(f"{SANITIZER_VARIABLE}={sanitizer!r}: expected one of {tuple(SANITIZERS)} or nothing")
     if sanitizer:
         # This process runs with the runtime preloaded; the compiler and linker that cpp_extension
         # starts must not (they crash under it).
@@ -118,7 +120,8 @@ def load_emulated_kernels() -> torch._ops._OpNamespace:
     _write_if_changed(out / "schemas.cpp", schemas)
     # Not torch's shared extension cache: builds of other trees would replace it.
     build = out / (f"build-{sanitizer}" if sanitizer else "build")
-    sanitize = [f"-fsanitize={sanitizer}", "-g", "-fno-omit-frame-pointer"] if sanitizer else []
+    sanitize = [f"-fsanitize={SANITIZERS[sanitizer][0]}", "-fno-sanitize-recover=all", "-g",
+                "-fno-omit-frame-pointer"] if sanitizer else []
     build.mkdir(exist_ok=True)
     _remove_stale_lock(build / "lock")
     cpp_extension.load(

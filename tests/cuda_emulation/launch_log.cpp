@@ -53,25 +53,42 @@ paanet::Tensor divide(const paanet::Tensor& numerators, int64_t divisor) {
 constexpr int kMaxNeighbours = 1024;
 
 // out[t] = t + 1 (mod threads), through shared memory. Without the barrier, thread t reads a value
-// that thread t + 1 writes with nothing ordering the two (a race); without the wrap, the last thread
-// reads one element past the shared array's used part, here its end (an overflow).
-__global__ void neighbour_kernel(float* out, bool synchronized, bool wrap) {
+// that thread t + 1 writes with nothing ordering the two (a race); out of bounds, thread t writes
+// out[t + 1], so the last thread writes past the end of the tensor (an overflow).
+__global__ void neighbour_kernel(float* out, bool synchronized, bool in_bounds) {
   __shared__ float values[kMaxNeighbours];
-  float* used = values + (kMaxNeighbours - blockDim.x);  // the used part ends with the array
-  used[threadIdx.x] = static_cast<float>(threadIdx.x);
+  values[threadIdx.x] = static_cast<float>(threadIdx.x);
   if (synchronized) __syncthreads();
-  const unsigned int next = threadIdx.x + 1;
-  out[threadIdx.x] = used[wrap ? next % blockDim.x : next];
+  out[in_bounds ? threadIdx.x : threadIdx.x + 1] = values[(threadIdx.x + 1) % blockDim.x];
 }
 
-paanet::Tensor neighbours(int64_t threads, bool synchronized, bool wrap) {
+paanet::Tensor neighbours(int64_t threads, bool synchronized, bool in_bounds) {
   PAANET_CHECK_VALUE(threads >= 1 && threads <= kMaxNeighbours, "emulation_neighbours: threads ", threads,
                      " outside [1, ", kMaxNeighbours, "]");
   paanet::Tensor out = paanet::empty({threads}, paanet::ScalarType::Float,
                                      torch::stable::Device(torch::headeronly::DeviceType::CPU));
   emulation::Launch(dim3(1), dim3(static_cast<unsigned int>(threads)))("neighbour_kernel", neighbour_kernel,
                                                                        out.mutable_data_ptr<float>(), synchronized,
-                                                                       wrap);
+                                                                       in_bounds);
+  return out;
+}
+
+// out = the 16-byte pack at `in`, loaded as the kernels load packs (common.cuh): a GPU faults on a
+// pack that is not 16-byte aligned, and UndefinedBehaviorSanitizer reports it.
+__global__ void pack_kernel(const float* in, float* out) {
+  const paanet::cuda::Pack<float> pack = *reinterpret_cast<const paanet::cuda::Pack<float>*>(in);
+  for (int j = 0; j < paanet::cuda::Pack<float>::kSize; ++j) out[j] = pack.v[j];
+}
+
+paanet::Tensor pack_load(const paanet::Tensor& values, int64_t offset) {
+  constexpr int64_t N = paanet::cuda::Pack<float>::kSize;
+  PAANET_CHECK_VALUE(values.scalar_type() == paanet::ScalarType::Float && values.dim() == 1 &&
+                     values.is_contiguous(), "emulation_pack_load: values must be a contiguous 1-d float32 tensor");
+  PAANET_CHECK_VALUE(offset >= 0 && offset + N <= values.numel(), "emulation_pack_load: offset ", offset,
+                     " leaves no pack of ", N, " in ", values.numel(), " values");
+  paanet::Tensor out = paanet::empty({N}, paanet::ScalarType::Float, values.device());
+  emulation::Launch(dim3(1), dim3(1))("pack_kernel", pack_kernel, values.const_data_ptr<float>() + offset,
+                                      out.mutable_data_ptr<float>());
   return out;
 }
 
@@ -82,7 +99,8 @@ STABLE_TORCH_LIBRARY_FRAGMENT(paanet_cuda_emulated, m) {
   m.def("emulation_limit_grid(int max_yz) -> ()");
   m.def("emulation_take_launches() -> str");
   m.def("emulation_divide(Tensor numerators, int divisor) -> Tensor");
-  m.def("emulation_neighbours(int threads, bool synchronized, bool wrap) -> Tensor");
+  m.def("emulation_neighbours(int threads, bool synchronized, bool in_bounds) -> Tensor");
+  m.def("emulation_pack_load(Tensor values, int offset) -> Tensor");
 }
 
 // CompositeExplicitAutograd: the operators without tensor arguments dispatch there too.
@@ -92,4 +110,5 @@ STABLE_TORCH_LIBRARY_IMPL(paanet_cuda_emulated, CompositeExplicitAutograd, m) {
   m.impl("emulation_take_launches", TORCH_BOX(&take_launches));
   m.impl("emulation_divide", TORCH_BOX(&divide));
   m.impl("emulation_neighbours", TORCH_BOX(&neighbours));
+  m.impl("emulation_pack_load", TORCH_BOX(&pack_load));
 }
