@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <exception>
 #include <mutex>
+#include <random>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -53,6 +54,24 @@ inline bool dry_run = false;
 // batches take the kernels' loops over the samples beyond the grid).
 inline unsigned int max_grid_yz = 65535;
 
+// The blocks of a grid in the order a launch runs them: shuffled, so that a kernel that counts on
+// block 0 running first or the last block index finishing last fails its tests here. The seed is
+// the number of launches run before, so that a test fails the same way each time it runs alone.
+inline std::uint64_t launches_run = 0;
+
+inline std::vector<dim3> block_order(dim3 grid) {
+  std::vector<dim3> order;
+  order.reserve(static_cast<size_t>(grid.x) * grid.y * grid.z);
+  for (unsigned int z = 0; z < grid.z; ++z) {
+    for (unsigned int y = 0; y < grid.y; ++y) {
+      for (unsigned int x = 0; x < grid.x; ++x) order.emplace_back(x, y, z);
+    }
+  }
+  std::mt19937_64 generator(launches_run++);
+  std::shuffle(order.begin(), order.end(), generator);
+  return order;
+}
+
 // `kernel<<<grid, block, shared_bytes, stream>>>(args...)` is rewritten to
 // `emulation::Launch(grid, block, shared_bytes, stream)("kernel", kernel, args...)`.
 struct Launch {
@@ -77,6 +96,7 @@ struct Launch {
     dynamic_shared_storage.assign(shared_bytes + 16, 0xFF);  // NaN-like garbage, not zeros
     const uintptr_t address = reinterpret_cast<uintptr_t>(dynamic_shared_storage.data());
     dynamic_shared = dynamic_shared_storage.data() + (16 - address % 16) % 16;
+    const std::vector<dim3> order = block_order(grid);
     std::barrier<> barrier(threads);
     block_barrier = &barrier;
     std::exception_ptr failure;
@@ -88,14 +108,10 @@ struct Launch {
         blockDim = block;
         gridDim = grid;
         try {
-          for (unsigned int z = 0; z < grid.z; ++z) {
-            for (unsigned int y = 0; y < grid.y; ++y) {
-              for (unsigned int x = 0; x < grid.x; ++x) {
-                blockIdx = dim3(x, y, z);
-                kernel(args...);
-                barrier.arrive_and_wait();  // the block is done before the next reuses its shared memory
-              }
-            }
+          for (const dim3& b : order) {
+            blockIdx = b;
+            kernel(args...);
+            barrier.arrive_and_wait();  // the block is done before the next reuses its shared memory
           }
         } catch (...) {  // a failed device assertion: leave the barrier so the others finish, report it
           {
