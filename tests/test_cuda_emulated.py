@@ -286,3 +286,13 @@ def test_the_sanitizers_pack_probe_loads_aligned_packs(emulated):
     for offset in (0, 4, 8):
         torch.testing.assert_close(emulated.emulation_pack_load(values, offset), values[offset:offset + 4],
                                    rtol=0, atol=0)
+
+
+def test_blocks_run_in_a_different_order_each_launch(emulated):
+    """A GPU runs a grid's blocks in no promised order: the emulation shuffles them, so that the last
+    block of the backward's summation (or any block assumed first) is a different one each launch."""
+    first, second = emulated.emulation_ran_blocks(64), emulated.emulation_ran_blocks(64)
+    for order in (first, second):
+        assert sorted(order.tolist()) == list(range(64))
+        assert not torch.equal(order, torch.arange(64))
+    assert not torch.equal(first, second)

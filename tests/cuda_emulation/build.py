@@ -87,8 +87,9 @@ def compiler_library(name: str) -> Path:
 
 def load_emulated_kernels() -> torch._ops._OpNamespace:
     """torch.ops.paanet_cuda_emulated: the CUDA kernels registered for CPU tensors, and the launch log
-    (emulation_configure, emulation_take_launches), the fast divider (emulation_divide) and the
-    sanitizers' probes (emulation_neighbours, emulation_pack_load), from tests/cuda_emulation/launch_log.cpp."""
+    (emulation_configure, emulation_take_launches), the fast divider (emulation_divide), the order
+    blocks run in (emulation_ran_blocks) and the sanitizers' probes (emulation_neighbours,
+    emulation_pack_load), from tests/cuda_emulation/launch_log.cpp."""
     sanitizer = os.environ.get(SANITIZER_VARIABLE, "")
     if sanitizer not in ("", *SANITIZERS):
         raise ValueError(f"{SANITIZER_VARIABLE}={sanitizer!r}: expected one of {tuple(SANITIZERS)} or nothing")

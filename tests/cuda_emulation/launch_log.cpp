@@ -1,5 +1,6 @@
 // The emulation's launch log as operators of torch.ops.paanet_cuda_emulated (benchmarks/gpu_static.py),
-// the kernels' fast divider on the CPU (tests/test_cuda_emulated.py checks it against division), and
+// the kernels' fast divider on the CPU (tests/test_cuda_emulated.py checks it against division), the
+// order the emulation runs blocks in, and
 // a kernel with a defect planted on request, which tests/test_cuda_sanitized.py expects the
 // sanitizers to report (so that their silence on the real kernels means something).
 #include <torch/csrc/stable/library.h>
@@ -92,6 +93,21 @@ paanet::Tensor pack_load(const paanet::Tensor& values, int64_t offset) {
   return out;
 }
 
+// The blocks' indices in the order the emulation ran them.
+__global__ void order_kernel(int64_t* out, unsigned int* ran) {
+  if (threadIdx.x == 0) out[(*ran)++] = blockIdx.x;
+}
+
+paanet::Tensor ran_blocks(int64_t blocks) {
+  PAANET_CHECK_VALUE(blocks >= 1 && blocks <= INT32_MAX, "emulation_ran_blocks: blocks ", blocks, " outside [1, 2^31)");
+  paanet::Tensor out = paanet::empty({blocks}, paanet::ScalarType::Long,
+                                     torch::stable::Device(torch::headeronly::DeviceType::CPU));
+  unsigned int ran = 0;
+  emulation::Launch(dim3(static_cast<unsigned int>(blocks)), dim3(32))("order_kernel", order_kernel,
+                                                                       out.mutable_data_ptr<int64_t>(), &ran);
+  return out;
+}
+
 }  // namespace
 
 STABLE_TORCH_LIBRARY_FRAGMENT(paanet_cuda_emulated, m) {
@@ -101,6 +117,7 @@ STABLE_TORCH_LIBRARY_FRAGMENT(paanet_cuda_emulated, m) {
   m.def("emulation_divide(Tensor numerators, int divisor) -> Tensor");
   m.def("emulation_neighbours(int threads, bool synchronized, bool in_bounds) -> Tensor");
   m.def("emulation_pack_load(Tensor values, int offset) -> Tensor");
+  m.def("emulation_ran_blocks(int blocks) -> Tensor");
 }
 
 // CompositeExplicitAutograd: the operators without tensor arguments dispatch there too.
@@ -111,4 +128,5 @@ STABLE_TORCH_LIBRARY_IMPL(paanet_cuda_emulated, CompositeExplicitAutograd, m) {
   m.impl("emulation_divide", TORCH_BOX(&divide));
   m.impl("emulation_neighbours", TORCH_BOX(&neighbours));
   m.impl("emulation_pack_load", TORCH_BOX(&pack_load));
+  m.impl("emulation_ran_blocks", TORCH_BOX(&ran_blocks));
 }
