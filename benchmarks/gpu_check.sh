@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command for a GPU machine: build the extension with its CUDA kernels, check every backend on
 # the card with `paanet-fast doctor` (its JSON in $OUT/doctor.json when OUT is set), run the GPU
-# cases of the test suite, then time both operators and a training step (benchmarks/gpu_report.py),
+# cases of the test suite, and its CUDA parity tests again under compute-sanitizer (memcheck,
+# racecheck; logs in $OUT), then time both operators and a training step (benchmarks/gpu_report.py),
 # and print the report predicted from the compiled code (benchmarks/gpu_static.py, in $OUT/gpu_static
 # when OUT is set). Check the measured table against that predicted one and the "Predicted GPU
 # figures" section of benchmarks/RESULTS.md: launches per step, and each operator's time against
@@ -42,6 +43,32 @@ echo "== GPU tests"
 tests=(tests/test_cuda.py)
 for f in tests/test_triton*.py; do [ -e "$f" ] && tests+=("$f"); done
 CI=true "$PYTHON" -m pytest -q -rs -p no:cacheprovider "${tests[@]}" tests/test_cuda_registration.py || status=1
+
+echo "== compute-sanitizer: memcheck and racecheck over the parity tests (float32, and every layout)"
+# On the card what the CPU emulation checks with AddressSanitizer and ThreadSanitizer
+# (tests/test_cuda_sanitized.py), and what it cannot: warps, real alignment, the hardware's limits.
+# Where the tool is missing or the machine refuses it (gVisor: "Device not supported"), that is said
+# and the check goes on.
+sanitizer=$(command -v compute-sanitizer || echo "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer")
+if [ -x "$sanitizer" ]; then
+  for tool in memcheck racecheck; do
+    log=${OUT:-${TMPDIR:-/tmp}}/sanitizer-$tool.log
+    timeout 300 "$sanitizer" --tool "$tool" --error-exitcode 3 "$PYTHON" -m pytest -q -p no:cacheprovider \
+      tests/test_cuda.py -k "(matches_reference and float32) or any_layout" > "$log" 2>&1
+    rc=$?
+    tail -n 3 "$log"
+    if [ $rc -eq 0 ]; then
+      echo "$tool: no error"
+    elif grep -q "Device not supported" "$log"; then
+      echo "$tool: this machine's runtime does not support compute-sanitizer, not checked"
+    else
+      echo "$tool: failed (exit $rc; 3: the tool found errors, 124: over 300 s), see $log"
+      status=1
+    fi
+  done
+else
+  echo "no compute-sanitizer (looked on the PATH and at $sanitizer): not checked"
+fi
 
 echo "== timings"
 "$PYTHON" benchmarks/gpu_report.py "$@" || status=1
