@@ -11,8 +11,9 @@ from .launches import BATCH, CHANNELS, SIZE, STRIDES, Launch
 
 
 def kernel_time_us(arch: Arch, kernel: Kernel, launch: Launch) -> float:
-    """Issue time: every SASS instruction of the kernel once per thread (loops counted once: a lower
-    bound where a loop runs more than once), over the SMs the grid occupies, each issuing
+    """Issue time: every SASS instruction of the kernel once per thread (loops counted once: an
+    undercount where a loop runs more than once; every code path counted for every thread: an
+    overcount where threads take one of several), over the SMs the grid occupies, each issuing
     min(4, resident warps) warp instructions per clock."""
     warps_per_block = math.ceil(launch.block / 32)
     occ = occupancy(arch, kernel.registers, launch.block, kernel.static_shared + launch.dynamic_shared)
@@ -78,7 +79,9 @@ def model_operator(arch: Arch, name: str, element_bytes: int, launches: list[tup
 def assumptions_text(archs: list[int]) -> list[str]:
     lines = ["Model (modelled time of one operator call at B=8, four 32-channel maps at strides 4/8/16/32 of 256x256):",
              "- kernel issue time = SASS instructions x threads launched / 32 (each instruction once a thread: loops "
-             "counted once, so a lower bound for kernels whose 'in loops' column is large) / (issue rate x SMs in use); "
+             "counted once, an undercount for kernels whose 'in loops' column is large; every code path counted for "
+             "every thread, an overcount for kernels whose threads take one of several paths, such as the layouts of "
+             "gam_multiply) / (issue rate x SMs in use); "
              "issue rate per SM = min(4, resident warps) warp instructions a clock; resident warps from the occupancy",
              "- ATen ops of the host code: bytes (inputs + an output the size of the largest, 4 B an element) / HBM, "
              "or a matmul's 2MNK / FP32 peak, whichever is longer; each one launch",
