@@ -255,11 +255,17 @@ def test_fast_divider_matches_division(emulated):
 
 
 def test_a_lock_left_by_a_killed_build_is_removed_instead_of_waited_for(tmp_path):
-    """cpp_extension would wait for ever on the lock of a build killed mid-way (a hung test run)."""
+    """cpp_extension before torch 2.14 would wait for ever on the lock file of a build killed mid-way
+    (a hung test run); later ones lock the file itself, which stays: that one is left alone."""
+    import inspect
     import os
     import time
 
-    from cuda_emulation.build import STALE_LOCK_SECONDS, _remove_stale_lock
+    from torch.utils import cpp_extension
+
+    from cuda_emulation.build import LOCK_FILE_BLOCKS, STALE_LOCK_SECONDS, _remove_stale_lock
+
+    assert LOCK_FILE_BLOCKS == ("FileBaton(" in inspect.getsource(cpp_extension._jit_compile))
 
     lock = tmp_path / "lock"
     lock.write_text("")

@@ -54,9 +54,13 @@ def _run_sanitized(sanitizer: str, args: list[str], timeout: int) -> subprocess.
 @pytest.mark.slow
 @pytest.mark.parametrize("sanitizer", list(SANITIZERS))
 def test_the_emulated_kernel_tests_pass_with_no_sanitizer_report(sanitizer):
-    # The lock test launches nothing. Under ThreadSanitizer (a minute and a half) bfloat16 is left
-    # out: its kernels take float16's paths (the same pack width), only their conversions differ.
-    selection = "not lock" + (" and not bfloat16" if sanitizer == "thread" else "")
+    # The lock test launches nothing. ThreadSanitizer, the slower (over two minutes for every
+    # case), leaves out what cannot race differently: bfloat16 (float16's paths, the same pack
+    # width), and the mini-decoder in float64 and float16 (its threads share the same shared-memory
+    # elements in every dtype; the pack widths of gam_multiply's paths are 2, 4 and 8 elements).
+    selection = "not lock"
+    if sanitizer == "thread":
+        selection += " and not bfloat16 and not (mini_decoder and (float64 or float16))"
     # --capture=sys: the sanitizers write to the process's stderr, which a halted run would lose
     # inside pytest's capture of the file descriptor.
     run = _run_sanitized(sanitizer, ["-m", "pytest", "-q", "-p", "no:cacheprovider", "--capture=sys",
@@ -65,7 +69,8 @@ def test_the_emulated_kernel_tests_pass_with_no_sanitizer_report(sanitizer):
     first = min((output.index(marker) for marker in REPORTS if marker in output), default=None)
     assert first is None, f"{sanitizer} sanitizer:\n{output[first:first + 6000]}"
     assert run.returncode == 0, output[-6000:]
-    assert re.search(r"^\d+ passed, \d+ deselected in ", run.stdout, re.M), run.stdout[-3000:]
+    summary = run.stdout.strip().splitlines()[-1]
+    assert re.match(r"\d+ passed", summary) and not re.search(r"failed|error", summary), run.stdout[-3000:]
 
 
 PLANTED = [

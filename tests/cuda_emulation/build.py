@@ -52,6 +52,10 @@ def _write_if_changed(path: Path, text: str) -> None:
 
 # A build takes a minute or two; a lock older than this was left by a build that was killed.
 STALE_LOCK_SECONDS = 15 * 60
+# cpp_extension before torch 2.14 waits while the lock file exists (FileBaton); later ones hold an
+# OS lock on a file that stays, which the kernel releases when its holder dies. Only the former
+# needs stale locks removed: removing the latter's file would let a second build in beside the first.
+LOCK_FILE_BLOCKS = hasattr(cpp_extension, "FileBaton")
 
 
 def _remove_stale_lock(lock: Path) -> None:
@@ -124,7 +128,8 @@ def load_emulated_kernels() -> torch._ops._OpNamespace:
     sanitize = [f"-fsanitize={SANITIZERS[sanitizer][0]}", "-fno-sanitize-recover=all", "-g",
                 "-fno-omit-frame-pointer"] if sanitizer else []
     build.mkdir(exist_ok=True)
-    _remove_stale_lock(build / "lock")
+    if LOCK_FILE_BLOCKS:
+        _remove_stale_lock(build / "lock")
     cpp_extension.load(
         "paanet_cuda_emulated",
         [str(s) for s in sources] + [str(out / "schemas.cpp"), str(HERE / "launch_log.cpp"),
