@@ -171,18 +171,22 @@ def test_gam_multiply_gradcheck(reverse):
 
 
 def test_results_do_not_depend_on_the_thread_count():
-    """The kernels' own reductions have a fixed split: 1 and 2 threads agree bitwise. (The
-    mini-decoder's feature and weight gradients go through BLAS, which promises no such thing, so
-    only its bias gradient is compared.)"""
+    """The kernels' own reductions have a fixed split: 1 and 2 threads agree bitwise. The mini-decoder's
+    low-resolution products go through BLAS, which promises no such thing (its forward's logits, and
+    the feature and weight gradients, can differ in the last bit), so its backward is given the
+    same inputs at both thread counts and only its bias gradient, summed by the kernel, is compared."""
     md = mini_decoder_case(31, torch.float32, strides=MODEL_STRIDES)
     gm = gam_multiply_case(31, torch.float32, strides=MODEL_STRIDES)
+    logits, gam = cpp_mini_decoder(md.features, md.weight, md.bias, md.size)
+    gen = torch.Generator().manual_seed(32)
+    grad_logits, grad_gam = (torch.randn(logits.shape, generator=gen) for _ in range(2))
     threads = torch.get_num_threads()
     results = []
     try:
         for n in (1, 2):
             torch.set_num_threads(n)
-            results.append([mini_decoder_outputs_and_grads(cpp_mini_decoder, md, 31)[-1],
-                            *gam_multiply_outputs_and_grads(cpp_gam_multiply, gm, False, 31)])
+            dbias = torch.ops.paanet_fast.mini_decoder_backward(grad_logits, grad_gam, gam, md.features, md.weight)[2]
+            results.append([dbias, *gam_multiply_outputs_and_grads(cpp_gam_multiply, gm, False, 31)])
     finally:
         torch.set_num_threads(threads)
     for name, a, b in zip(["grad bias", *gam_multiply_names(gm)], *results):
