@@ -1,32 +1,21 @@
 """The operator calls of a training step and at the benchmark shapes, and the launches they make:
 counted through the CUDA emulation's launch log, the Triton host's launcher, and torch.profiler for
 the ATen ops of the host code.
-
-Run as a module with TRITON_INTERPRET=1 and a dtype name, it prints the Triton counts as JSON (the
-interpreter is chosen when triton kernels are defined, so the counting needs a process of its own).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import math
-import os
 import re
-import subprocess
-import sys
 from collections import Counter
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
 from paanet_fast.amp import cast_for_autocast
 
 from .compiled import kernel_key
-
-ROOT = Path(__file__).resolve().parent.parent.parent
-
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 BATCH, CHANNELS, SIZE, STRIDES = 8, 32, 256, (4, 8, 16, 32)  # the benchmark shapes (benchmarks/bench_ops.py)
 LAYERS_PER_STEP = 6  # PAAD layers of a PAANet: 2 blocks x 3 (paanet_fast.model)
@@ -95,11 +84,10 @@ FREE_ATEN = {"empty", "empty_strided", "empty_like", "new_empty", "view", "_unsa
 OPAQUE_ATEN = {"mm", "bmm", "addmm", "baddbmm", "addbmm", "mv", "dot", "sum", "mean", "cat"}
 
 
-def computing_aten_ops(fn: Callable[[], Any], excluded_scope: str | None = None) -> tuple[Counter, list[dict]]:
+def computing_aten_ops(fn: Callable[[], Any]) -> tuple[Counter, list[dict]]:
     """Runs fn under torch.profiler; the aten ops that would run a device kernel, by name, and each with its
     input shapes: the leaf ops other than views, allocations and no-op casts (FREE_ATEN), and the ops of
-    OPAQUE_ATEN as one each. Ops inside a record_function named `excluded_scope` (the Triton
-    interpreter's own work) are left out."""
+    OPAQUE_ATEN as one each."""
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         fn()
@@ -114,7 +102,7 @@ def computing_aten_ops(fn: Callable[[], Any], excluded_scope: str | None = None)
         while parent is not None:
             ancestors.append(parent.name)
             parent = parent.cpu_parent
-        if (excluded_scope in ancestors or any(a.removeprefix("aten::") in OPAQUE_ATEN for a in ancestors)
+        if (any(a.removeprefix("aten::") in OPAQUE_ATEN for a in ancestors)
                 or not (leaf or short in OPAQUE_ATEN)):
             continue
         names[short] += 1
@@ -128,14 +116,14 @@ def emulated_cuda_operators(emulated) -> Operators:
 
 
 def count_step(ops: Operators, take_launches: Callable[[], list[str]], batch: int, channels: int, size: int,
-               dtype: torch.dtype, excluded_scope: str | None = None) -> dict[str, dict[str, Any]]:
+               dtype: torch.dtype) -> dict[str, dict[str, Any]]:
     """Launches and computing ATen ops of one training step, per operator call kind (summed over layers)."""
     counts: dict[str, dict[str, Any]] = {}
     take_launches()
     for layer in range(LAYERS_PER_STEP):
         inputs = step_inputs(batch, channels, size, dtype)
         for name, call in operator_calls(ops, inputs, reverse=layer % 2 == 1).items():
-            aten, _ = computing_aten_ops(call, excluded_scope)
+            aten, _ = computing_aten_ops(call)
             launched = take_launches()
             entry = counts.setdefault(name, {"kernels": Counter(), "aten": Counter()})
             entry["kernels"].update(launched)
@@ -171,40 +159,58 @@ def count_cuda_steps(emulated, dtype: torch.dtype) -> list[dict[str, dict[str, A
             for b, c, s in COUNT_SIZES]
 
 
-TRITON_SCOPE = "gpu_static: triton kernel"
+@dataclasses.dataclass
+class TritonLaunch:
+    """One launch the Triton host code makes, recorded, not run."""
+    kernel: Any  # the autotuner (or JIT function)
+    grid: Callable
+    args: tuple
+    constexprs: dict
 
 
-def count_triton_steps_here(dtype: torch.dtype) -> list[dict[str, dict[str, Any]]]:
-    """In a process with TRITON_INTERPRET=1: the Triton host code's launches, each kernel interpreted."""
+@contextlib.contextmanager
+def recorded_triton_launches() -> Iterator[list[TritonLaunch]]:
+    """The Triton host code with its launcher replaced by a recorder: the kernels do not run (no GPU and no
+    interpreter needed; the host sizes its grids and buffers from the shapes alone, never from values)."""
     from paanet_fast.triton import host
-    launched: list[str] = []
+    recorded: list[TritonLaunch] = []
     original = host.launch
-
-    def counting_launch(kernel, grid, *args, **constexprs):
-        launched.append(getattr(kernel, "__name__", None) or kernel.fn.__name__)
-        with torch.profiler.record_function(TRITON_SCOPE):
-            original(kernel, grid, *args, **constexprs)
-
-    def take() -> list[str]:
-        names = list(launched)
-        launched.clear()
-        return names
-
-    host.launch = counting_launch
-    ops = Operators(host.mini_decoder_forward, host.mini_decoder_backward, host.gam_multiply_forward,
-                    host.gam_multiply_backward)
-    return [count_step(ops, take, b, c, s, dtype, TRITON_SCOPE) for b, c, s in COUNT_SIZES]
+    host.launch = lambda kernel, grid, *args, **constexprs: recorded.append(TritonLaunch(kernel, grid, args, constexprs))
+    try:
+        yield recorded
+    finally:
+        host.launch = original
 
 
-def count_triton_steps(dtype_name: str) -> list[dict[str, dict[str, Any]]]:
-    """count_triton_steps_here in a child process (the interpreter is chosen when triton kernels are defined)."""
-    path = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks"), os.environ.get("PYTHONPATH", "")]
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join(path)}
-    done = subprocess.run([sys.executable, "-m", "static_gpu.launches", dtype_name], env=env,
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.exit(f"gpu_static: counting the Triton launches failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.splitlines()[-1])
+def triton_operators() -> Operators:
+    from paanet_fast.triton import host
+    return Operators(host.mini_decoder_forward, host.mini_decoder_backward, host.gam_multiply_forward,
+                     host.gam_multiply_backward)
+
+
+def triton_kernel_name(launch: TritonLaunch) -> str:
+    return getattr(launch.kernel, "__name__", None) or launch.kernel.fn.__name__
+
+
+def count_triton_steps(dtype: torch.dtype) -> list[dict[str, dict[str, Any]]]:
+    """The Triton host code's launches in a training step, per operator call kind."""
+    with recorded_triton_launches() as recorded:
+        def take() -> list[str]:
+            names = [triton_kernel_name(l) for l in recorded]
+            recorded.clear()
+            return names
+        return [count_step(triton_operators(), take, b, c, s, dtype) for b, c, s in COUNT_SIZES]
+
+
+def triton_launches_at_benchmark(dtype: torch.dtype) -> dict[str, tuple[list[TritonLaunch], list[dict]]]:
+    """Per operator call: the launches the Triton host code makes (recorded, not run) and its ATen ops."""
+    found = {}
+    with recorded_triton_launches() as recorded:
+        for name, call in benchmark_calls(triton_operators(), dtype).items():
+            _, aten = computing_aten_ops(call)
+            found[name] = (list(recorded), aten)
+            recorded.clear()
+    return found
 
 
 def step_totals(per_call: dict[str, dict[str, Any]]) -> dict[str, int]:
@@ -253,6 +259,3 @@ def cuda_launches_at_benchmark(emulated, dtype: torch.dtype) -> dict[str, tuple[
 def serialisable(counted: list[dict[str, dict[str, Any]]]) -> list[dict[str, dict[str, dict[str, int]]]]:
     return [{k: {"kernels": dict(v["kernels"]), "aten": dict(v["aten"])} for k, v in c.items()} for c in counted]
 
-
-if __name__ == "__main__":  # the child of count_triton_steps
-    print(json.dumps(serialisable(count_triton_steps_here(DTYPES[sys.argv[1]]))))

@@ -2,43 +2,13 @@
 without a GPU (every autotune config, with the argument specialisation of the launch)."""
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 from pathlib import Path
-from typing import Any, Callable
-
-import torch
+from typing import Any
 
 from .compiled import Kernel, SassCounts, cache_dir, resource_usage, sass_of
-from .launches import Launch, Operators, benchmark_calls, computing_aten_ops
-
-
-@dataclasses.dataclass
-class TritonLaunch:
-    kernel: Any  # the autotuner (or JIT function)
-    grid: Callable
-    args: tuple
-    constexprs: dict
-
-
-def triton_launches_at_benchmark(dtype: torch.dtype) -> dict[str, tuple[list[TritonLaunch], list[dict]]]:
-    """Per operator call: the launches the Triton host code makes (recorded, not run) and its ATen ops."""
-    from paanet_fast.triton import host
-    recorded: list[TritonLaunch] = []
-    original = host.launch
-    host.launch = lambda kernel, grid, *args, **constexprs: recorded.append(TritonLaunch(kernel, grid, args, constexprs))
-    try:
-        ops = Operators(host.mini_decoder_forward, host.mini_decoder_backward, host.gam_multiply_forward,
-                        host.gam_multiply_backward)
-        found = {}
-        for name, call in benchmark_calls(ops, dtype).items():
-            _, aten = computing_aten_ops(call)
-            found[name] = (list(recorded), aten)
-            recorded.clear()
-        return found
-    finally:
-        host.launch = original
+from .launches import Launch, TritonLaunch
 
 
 def compile_triton(launch: TritonLaunch, config, sm: int, out: Path) -> tuple[Kernel, Launch]:
