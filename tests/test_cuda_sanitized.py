@@ -36,8 +36,8 @@ OPTIONS = {"thread": {"TSAN_OPTIONS": "halt_on_error=1"},
 REPORTS = ("WARNING: ThreadSanitizer", "ERROR: AddressSanitizer", "runtime error:")
 
 
-def _run_sanitized(sanitizer: str, args: list[str], timeout: int) -> subprocess.CompletedProcess:
-    """Runs `python args` in tests/ with the kernels built for `sanitizer`."""
+def _start_sanitized(sanitizer: str, args: list[str]) -> subprocess.Popen:
+    """Starts `python args` in tests/ with the kernels built for `sanitizer`."""
     # AddressSanitizer intercepts C++ throws; it finds the real __cxa_throw only in a C++ runtime
     # loaded when it starts, and triton's module throws (and catches) while it is imported.
     preload = [compiler_library(SANITIZERS[sanitizer][1])]
@@ -47,13 +47,22 @@ def _run_sanitized(sanitizer: str, args: list[str], timeout: int) -> subprocess.
                # torch's parallel loops synchronise inside libgomp, which is not instrumented: the
                # sanitizer would take torch's own reference computations for races.
                OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, *args], cwd=TESTS, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.Popen([sys.executable, *args], cwd=TESTS, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("sanitizer", list(SANITIZERS))
-def test_the_emulated_kernel_tests_pass_with_no_sanitizer_report(sanitizer):
+def _finish(child: subprocess.Popen, timeout: int) -> tuple[int, str, str]:
+    """The exit status, stdout and stderr of a started child; killed past `timeout` seconds."""
+    try:
+        stdout, stderr = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        stdout, stderr = child.communicate()
+        pytest.fail(f"the sanitized run took over {timeout} s:\n{(stdout + stderr)[-4000:]}")
+    return child.returncode, stdout, stderr
+
+
+def _emulated_tests_args(sanitizer: str) -> list[str]:
     # The stale-lock test launches nothing. ThreadSanitizer, the slower (over two minutes for every
     # case), leaves out what cannot race differently: bfloat16 (float16's paths, the same pack
     # width), and the mini-decoder in float64 and float16 (its threads share the same shared-memory
@@ -63,14 +72,33 @@ def test_the_emulated_kernel_tests_pass_with_no_sanitizer_report(sanitizer):
         selection += " and not bfloat16 and not (mini_decoder and (float64 or float16))"
     # --capture=sys: the sanitizers write to the process's stderr, which a halted run would lose
     # inside pytest's capture of the file descriptor.
-    run = _run_sanitized(sanitizer, ["-m", "pytest", "-q", "-p", "no:cacheprovider", "--capture=sys",
-                                     "test_cuda_emulated.py", "-k", selection], timeout=1200)
-    output = run.stdout + run.stderr
+    return ["-m", "pytest", "-q", "-p", "no:cacheprovider", "--capture=sys", "test_cuda_emulated.py", "-k", selection]
+
+
+@pytest.fixture(scope="module")
+def sanitized_runs(request):
+    """The selected sanitizers' runs of the emulated kernel tests, started together: each child is
+    mostly one busy core (its build, then pytest), so two run side by side in about the time of one."""
+    wanted = {item.callspec.params["sanitizer"] for item in request.session.items
+              if getattr(item, "originalname", "") == "test_the_emulated_kernel_tests_pass_with_no_sanitizer_report"}
+    children = {sanitizer: _start_sanitized(sanitizer, _emulated_tests_args(sanitizer)) for sanitizer in sorted(wanted)}
+    yield children
+    for child in children.values():  # a test that failed early leaves its child running
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sanitizer", list(SANITIZERS))
+def test_the_emulated_kernel_tests_pass_with_no_sanitizer_report(sanitizer, sanitized_runs):
+    returncode, stdout, stderr = _finish(sanitized_runs[sanitizer], timeout=1200)
+    output = stdout + stderr
     first = min((output.index(marker) for marker in REPORTS if marker in output), default=None)
     assert first is None, f"{sanitizer} sanitizer:\n{output[first:first + 6000]}"
-    assert run.returncode == 0, output[-6000:]
-    summary = run.stdout.strip().splitlines()[-1]
-    assert re.match(r"\d+ passed", summary) and not re.search(r"failed|error", summary), run.stdout[-3000:]
+    assert returncode == 0, output[-6000:]
+    summary = stdout.strip().splitlines()[-1]
+    assert re.match(r"\d+ passed", summary) and not re.search(r"failed|error", summary), stdout[-3000:]
 
 
 PLANTED = [
@@ -86,5 +114,5 @@ PLANTED = [
 @pytest.mark.parametrize("sanitizer,call,expected,kernel", PLANTED)
 def test_the_sanitizer_reports_a_planted_defect(sanitizer, call, expected, kernel):
     probe = f"import torch\nfrom cuda_emulation.build import load_emulated_kernels\nload_emulated_kernels().{call}\n"
-    run = _run_sanitized(sanitizer, ["-c", probe], timeout=600)
-    assert run.returncode != 0 and expected in run.stderr and kernel in run.stderr, run.stderr[-4000:]
+    returncode, _, stderr = _finish(_start_sanitized(sanitizer, ["-c", probe]), timeout=600)
+    assert returncode != 0 and expected in stderr and kernel in stderr, stderr[-4000:]

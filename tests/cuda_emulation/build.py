@@ -45,9 +45,13 @@ def stable_macros() -> list[tuple[str, str]]:
 
 
 def _write_if_changed(path: Path, text: str) -> None:
-    """Keeps the file's time stamp when its text is unchanged, so that ninja does not rebuild it."""
+    """Keeps the file's time stamp when its text is unchanged, so that ninja does not rebuild it.
+    Written beside and renamed into place: the sanitized builds run side by side
+    (tests/test_cuda_sanitized.py), and one's compiler must never read the other's half-written file."""
     if not path.exists() or path.read_text() != text:
-        path.write_text(text)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        partial.write_text(text)
+        os.replace(partial, path)
 
 
 # A build takes a minute or two; a lock older than this was left by a build that was killed.
