@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 import re
 from collections import Counter
 from typing import Any, Callable, Iterator
@@ -88,6 +89,9 @@ def computing_aten_ops(fn: Callable[[], Any]) -> tuple[Counter, list[dict]]:
     """Runs fn under torch.profiler; the aten ops that would run a device kernel, by name, and each with its
     input shapes: the leaf ops other than views, allocations and no-op casts (FREE_ATEN), and the ops of
     OPAQUE_ATEN as one each."""
+    # Kineto reads its log level when the profiler first starts: without this, every profile prints
+    # trace markers and, on a machine with no GPU, an error about counting devices that is not one.
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         fn()
