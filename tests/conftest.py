@@ -9,3 +9,7 @@ import torch
 # GPU machine it stays unset and the kernels are compiled for the GPU.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+# The sanitized runs' hooks and fixture (tests/sanitized_runs.py), imported after TRITON_INTERPRET is set.
+from sanitized_runs import (pytest_collection_modifyitems, pytest_runtestloop, pytest_sessionfinish,  # noqa: E402,F401
+                            sanitized_runs)

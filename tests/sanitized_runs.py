@@ -1,0 +1,99 @@
+"""The sanitized runs of the emulated kernel tests (tests/test_cuda_sanitized.py) as background work of
+the whole session: started when the session's tests start, waited for by their tests, which run last.
+
+Each run is a child process that is mostly one busy core for about three minutes (its build, then
+pytest on tests/test_cuda_emulated.py), while the rest of the suite keeps about one of this machine's
+two cores busy on average; started first and waited for last, the children take the idle core instead
+of holding up the suite. conftest.py installs the hooks and the fixture.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cuda_emulation.build import SANITIZER_VARIABLE, SANITIZERS, compiler_library
+
+TESTS = Path(__file__).resolve().parent
+# The test that waits for a run, one case per sanitizer.
+WAITING_TEST = "test_the_emulated_kernel_tests_pass_with_no_sanitizer_report"
+# Each sanitizer stops at its first report. Leaks are not looked for: Python keeps much of its memory
+# until exit.
+OPTIONS = {"thread": {"TSAN_OPTIONS": "halt_on_error=1"},
+           "address": {"ASAN_OPTIONS": "halt_on_error=1 detect_leaks=0",
+                       "UBSAN_OPTIONS": "halt_on_error=1 print_stacktrace=1"}}
+_RUNS = pytest.StashKey[dict]()
+
+
+def start_sanitized(sanitizer: str, args: list[str], background: bool = False) -> subprocess.Popen:
+    """Starts `python args` in tests/ with the kernels built for `sanitizer`; in the `background`, at the
+    lowest CPU priority."""
+    # AddressSanitizer intercepts C++ throws; it finds the real __cxa_throw only in a C++ runtime
+    # loaded when it starts, and triton's module throws (and catches) while it is imported.
+    preload = [compiler_library(SANITIZERS[sanitizer][1])]
+    preload += [compiler_library("libstdc++.so")] if sanitizer == "address" else []
+    env = dict(os.environ, LD_PRELOAD=" ".join(map(str, preload)), **{SANITIZER_VARIABLE: sanitizer},
+               **OPTIONS[sanitizer],
+               # torch's parallel loops synchronise inside libgomp, which is not instrumented: the
+               # sanitizer would take torch's own reference computations for races.
+               OMP_NUM_THREADS="1")
+    # In the background the child takes only what the suite leaves idle: as an equal it slows the suite
+    # (torch's OpenMP threads wait badly on a busy machine) by more than it saves.
+    return subprocess.Popen([sys.executable, *args], cwd=TESTS, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=(lambda: os.nice(19)) if background else None)
+
+
+def finish(child: subprocess.Popen, timeout: int) -> tuple[int, str, str]:
+    """The exit status, stdout and stderr of a started child; killed past `timeout` seconds."""
+    try:
+        stdout, stderr = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        stdout, stderr = child.communicate()
+        pytest.fail(f"the sanitized run took over {timeout} s:\n{(stdout + stderr)[-4000:]}")
+    return child.returncode, stdout, stderr
+
+
+def emulated_tests_args(sanitizer: str) -> list[str]:
+    """The child's command line: tests/test_cuda_emulated.py, less what `sanitizer` need not run."""
+    # The stale-lock test launches nothing. ThreadSanitizer, the slower (over two minutes for every
+    # case), leaves out what cannot race differently: bfloat16 (float16's paths, the same pack
+    # width), and the mini-decoder in float64 and float16 (its threads share the same shared-memory
+    # elements in every dtype; the pack widths of gam_multiply's paths are 2, 4 and 8 elements).
+    selection = "not killed_build"  # not "lock": that would match the block-order test's "blocks" too
+    if sanitizer == "thread":
+        selection += " and not bfloat16 and not (mini_decoder and (float64 or float16))"
+    # --capture=sys: the sanitizers write to the process's stderr, which a halted run would lose
+    # inside pytest's capture of the file descriptor.
+    return ["-m", "pytest", "-q", "-p", "no:cacheprovider", "--capture=sys", "test_cuda_emulated.py", "-k", selection]
+
+
+def _waiting(item: pytest.Item) -> bool:
+    return getattr(item, "originalname", "") == WAITING_TEST
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=_waiting)  # stable: the waiting tests last, all else in its order
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> None:
+    """Starts the runs that the selected tests wait for, before the first test runs."""
+    wanted = sorted({item.callspec.params["sanitizer"] for item in session.items if _waiting(item)})
+    session.stash[_RUNS] = {s: start_sanitized(s, emulated_tests_args(s), background=True) for s in wanted}
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    for child in session.stash.get(_RUNS, {}).values():  # a session stopped early leaves its children
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+
+
+@pytest.fixture(scope="session")
+def sanitized_runs(request: pytest.FixtureRequest) -> dict[str, subprocess.Popen]:
+    """The started runs, by sanitizer."""
+    return request.session.stash[_RUNS]
