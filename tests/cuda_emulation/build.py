@@ -46,8 +46,8 @@ def stable_macros() -> list[tuple[str, str]]:
 
 def _write_if_changed(path: Path, text: str) -> None:
     """Keeps the file's time stamp when its text is unchanged, so that ninja does not rebuild it.
-    Written beside and renamed into place: the sanitized builds run side by side
-    (tests/test_cuda_sanitized.py), and one's compiler must never read the other's half-written file."""
+    Written beside and renamed into place: the sanitized builds run side by side with each other and
+    with the suite's own (tests/sanitized_runs.py), and no compiler may read another's half-written file."""
     if not path.exists() or path.read_text() != text:
         partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
         partial.write_text(text)
