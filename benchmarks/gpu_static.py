@@ -36,6 +36,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
 
     cuda_kernels = finish_cuda_compile(jobs)
     by_key = {(k.sm, k.key): k for k in cuda_kernels}
+    if len(by_key) != len(cuda_kernels):
+        repeated = sorted(key for key, n in Counter((k.sm, k.key) for k in cuda_kernels).items() if n > 1)
+        sys.exit(f"gpu_static: compiled kernels that the launches cannot tell apart: {repeated}")
     launches_by_key: dict[tuple[int, str], list[Launch]] = {}
     missing = set()
     for (sm, d), per_op in cuda_bench.items():

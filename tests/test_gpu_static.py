@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from static_gpu import cards, compiled, timing  # noqa: E402
+from static_gpu import cards, compiled, launches, timing  # noqa: E402
 
 
 def test_occupancy_of_hand_checked_cases():
@@ -47,22 +47,33 @@ def test_sass_counts_of_a_hand_written_function():
     assert (counts.calls, counts.call_branches, counts.instructions) == (1, 1, 5)
 
 
-def test_kernel_keys_agree_between_the_demangler_and_gcc():
+def test_launches_and_compiled_kernels_have_the_same_keys():
     demangled = ("void paanet::cuda::(anonymous namespace)::weight_grad_kernel<float, float>(paanet::cuda::ScaleBatch<"
                  "paanet::cuda::(anonymous namespace)::ScaleMap<float const> >, long, float const*, "
                  "paanet::cuda::(anonymous namespace)::WeightView<float>, float const*, long, float*)")
     base, template, params = compiled.split_signature(demangled)
     assert (base, template) == ("weight_grad_kernel", "<float, float>")
-    gcc = ("paanet::cuda::ScaleBatch<paanet::cuda::{anonymous}::ScaleMap<const float> >, long int, const float*, "
-           "paanet::cuda::{anonymous}::WeightView<float>, const float*, long int, float*")
-    assert compiled.kernel_key(base, params) == compiled.kernel_key("weight_grad_kernel", gcc)
+    gcc = ("void emulation::Launch::run(Args ...) const [with auto kKernel = paanet::cuda::{anonymous}::"
+           "weight_grad_kernel<float, float>; Kernel = void (*)(paanet::cuda::ScaleBatch<paanet::cuda::{anonymous}::"
+           "ScaleMap<const float> >, long int, const float*, paanet::cuda::{anonymous}::WeightView<float>, "
+           "const float*, long int, float*); Args = {int}]|4,2,1|256,1,1|0")
+    key, grid, threads, shared = launches.parse_launch_line(gcc)
+    assert key == compiled.kernel_key(base, template, params)
+    assert (grid, threads, shared) == ((4, 2, 1), 256, 0)
     # A dependent accumulation type: the demangler keeps paanet::opmath_t's spelling, gcc resolves it.
     demangled = ("void paanet::cuda::(anonymous namespace)::gam_scale_kernel<false, c10::BFloat16>(paanet::cuda::"
                  "ScaleBatch<paanet::cuda::(anonymous namespace)::Scale<c10::BFloat16, paanet::OpMath<c10::BFloat16>"
                  "::type> >, paanet::cuda::MapView<c10::BFloat16>, bool)")
-    base, _, params = compiled.split_signature(demangled)
-    gcc = "paanet::cuda::ScaleBatch<paanet::cuda::{anonymous}::Scale<c10::BFloat16, float> >, MapView<c10::BFloat16>, bool"
-    assert compiled.kernel_key(base, params) == compiled.kernel_key("gam_scale_kernel", gcc)
+    base, template, params = compiled.split_signature(demangled)
+    forward = ("void emulation::Launch::run(Args ...) const [with auto kKernel = paanet::cuda::{anonymous}::"
+               "gam_scale_kernel<false, c10::BFloat16>; Kernel = void (*)(paanet::cuda::ScaleBatch<paanet::cuda::"
+               "{anonymous}::Scale<c10::BFloat16, float> >, paanet::cuda::MapView<c10::BFloat16>, bool); "
+               "Args = {unsigned int}]|960,1,1|256,1,1|0")
+    assert launches.parse_launch_line(forward)[0] == compiled.kernel_key(base, template, params)
+    # The backward instantiation has the same function type: only its template argument tells it apart.
+    backward = forward.replace("gam_scale_kernel<false,", "gam_scale_kernel<true,")
+    assert launches.parse_launch_line(backward)[0] != compiled.kernel_key(base, template, params)
+    assert launches.parse_launch_line(backward)[0] == compiled.kernel_key(base, "<true, c10::BFloat16>", params)
 
 
 def test_floor_of_gam_multiply_forward():

@@ -99,15 +99,19 @@ def demangle(names: list[str]) -> dict[str, str]:
     return dict(zip(names, out.splitlines()))
 
 
-def kernel_key(base_name: str, parameters: str) -> str:
-    """A spelling of a kernel's name and parameter types that the demangler and gcc agree on."""
-    text = re.sub(r"\(anonymous namespace\)::|\{anonymous\}::|\b[A-Za-z_]\w*::", "", parameters)
+def _type_spelling(text: str) -> str:
+    text = re.sub(r"\(anonymous namespace\)::|\{anonymous\}::|\b[A-Za-z_]\w*::", "", text)
     text = text.replace("long int", "long").replace("long unsigned int", "unsigned long").replace("unsigned int", "unsigned")
     text = re.sub(r"\bconst\b|__grid_constant__|\s", "", text)
     # The demangler spells a dependent accumulation type as written (paanet::opmath_t<T>, an alias of
     # OpMath<T>::type); gcc resolves it.
-    text = re.sub(r"OpMath<(?:Half|BFloat16|float)>::type", "float", text).replace("OpMath<double>::type", "double")
-    return f"{base_name}({text})"
+    return re.sub(r"OpMath<(?:Half|BFloat16|float)>::type", "float", text).replace("OpMath<double>::type", "double")
+
+
+def kernel_key(base_name: str, template: str, parameters: str) -> str:
+    """A spelling of a kernel's name, template arguments and parameter types that the demangler and gcc
+    agree on (the template arguments tell apart instantiations of the same function type)."""
+    return f"{base_name}{_type_spelling(template)}({_type_spelling(parameters)})"
 
 
 def split_signature(demangled: str) -> tuple[str, str, str]:

@@ -78,7 +78,7 @@ def finish_cuda_compile(jobs) -> list[Kernel]:
         for (sm, mangled), info in sorted(ptxas.items()):
             base, template, params = split_signature(names[mangled])
             shown = re.sub(r"\(anonymous namespace\)::|\b[A-Za-z_]\w*::|\s", "", template)
-            kernels.append(Kernel("cuda", sm, base, shown, kernel_key(base, params), info["registers"],
+            kernels.append(Kernel("cuda", sm, base, shown, kernel_key(base, template, params), info["registers"],
                                   info.get("spill_stores", 0), info["smem"], sass[(sm, mangled)],
                                   "double" not in template))
     return kernels

@@ -135,26 +135,21 @@ def count_step(ops: Operators, take_launches: Callable[[], list[str]], batch: in
     return counts
 
 
-def _parse_launch_line(line: str) -> tuple[str, tuple[int, int, int], int, int]:
+def parse_launch_line(line: str) -> tuple[str, tuple[int, int, int], int, int]:
     """(kernel key, grid, threads per block, dynamic shared bytes) of a line of the emulation's launch log."""
-    label, pretty, grid, block, shared = line.split("|")
-    params = re.search(r"Kernel = void \(\*\)\((.*?)\)(?:; Args|\])", pretty)
-    key = kernel_key(label.split("<")[0], params.group(1) if params else "")
+    signature, grid, block, shared = line.split("|")
+    kernel = re.search(r"kKernel = (.*?); Kernel = void \(\*\)\((.*?)\)(?:; Args|\])", signature)
+    if kernel is None:
+        raise ValueError(f"gpu_static: the emulation's launch log names no kernel in {signature!r}")
+    name = re.sub(r"\(anonymous namespace\)::|\{anonymous\}::|\b[A-Za-z_]\w*::", "", kernel.group(1))
+    base, template = (name[:name.index("<")], name[name.index("<"):]) if "<" in name else (name, "")
+    key = kernel_key(base, template, kernel.group(2))
     return key, tuple(int(x) for x in grid.split(",")), math.prod(int(x) for x in block.split(",")), int(shared)
 
 
 def cuda_launch_names(emulated) -> list[str]:
-    """The kernels launched since the last call: name and first parameter type (a template's instantiation)."""
-    names = []
-    for line in emulated.emulation_take_launches().splitlines():
-        key = _parse_launch_line(line)[0]
-        depth, end = 0, len(key) - 1
-        for end, char in enumerate(key):  # the end of the first parameter
-            depth += {"<": 1, ">": -1}.get(char, 0)
-            if char == "," and depth == 0:
-                break
-        names.append(key[:end] + ")")
-    return names
+    """The kernels launched since the last call: name and template arguments (the instantiation)."""
+    return [parse_launch_line(line)[0].split("(")[0] for line in emulated.emulation_take_launches().splitlines()]
 
 
 def count_cuda_steps(emulated, dtype: torch.dtype) -> list[dict[str, dict[str, Any]]]:
@@ -252,7 +247,7 @@ def cuda_launches_at_benchmark(emulated, dtype: torch.dtype) -> dict[str, tuple[
         _, aten = computing_aten_ops(call)
         launches = []
         for line in emulated.emulation_take_launches().splitlines():
-            key, grid, threads, shared = _parse_launch_line(line)
+            key, grid, threads, shared = parse_launch_line(line)
             launches.append(Launch(key, key.split("(")[0], grid, threads, shared))
         found[name] = (launches, aten)
     emulated.emulation_configure(False)

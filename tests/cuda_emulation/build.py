@@ -27,7 +27,7 @@ LAUNCH = re.compile(r"([A-Za-z_]\w*(?:<[\w, ]*>)?)<<<(.*?)>>>\(", re.S)
 
 def emulated_source(source: str) -> tuple[str, int]:
     """`source` with its launches, dynamic shared memory and CUDA registrations made CPU code."""
-    source, launches = LAUNCH.subn(r'emulation::Launch(\2)("\1", \1, ', source)
+    source, launches = LAUNCH.subn(r"emulation::Launch(\2).template run<\1>(", source)
     source = re.sub(r"extern __shared__[^;]*?(\w+)\[\];", r"unsigned char* \1 = emulation::dynamic_shared;", source)
     source = source.replace("STABLE_TORCH_LIBRARY_IMPL(paanet_fast, CUDA, m)",
                             "STABLE_TORCH_LIBRARY_IMPL(paanet_cuda_emulated, CPU, m)")

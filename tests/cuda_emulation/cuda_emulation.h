@@ -47,7 +47,8 @@ inline std::barrier<>* block_barrier = nullptr;
 inline std::vector<unsigned char> dynamic_shared_storage;
 inline unsigned char* dynamic_shared = nullptr;
 
-// The launch log: one line per launch, "name|kernel type|grid x,y,z|block x,y,z|shared bytes".
+// The launch log: one line per launch, "launch signature|grid x,y,z|block x,y,z|shared bytes", the
+// signature naming the kernel's instantiation (kKernel = ...) and its type (Kernel = void (*)(...)).
 inline std::vector<std::string> launch_log;
 inline bool dry_run = false;
 // The grid's limit along y and z as the host code sees it (a test lowers it, so that small
@@ -73,23 +74,25 @@ inline std::vector<dim3> block_order(dim3 grid) {
 }
 
 // `kernel<<<grid, block, shared_bytes, stream>>>(args...)` is rewritten to
-// `emulation::Launch(grid, block, shared_bytes, stream)("kernel", kernel, args...)`.
+// `emulation::Launch(grid, block, shared_bytes, stream).template run<kernel>(args...)`: the kernel
+// a template argument, so that the log names its instantiation (two instantiations that differ
+// only in a non-type template argument have the same function type).
 struct Launch {
   dim3 grid, block;
   size_t shared_bytes;
 
   Launch(dim3 g, dim3 b, size_t s = 0, cudaStream_t = nullptr) : grid(g), block(b), shared_bytes(s) {}
 
-  template <typename Kernel, typename... Args>
-  void operator()(const char* name, Kernel kernel, Args... args) const {
+  template <auto kKernel, typename Kernel = decltype(kKernel), typename... Args>
+  void run(Args... args) const {
     // The limits a real launch enforces.
     PAANET_CHECK(grid.x > 0 && grid.y > 0 && grid.z > 0, "launch with an empty grid");
     PAANET_CHECK(grid.y <= 65535 && grid.z <= 65535, "grid.y or grid.z over 65535");
     PAANET_CHECK(shared_bytes <= 48 * 1024, "over 48 KiB of dynamic shared memory without opting in");
     const unsigned int threads = block.x * block.y * block.z;
     PAANET_CHECK(threads > 0 && threads <= 1024, "block of ", threads, " threads");
-    std::ostringstream entry;  // the compiler's spelling of the kernel's type names its instantiation
-    entry << name << '|' << __PRETTY_FUNCTION__ << '|' << grid.x << ',' << grid.y << ',' << grid.z << '|' << block.x
+    std::ostringstream entry;
+    entry << __PRETTY_FUNCTION__ << '|' << grid.x << ',' << grid.y << ',' << grid.z << '|' << block.x
           << ',' << block.y << ',' << block.z << '|' << shared_bytes;
     launch_log.push_back(entry.str());
     if (dry_run) return;
@@ -110,7 +113,7 @@ struct Launch {
         try {
           for (const dim3& b : order) {
             blockIdx = b;
-            kernel(args...);
+            kKernel(args...);
             barrier.arrive_and_wait();  // the block is done before the next reuses its shared memory
           }
         } catch (...) {  // a failed device assertion: leave the barrier so the others finish, report it

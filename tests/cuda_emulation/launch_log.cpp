@@ -68,9 +68,8 @@ paanet::Tensor neighbours(int64_t threads, bool synchronized, bool in_bounds) {
                      " outside [1, ", kMaxNeighbours, "]");
   paanet::Tensor out = paanet::empty({threads}, paanet::ScalarType::Float,
                                      torch::stable::Device(torch::headeronly::DeviceType::CPU));
-  emulation::Launch(dim3(1), dim3(static_cast<unsigned int>(threads)))("neighbour_kernel", neighbour_kernel,
-                                                                       out.mutable_data_ptr<float>(), synchronized,
-                                                                       in_bounds);
+  emulation::Launch(dim3(1), dim3(static_cast<unsigned int>(threads)))
+      .run<neighbour_kernel>(out.mutable_data_ptr<float>(), synchronized, in_bounds);
   return out;
 }
 
@@ -88,8 +87,8 @@ paanet::Tensor pack_load(const paanet::Tensor& values, int64_t offset) {
   PAANET_CHECK_VALUE(offset >= 0 && offset + N <= values.numel(), "emulation_pack_load: offset ", offset,
                      " leaves no pack of ", N, " in ", values.numel(), " values");
   paanet::Tensor out = paanet::empty({N}, paanet::ScalarType::Float, values.device());
-  emulation::Launch(dim3(1), dim3(1))("pack_kernel", pack_kernel, values.const_data_ptr<float>() + offset,
-                                      out.mutable_data_ptr<float>());
+  emulation::Launch(dim3(1), dim3(1)).run<pack_kernel>(values.const_data_ptr<float>() + offset,
+                                                      out.mutable_data_ptr<float>());
   return out;
 }
 
@@ -103,8 +102,8 @@ paanet::Tensor ran_blocks(int64_t blocks) {
   paanet::Tensor out = paanet::empty({blocks}, paanet::ScalarType::Long,
                                      torch::stable::Device(torch::headeronly::DeviceType::CPU));
   unsigned int ran = 0;
-  emulation::Launch(dim3(static_cast<unsigned int>(blocks)), dim3(32))("order_kernel", order_kernel,
-                                                                       out.mutable_data_ptr<int64_t>(), &ran);
+  emulation::Launch(dim3(static_cast<unsigned int>(blocks)), dim3(32))
+      .run<order_kernel>(out.mutable_data_ptr<int64_t>(), &ran);
   return out;
 }
 
