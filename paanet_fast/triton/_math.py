@@ -77,3 +77,31 @@ def plane_block(block, plane, BLOCK: tl.constexpr):
     blocks_per_plane = tl.cdiv(plane, BLOCK)
     index = (block % blocks_per_plane) * BLOCK + tl.arange(0, BLOCK)
     return block // blocks_per_plane, index, index < plane
+
+
+@triton.jit
+def program_scale(pid, end0, end1, end2, NUM_SCALES: tl.constexpr):
+    """The scale s of program `pid` of a grid laid out scale after scale (scale s's programs end at
+    end_s, the last scale's at the grid's end), and its first program. With pick, a kernel runs every
+    scale through one copy of its body (compiled once, not once a scale)."""
+    s = 0
+    if NUM_SCALES > 1:
+        s = (pid >= end0).to(tl.int32)
+    if NUM_SCALES > 2:
+        s += (pid >= end1).to(tl.int32)
+    if NUM_SCALES > 3:
+        s += (pid >= end2).to(tl.int32)
+    return s, pick(s, 0, end0, end1, end2, NUM_SCALES)
+
+
+@triton.jit
+def pick(s, v0, v1, v2, v3, NUM_SCALES: tl.constexpr):
+    """v_s, for a scale s < NUM_SCALES <= 4 (the values of the others are never read)."""
+    v = v0
+    if NUM_SCALES > 1:
+        v = tl.where(s == 1, v1, v)
+    if NUM_SCALES > 2:
+        v = tl.where(s == 2, v2, v)
+    if NUM_SCALES > 3:
+        v = tl.where(s == 3, v3, v)
+    return v

@@ -16,7 +16,7 @@ of the results from one run (or one tuning) to the next.
 import triton
 import triton.language as tl
 
-from ._math import plane_block, plane_blocks, upcast
+from ._math import pick, plane_block, plane_blocks, program_scale, upcast
 from ._runtime import tuned
 
 # 64 pixels per program: at the model's shapes (B=8, 32 channels at strides 4-32 of 256x256) 680
@@ -85,17 +85,11 @@ def forward_kernel(gam_ptr,
     end0 = plane_blocks(B, h0 * w0, BLOCK)
     end1 = end0 + plane_blocks(B, h1 * w1, BLOCK)
     end2 = end1 + plane_blocks(B, h2 * w2, BLOCK)
-    if pid < end0:
-        _forward_segment(pid, f0_ptr, out0_ptr, c0, h0, w0, gam_ptr, H, W, REVERSE, BLOCK)
-    if NUM_SCALES > 1:
-        if (pid >= end0) & (pid < end1):
-            _forward_segment(pid - end0, f1_ptr, out1_ptr, c1, h1, w1, gam_ptr, H, W, REVERSE, BLOCK)
-    if NUM_SCALES > 2:
-        if (pid >= end1) & (pid < end2):
-            _forward_segment(pid - end1, f2_ptr, out2_ptr, c2, h2, w2, gam_ptr, H, W, REVERSE, BLOCK)
-    if NUM_SCALES > 3:
-        if pid >= end2:
-            _forward_segment(pid - end2, f3_ptr, out3_ptr, c3, h3, w3, gam_ptr, H, W, REVERSE, BLOCK)
+    s, first = program_scale(pid, end0, end1, end2, NUM_SCALES)
+    _forward_segment(pid - first, pick(s, f0_ptr, f1_ptr, f2_ptr, f3_ptr, NUM_SCALES),
+                     pick(s, out0_ptr, out1_ptr, out2_ptr, out3_ptr, NUM_SCALES), pick(s, c0, c1, c2, c3, NUM_SCALES),
+                     pick(s, h0, h1, h2, h3, NUM_SCALES), pick(s, w0, w1, w2, w3, NUM_SCALES), gam_ptr, H, W, REVERSE,
+                     BLOCK)
 
 
 @triton.jit
@@ -132,20 +126,13 @@ def backward_kernel(gam_ptr,
     end0 = plane_blocks(B, h0 * w0, BLOCK)
     end1 = end0 + plane_blocks(B, h1 * w1, BLOCK)
     end2 = end1 + plane_blocks(B, h2 * w2, BLOCK)
-    if pid < end0:
-        _backward_segment(pid, f0_ptr, g0_ptr, gf0_ptr, gp0_ptr, c0, h0, w0, gam_ptr, H, W, REVERSE, BLOCK)
-    if NUM_SCALES > 1:
-        if (pid >= end0) & (pid < end1):
-            _backward_segment(pid - end0, f1_ptr, g1_ptr, gf1_ptr, gp1_ptr, c1, h1, w1, gam_ptr, H, W,
-                              REVERSE, BLOCK)
-    if NUM_SCALES > 2:
-        if (pid >= end1) & (pid < end2):
-            _backward_segment(pid - end1, f2_ptr, g2_ptr, gf2_ptr, gp2_ptr, c2, h2, w2, gam_ptr, H, W,
-                              REVERSE, BLOCK)
-    if NUM_SCALES > 3:
-        if pid >= end2:
-            _backward_segment(pid - end2, f3_ptr, g3_ptr, gf3_ptr, gp3_ptr, c3, h3, w3, gam_ptr, H, W,
-                              REVERSE, BLOCK)
+    s, first = program_scale(pid, end0, end1, end2, NUM_SCALES)
+    _backward_segment(pid - first, pick(s, f0_ptr, f1_ptr, f2_ptr, f3_ptr, NUM_SCALES),
+                      pick(s, g0_ptr, g1_ptr, g2_ptr, g3_ptr, NUM_SCALES),
+                      pick(s, gf0_ptr, gf1_ptr, gf2_ptr, gf3_ptr, NUM_SCALES),
+                      pick(s, gp0_ptr, gp1_ptr, gp2_ptr, gp3_ptr, NUM_SCALES), pick(s, c0, c1, c2, c3, NUM_SCALES),
+                      pick(s, h0, h1, h2, h3, NUM_SCALES), pick(s, w0, w1, w2, w3, NUM_SCALES), gam_ptr, H, W,
+                      REVERSE, BLOCK)
 
 
 @triton.jit

@@ -21,7 +21,8 @@ an order fixed by its loops, so no configuration changes a result's bits.
 import triton
 import triton.language as tl
 
-from ._math import linear_tap, plane_block, plane_blocks, resize_scale, stable_sigmoid, tap_weight, upcast
+from ._math import (linear_tap, pick, plane_block, plane_blocks, program_scale, resize_scale, stable_sigmoid,
+                    tap_weight, upcast)
 from ._runtime import tuned
 
 _TILE_CONFIGS = [  # (rows, columns) of a 2-D tile; none spills on sm_80 in any dtype (8 warps did in float64)
@@ -73,17 +74,12 @@ def reduce_kernel(weight_ptr, f0_ptr, r0_ptr, c0, h0, w0, f1_ptr, r1_ptr, c1, h1
     end0 = plane_blocks(B, h0 * w0, BLOCK)
     end1 = end0 + plane_blocks(B, h1 * w1, BLOCK)
     end2 = end1 + plane_blocks(B, h2 * w2, BLOCK)
-    if pid < end0:
-        _reduce_segment(pid, weight_ptr, 0, f0_ptr, r0_ptr, c0, h0, w0, BLOCK)
-    if NUM_SCALES > 1:
-        if (pid >= end0) & (pid < end1):
-            _reduce_segment(pid - end0, weight_ptr, c0, f1_ptr, r1_ptr, c1, h1, w1, BLOCK)
-    if NUM_SCALES > 2:
-        if (pid >= end1) & (pid < end2):
-            _reduce_segment(pid - end1, weight_ptr, c0 + c1, f2_ptr, r2_ptr, c2, h2, w2, BLOCK)
-    if NUM_SCALES > 3:
-        if pid >= end2:
-            _reduce_segment(pid - end2, weight_ptr, c0 + c1 + c2, f3_ptr, r3_ptr, c3, h3, w3, BLOCK)
+    s, first = program_scale(pid, end0, end1, end2, NUM_SCALES)
+    _reduce_segment(pid - first, weight_ptr, pick(s, 0, c0, c0 + c1, c0 + c1 + c2, NUM_SCALES),
+                    pick(s, f0_ptr, f1_ptr, f2_ptr, f3_ptr, NUM_SCALES),
+                    pick(s, r0_ptr, r1_ptr, r2_ptr, r3_ptr, NUM_SCALES),
+                    pick(s, c0, c1, c2, c3, NUM_SCALES), pick(s, h0, h1, h2, h3, NUM_SCALES),
+                    pick(s, w0, w1, w2, w3, NUM_SCALES), BLOCK)
 
 
 @triton.jit
@@ -211,30 +207,19 @@ def rows_kernel(grad_logits_ptr, gl_sb, gl_sy, gl_sx, grad_gam_ptr, gg_sb, gg_sy
     end0 = _rows_programs(B, h0, W, BLOCK_I, BLOCK_M)
     end1 = end0 + _rows_programs(B, h1, W, BLOCK_I, BLOCK_M)
     end2 = end1 + _rows_programs(B, h2, W, BLOCK_I, BLOCK_M)
-    if pid < end0:
-        _rows_segment(pid, grad_logits_ptr, gl_sb, gl_sy, gl_sx, grad_gam_ptr, gg_sb, gg_sy, gg_sx, gam_ptr,
-                      out0_ptr, h0, span0, H, W, BLOCK_I, BLOCK_M)
-    if NUM_SCALES > 1:
-        if (pid >= end0) & (pid < end1):
-            _rows_segment(pid - end0, grad_logits_ptr, gl_sb, gl_sy, gl_sx, grad_gam_ptr, gg_sb, gg_sy, gg_sx,
-                          gam_ptr, out1_ptr, h1, span1, H, W, BLOCK_I, BLOCK_M)
-    if NUM_SCALES > 2:
-        if (pid >= end1) & (pid < end2):
-            _rows_segment(pid - end1, grad_logits_ptr, gl_sb, gl_sy, gl_sx, grad_gam_ptr, gg_sb, gg_sy, gg_sx,
-                          gam_ptr, out2_ptr, h2, span2, H, W, BLOCK_I, BLOCK_M)
-    if NUM_SCALES > 3:
-        if pid >= end2:
-            _rows_segment(pid - end2, grad_logits_ptr, gl_sb, gl_sy, gl_sx, grad_gam_ptr, gg_sb, gg_sy, gg_sx,
-                          gam_ptr, out3_ptr, h3, span3, H, W, BLOCK_I, BLOCK_M)
+    s, first = program_scale(pid, end0, end1, end2, NUM_SCALES)
+    _rows_segment(pid - first, grad_logits_ptr, gl_sb, gl_sy, gl_sx, grad_gam_ptr, gg_sb, gg_sy, gg_sx, gam_ptr,
+                  pick(s, out0_ptr, out1_ptr, out2_ptr, out3_ptr, NUM_SCALES), pick(s, h0, h1, h2, h3, NUM_SCALES),
+                  pick(s, span0, span1, span2, span3, NUM_SCALES), H, W, BLOCK_I, BLOCK_M)
 
 
 @triton.jit
 def _columns_segment(block, rows_ptr, f_ptr, grad_f_ptr, share_ptr, bias_share_ptr, weight_ptr, channel_offset,
-                     C, h, w, span, W, WITH_BIAS: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+                     C, h, w, span, W, with_bias, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     """For one block of one sample's pixels p = (iy, ix) of one scale: the taps D[dy, dx, p] = sum_Q
     weight(Q + dx - 1 -> ix) rows[b, dy, iy, Q] (the columns pass, as in _rows_segment), then
     dF[b, c, p] = sum_t W[c, t] D[t, p], this block's share of dW[c, t] = sum_p F[b, c, p] D[t, p]
-    (share_ptr: (programs, C, dx, dy) in 12 slots) and, WITH_BIAS, of db = sum_p D[1, 1, p]."""
+    (share_ptr: (programs, C, dx, dy) in 12 slots) and, with_bias, of db = sum_p D[1, 1, p]."""
     batch, pixel, mask = plane_block(block, h * w, BLOCK_P)
     plane = h * w
     iy = pixel // w
@@ -254,7 +239,7 @@ def _columns_segment(block, rows_ptr, f_ptr, grad_f_ptr, share_ptr, bias_share_p
         acc0, acc1, acc2 = _gather_shifts(acc0, acc1, acc2, weight_before, weight_at, weight_after, value)
         weight_before = weight_at
         weight_at = weight_after
-    if WITH_BIAS:
+    if with_bias:
         tl.store(bias_share_ptr + block, tl.sum(tl.sum(tl.where((shifts == 1)[None, :], acc1, 0.0), axis=1), axis=0))
     sample = tl.cast(batch, tl.int64) * C * plane
     for c0 in range(0, C, BLOCK_C):
@@ -289,21 +274,14 @@ def columns_kernel(weight_ptr, bias_share_ptr,
     end0 = plane_blocks(B, h0 * w0, BLOCK_P)
     end1 = end0 + plane_blocks(B, h1 * w1, BLOCK_P)
     end2 = end1 + plane_blocks(B, h2 * w2, BLOCK_P)
-    if pid < end0:
-        _columns_segment(pid, rows0_ptr, f0_ptr, gf0_ptr, share0_ptr, bias_share_ptr, weight_ptr, 0,
-                         c0, h0, w0, span0, W, True, BLOCK_P, BLOCK_C)
-    if NUM_SCALES > 1:
-        if (pid >= end0) & (pid < end1):
-            _columns_segment(pid - end0, rows1_ptr, f1_ptr, gf1_ptr, share1_ptr, bias_share_ptr, weight_ptr, c0,
-                             c1, h1, w1, span1, W, False, BLOCK_P, BLOCK_C)
-    if NUM_SCALES > 2:
-        if (pid >= end1) & (pid < end2):
-            _columns_segment(pid - end1, rows2_ptr, f2_ptr, gf2_ptr, share2_ptr, bias_share_ptr, weight_ptr,
-                             c0 + c1, c2, h2, w2, span2, W, False, BLOCK_P, BLOCK_C)
-    if NUM_SCALES > 3:
-        if pid >= end2:
-            _columns_segment(pid - end2, rows3_ptr, f3_ptr, gf3_ptr, share3_ptr, bias_share_ptr, weight_ptr,
-                             c0 + c1 + c2, c3, h3, w3, span3, W, False, BLOCK_P, BLOCK_C)
+    s, first = program_scale(pid, end0, end1, end2, NUM_SCALES)
+    _columns_segment(pid - first, pick(s, rows0_ptr, rows1_ptr, rows2_ptr, rows3_ptr, NUM_SCALES),
+                     pick(s, f0_ptr, f1_ptr, f2_ptr, f3_ptr, NUM_SCALES),
+                     pick(s, gf0_ptr, gf1_ptr, gf2_ptr, gf3_ptr, NUM_SCALES),
+                     pick(s, share0_ptr, share1_ptr, share2_ptr, share3_ptr, NUM_SCALES), bias_share_ptr, weight_ptr,
+                     pick(s, 0, c0, c0 + c1, c0 + c1 + c2, NUM_SCALES), pick(s, c0, c1, c2, c3, NUM_SCALES),
+                     pick(s, h0, h1, h2, h3, NUM_SCALES), pick(s, w0, w1, w2, w3, NUM_SCALES),
+                     pick(s, span0, span1, span2, span3, NUM_SCALES), W, s == 0, BLOCK_P, BLOCK_C)
 
 
 @triton.jit
@@ -331,17 +309,11 @@ def sum_kernel(share0_ptr, c0, n0, share1_ptr, c1, n1, share2_ptr, c2, n2, share
     end1 = end0 + c1
     end2 = end1 + c2
     end3 = end2 + c3
-    if pid < end0:
-        _sum_shares(share0_ptr, pid, c0, n0, grad_weight_ptr, pid, BLOCK_R)
-    if NUM_SCALES > 1:
-        if (pid >= end0) & (pid < end1):
-            _sum_shares(share1_ptr, pid - end0, c1, n1, grad_weight_ptr, pid, BLOCK_R)
-    if NUM_SCALES > 2:
-        if (pid >= end1) & (pid < end2):
-            _sum_shares(share2_ptr, pid - end1, c2, n2, grad_weight_ptr, pid, BLOCK_R)
-    if NUM_SCALES > 3:
-        if (pid >= end2) & (pid < end3):
-            _sum_shares(share3_ptr, pid - end2, c3, n3, grad_weight_ptr, pid, BLOCK_R)
+    if pid < end3:
+        s, first = program_scale(pid, end0, end1, end2, NUM_SCALES)
+        _sum_shares(pick(s, share0_ptr, share1_ptr, share2_ptr, share3_ptr, NUM_SCALES), pid - first,
+                    pick(s, c0, c1, c2, c3, NUM_SCALES), pick(s, n0, n1, n2, n3, NUM_SCALES), grad_weight_ptr, pid,
+                    BLOCK_R)
     if pid == end3:
         total = tl.zeros((BLOCK_R,), bias_share_ptr.dtype.element_ty)
         for r0 in range(0, n0, BLOCK_R):
