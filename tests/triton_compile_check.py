@@ -5,7 +5,8 @@ constexpr misuse, unsupported operations). Run in a process without TRITON_INTER
 
     python tests/triton_compile_check.py [compute capability, default 90]
 
-Prints one line per kernel variant and exits non-zero on the first failure.
+Prints one line per kernel variant and exits non-zero on the first failure: every kernel in every
+dtype with four scales, and in float32 with one scale too.
 """
 from __future__ import annotations
 
@@ -34,39 +35,44 @@ def compile_kernel(kernel, target: GPUTarget, pointers: dict[str, str], constexp
         print(f"ok  {fn.__name__} {next(iter(pointers.values()))} {fixed}")
 
 
+def compile_all(target: GPUTarget, dtype: str, acc: str, num_scales: int, ones: bool) -> None:
+    md = mini_decoder_kernels
+    scales = range(4)
+    compile_kernel(md.reduce_kernel, target, {"weight_ptr": dtype, **{f"f{v}_ptr": dtype for v in scales},
+                                              **{f"r{v}_ptr": acc for v in scales}},
+                   {"NUM_SCALES": num_scales, **md.REDUCE_CONFIG.kwargs}, ones)
+    outputs = {"bias_ptr": dtype, "logits_ptr": dtype, "gam_ptr": dtype}
+    compile_kernel(md.forward_kernel, target, {**{f"r{v}_ptr": acc for v in scales}, **outputs},
+                   {"NUM_SCALES": num_scales, "BLOCK_H": 16, "BLOCK_W": 32}, ones)
+    compile_kernel(md.rows_kernel, target, {"grad_logits_ptr": dtype, "grad_gam_ptr": dtype, "gam_ptr": dtype,
+                                            **{f"out{v}_ptr": acc for v in scales}},
+                   {"NUM_SCALES": num_scales, "BLOCK_I": 8, "BLOCK_M": 32}, ones)
+    compile_kernel(md.columns_kernel, target,
+                   {"weight_ptr": dtype, "bias_share_ptr": acc,
+                    **{f"{name}{v}_ptr": kind for v in scales
+                       for name, kind in (("rows", acc), ("f", dtype), ("gf", dtype), ("share", acc))}},
+                   {"NUM_SCALES": num_scales, **md.COLUMNS_CONFIG.kwargs}, ones)
+    compile_kernel(md.sum_kernel, target, {**{f"share{v}_ptr": acc for v in scales}, "bias_share_ptr": acc,
+                                           "grad_weight_ptr": dtype, "grad_bias_ptr": dtype},
+                   {"NUM_SCALES": num_scales, **md.SUM_CONFIG.kwargs}, ones)
+    gam_pointers = {"gam_ptr": dtype}
+    for v in scales:
+        gam_pointers.update({f"f{v}_ptr": dtype, f"out{v}_ptr": dtype, f"g{v}_ptr": dtype, f"gf{v}_ptr": dtype,
+                             f"gp{v}_ptr": acc})
+    for reverse in (False, True):
+        constexprs = {"NUM_SCALES": num_scales, "REVERSE": reverse, **gam_kernels.PIXEL_CONFIG.kwargs}
+        compile_kernel(gam_kernels.forward_kernel, target, gam_pointers, constexprs, ones)
+        compile_kernel(gam_kernels.backward_kernel, target, gam_pointers, constexprs, ones)
+    compile_kernel(gam_kernels.gam_grad_kernel, target, {**{f"gp{v}_ptr": acc for v in scales}, "out_ptr": dtype},
+                   {"NUM_SCALES": num_scales, **gam_kernels.ROW_CONFIG.kwargs}, ones)
+
+
 def main(capability: int) -> None:
     target = GPUTarget("cuda", capability, 32)
     for dtype, acc in DTYPES:
-        ones = dtype == "fp32"
-        md = mini_decoder_kernels
-        scales = range(4)
-        compile_kernel(md.reduce_kernel, target, {"weight_ptr": dtype, **{f"f{v}_ptr": dtype for v in scales},
-                                                  **{f"r{v}_ptr": acc for v in scales}},
-                       {"NUM_SCALES": 4, **md.REDUCE_CONFIG.kwargs}, ones)
-        outputs = {"bias_ptr": dtype, "logits_ptr": dtype, "gam_ptr": dtype}
-        compile_kernel(md.forward_kernel, target, {**{f"r{v}_ptr": acc for v in scales}, **outputs},
-                       {"NUM_SCALES": 4, "BLOCK_H": 16, "BLOCK_W": 32}, ones)
-        compile_kernel(md.rows_kernel, target, {"grad_logits_ptr": dtype, "grad_gam_ptr": dtype, "gam_ptr": dtype,
-                                                **{f"out{v}_ptr": acc for v in scales}},
-                       {"NUM_SCALES": 4, "BLOCK_I": 8, "BLOCK_M": 32}, ones)
-        compile_kernel(md.columns_kernel, target,
-                       {"weight_ptr": dtype, "bias_share_ptr": acc,
-                        **{f"{name}{v}_ptr": kind for v in scales
-                           for name, kind in (("rows", acc), ("f", dtype), ("gf", dtype), ("share", acc))}},
-                       {"NUM_SCALES": 4, **md.COLUMNS_CONFIG.kwargs}, ones)
-        compile_kernel(md.sum_kernel, target, {**{f"share{v}_ptr": acc for v in scales}, "bias_share_ptr": acc,
-                                               "grad_weight_ptr": dtype, "grad_bias_ptr": dtype},
-                       {"NUM_SCALES": 4, **md.SUM_CONFIG.kwargs}, ones)
-        gam_pointers = {"gam_ptr": dtype}
-        for v in range(4):
-            gam_pointers.update({f"f{v}_ptr": dtype, f"out{v}_ptr": dtype, f"g{v}_ptr": dtype, f"gf{v}_ptr": dtype,
-                                 f"gp{v}_ptr": acc})
-        for reverse in (False, True):
-            constexprs = {"NUM_SCALES": 4, "REVERSE": reverse, **gam_kernels.PIXEL_CONFIG.kwargs}
-            compile_kernel(gam_kernels.forward_kernel, target, gam_pointers, constexprs, ones)
-            compile_kernel(gam_kernels.backward_kernel, target, gam_pointers, constexprs, ones)
-        compile_kernel(gam_kernels.gam_grad_kernel, target, {**{f"gp{v}_ptr": acc for v in range(4)}, "out_ptr": dtype},
-                       {"NUM_SCALES": 4, **gam_kernels.ROW_CONFIG.kwargs}, ones)
+        compile_all(target, dtype, acc, 4, ones=dtype == "fp32")
+    # One scale takes other code in the kernels (no scale to pick among).
+    compile_all(target, "fp32", "fp32", 1, ones=False)
 
 
 if __name__ == "__main__":

@@ -62,11 +62,11 @@ def _channel_tile(c0, C, pixel, mask, plane):
 
 
 @triton.jit
-def _forward_segment(block, f_ptr, out_ptr, C, h, w, gam_ptr, H, W, REVERSE: tl.constexpr, BLOCK: tl.constexpr):
-    """out = f * a for one block of one sample's pixels of one scale (all channels)."""
-    batch, pixel, mask = plane_block(block, h * w, BLOCK)
+def _forward_segment(block, f_ptr, out_ptr, C, h, w, plane, gam_ptr, H, W, REVERSE: tl.constexpr,
+                     BLOCK: tl.constexpr):
+    """out = f * a for one block of one sample's pixels of one scale (all channels); plane = h * w."""
+    batch, pixel, mask = plane_block(block, plane, BLOCK)
     a = _attention(gam_ptr, batch, pixel, mask, w, H, W, REVERSE, BLOCK, H // h, W // w)
-    plane = h * w
     sample = tl.cast(batch, tl.int64) * C * plane
     for c0 in range(0, C, CHANNEL_TILE):
         offsets, inside = _channel_tile(c0, C, pixel, mask, plane)
@@ -76,31 +76,31 @@ def _forward_segment(block, f_ptr, out_ptr, C, h, w, gam_ptr, H, W, REVERSE: tl.
 
 @tuned([PIXEL_CONFIG], key=[], interpreter={"BLOCK": 1024})
 def forward_kernel(gam_ptr,
-                   f0_ptr, out0_ptr, c0, h0, w0, f1_ptr, out1_ptr, c1, h1, w1,
-                   f2_ptr, out2_ptr, c2, h2, w2, f3_ptr, out3_ptr, c3, h3, w3,
+                   f0_ptr, out0_ptr, c0, h0, w0, p0, f1_ptr, out1_ptr, c1, h1, w1, p1,
+                   f2_ptr, out2_ptr, c2, h2, w2, p2, f3_ptr, out3_ptr, c3, h3, w3, p3,
                    B, H, W, NUM_SCALES: tl.constexpr, REVERSE: tl.constexpr, BLOCK: tl.constexpr):
     """P_v = F_v * a_v for NUM_SCALES <= 4 scales (the arguments of the others are never read);
-    grid: the blocks of every scale, scale after scale."""
+    grid: the blocks of every scale, scale after scale. p_v = h_v * w_v: an argument of its own, so
+    that Triton knows when every plane is a multiple of 16 (the 16-byte loads and stores)."""
     pid = tl.program_id(0)
-    end0 = plane_blocks(B, h0 * w0, BLOCK)
-    end1 = end0 + plane_blocks(B, h1 * w1, BLOCK)
-    end2 = end1 + plane_blocks(B, h2 * w2, BLOCK)
+    end0 = plane_blocks(B, p0, BLOCK)
+    end1 = end0 + plane_blocks(B, p1, BLOCK)
+    end2 = end1 + plane_blocks(B, p2, BLOCK)
     s, first = program_scale(pid, end0, end1, end2, NUM_SCALES)
     _forward_segment(pid - first, pick(s, f0_ptr, f1_ptr, f2_ptr, f3_ptr, NUM_SCALES),
                      pick(s, out0_ptr, out1_ptr, out2_ptr, out3_ptr, NUM_SCALES), pick(s, c0, c1, c2, c3, NUM_SCALES),
-                     pick(s, h0, h1, h2, h3, NUM_SCALES), pick(s, w0, w1, w2, w3, NUM_SCALES), gam_ptr, H, W, REVERSE,
-                     BLOCK)
+                     pick(s, h0, h1, h2, h3, NUM_SCALES), pick(s, w0, w1, w2, w3, NUM_SCALES),
+                     pick(s, p0, p1, p2, p3, NUM_SCALES), gam_ptr, H, W, REVERSE, BLOCK)
 
 
 @triton.jit
-def _backward_segment(block, f_ptr, grad_out_ptr, grad_f_ptr, grad_pool_ptr, C, h, w, gam_ptr, H, W,
+def _backward_segment(block, f_ptr, grad_out_ptr, grad_f_ptr, grad_pool_ptr, C, h, w, plane, gam_ptr, H, W,
                       REVERSE: tl.constexpr, BLOCK: tl.constexpr):
     """dF = dP * a and the gradient of each GAM window's pixels, sum_c dP * F * (+-1) / (sy * sx)."""
-    batch, pixel, mask = plane_block(block, h * w, BLOCK)
+    batch, pixel, mask = plane_block(block, plane, BLOCK)
     sy = H // h
     sx = W // w
     a = _attention(gam_ptr, batch, pixel, mask, w, H, W, REVERSE, BLOCK, sy, sx)
-    plane = h * w
     sample = tl.cast(batch, tl.int64) * C * plane
     grad_a = tl.zeros_like(a)
     for c0 in range(0, C, CHANNEL_TILE):
@@ -117,22 +117,22 @@ def _backward_segment(block, f_ptr, grad_out_ptr, grad_f_ptr, grad_pool_ptr, C, 
 
 @tuned([PIXEL_CONFIG], key=[], interpreter={"BLOCK": 1024})
 def backward_kernel(gam_ptr,
-                    f0_ptr, g0_ptr, gf0_ptr, gp0_ptr, c0, h0, w0, f1_ptr, g1_ptr, gf1_ptr, gp1_ptr, c1, h1, w1,
-                    f2_ptr, g2_ptr, gf2_ptr, gp2_ptr, c2, h2, w2, f3_ptr, g3_ptr, gf3_ptr, gp3_ptr, c3, h3, w3,
+                    f0_ptr, g0_ptr, gf0_ptr, gp0_ptr, c0, h0, w0, p0, f1_ptr, g1_ptr, gf1_ptr, gp1_ptr, c1, h1, w1, p1,
+                    f2_ptr, g2_ptr, gf2_ptr, gp2_ptr, c2, h2, w2, p2, f3_ptr, g3_ptr, gf3_ptr, gp3_ptr, c3, h3, w3, p3,
                     B, H, W, NUM_SCALES: tl.constexpr, REVERSE: tl.constexpr, BLOCK: tl.constexpr):
     """For NUM_SCALES <= 4 scales: dF_v (like F_v) and the per-window GAM gradient (B, h_v, w_v) in the
-    accumulation type; grid as forward_kernel's."""
+    accumulation type; grid and p_v as forward_kernel's."""
     pid = tl.program_id(0)
-    end0 = plane_blocks(B, h0 * w0, BLOCK)
-    end1 = end0 + plane_blocks(B, h1 * w1, BLOCK)
-    end2 = end1 + plane_blocks(B, h2 * w2, BLOCK)
+    end0 = plane_blocks(B, p0, BLOCK)
+    end1 = end0 + plane_blocks(B, p1, BLOCK)
+    end2 = end1 + plane_blocks(B, p2, BLOCK)
     s, first = program_scale(pid, end0, end1, end2, NUM_SCALES)
     _backward_segment(pid - first, pick(s, f0_ptr, f1_ptr, f2_ptr, f3_ptr, NUM_SCALES),
                       pick(s, g0_ptr, g1_ptr, g2_ptr, g3_ptr, NUM_SCALES),
                       pick(s, gf0_ptr, gf1_ptr, gf2_ptr, gf3_ptr, NUM_SCALES),
                       pick(s, gp0_ptr, gp1_ptr, gp2_ptr, gp3_ptr, NUM_SCALES), pick(s, c0, c1, c2, c3, NUM_SCALES),
-                      pick(s, h0, h1, h2, h3, NUM_SCALES), pick(s, w0, w1, w2, w3, NUM_SCALES), gam_ptr, H, W,
-                      REVERSE, BLOCK)
+                      pick(s, h0, h1, h2, h3, NUM_SCALES), pick(s, w0, w1, w2, w3, NUM_SCALES),
+                      pick(s, p0, p1, p2, p3, NUM_SCALES), gam_ptr, H, W, REVERSE, BLOCK)
 
 
 @triton.jit

@@ -49,6 +49,12 @@ def _window(low: int, high: int) -> int:
     return min((2 * high + low - 1) // low + 7, high + 2)
 
 
+def _plane(f: torch.Tensor) -> int:
+    """h * w of a (B, C, h, w) map: the kernels take it as an argument of its own, so that Triton
+    specialises on its divisibility (16-byte loads and stores where every scale's plane allows)."""
+    return f.shape[2] * f.shape[3]
+
+
 def _plane_blocks(B: int, planes: list[int], block: int) -> int:
     """Programs of kernels laid out as _math.plane_blocks, over every scale."""
     return sum(B * triton.cdiv(plane, block) for plane in planes)
@@ -64,9 +70,9 @@ def mini_decoder_forward(features: list[torch.Tensor], weight: torch.Tensor, bia
     features = [f.contiguous() for f in features]
     acc = accumulation_dtype(features[0].dtype)
     reduced = [new_tensor((B, 9, f.shape[2], f.shape[3]), acc, device) for f in features]
-    planes = [f.shape[2] * f.shape[3] for f in features]
-    reduce_args = _pad_scales([[f, r, *f.shape[1:]] for f, r in zip(features, reduced)],
-                              [features[0], reduced[0], 1, 1, 1])
+    planes = [_plane(f) for f in features]
+    reduce_args = _pad_scales([[f, r, f.shape[1], _plane(f)] for f, r in zip(features, reduced)],
+                              [features[0], reduced[0], 1, 1])
     launch(mini_decoder_kernels.reduce_kernel, lambda meta: (_plane_blocks(B, planes, meta["BLOCK"]),),
            weight.contiguous(), *reduce_args, B, NUM_SCALES=len(features))
     logits = new_tensor((B, 1, H, W), features[0].dtype, device)
@@ -109,15 +115,15 @@ def mini_decoder_backward(grad_logits: torch.Tensor, grad_gam: torch.Tensor, gam
            grad_gam, grad_gam.stride(0), grad_gam.stride(2), grad_gam.stride(3), gam.contiguous(),
            *rows_args, B, H, W, size_class(H * W), NUM_SCALES=len(features))
 
-    planes = [f.shape[2] * f.shape[3] for f in features]
+    planes = [_plane(f) for f in features]
     block = block_sizes(mini_decoder_kernels.columns_kernel)["BLOCK_P"]
     programs = [B * triton.cdiv(plane, block) for plane in planes]
     shares = [new_tensor((n, f.shape[1], 12), acc, device) for n, f in zip(programs, features)]
     bias_shares = new_tensor((programs[0],), acc, device)
     grad_features = [new_tensor(tuple(f.shape), f.dtype, device) for f in features]
-    columns_args = _pad_scales([[r, f, gf, s, *f.shape[1:], _window(f.shape[3], W)]
+    columns_args = _pad_scales([[r, f, gf, s, *f.shape[1:], _plane(f), _window(f.shape[3], W)]
                                 for r, f, gf, s in zip(rows, features, grad_features, shares)],
-                               [rows[0], features[0], grad_features[0], shares[0], 1, 1, 1, 1])
+                               [rows[0], features[0], grad_features[0], shares[0], 1, 1, 1, 1, 1])
     weight = weight.contiguous()
     launch(mini_decoder_kernels.columns_kernel, lambda meta: (_plane_blocks(B, planes, meta["BLOCK_P"]),),
            weight, bias_shares, *columns_args, B, W, NUM_SCALES=len(features))
@@ -162,8 +168,8 @@ def gam_multiply_forward(features: list[torch.Tensor], gam: torch.Tensor, revers
     outputs = [new_tensor(tuple(f.shape), f.dtype, f.device) for f in features]
     B, _, H, W = gam.shape
     order = _coarse_first(features)
-    scale_args = _pad_scales([[features[v], outputs[v], *features[v].shape[1:]] for v in order],
-                             [features[0], outputs[0], 1, 1, 1])
+    scale_args = _pad_scales([[features[v], outputs[v], *features[v].shape[1:], _plane(features[v])] for v in order],
+                             [features[0], outputs[0], 1, 1, 1, 1])
     launch(gam_kernels.forward_kernel, _gam_grid(features), gam.contiguous(), *scale_args, B, H, W,
            NUM_SCALES=len(features), REVERSE=reverse)
     return outputs
@@ -180,9 +186,9 @@ def gam_multiply_backward(grad_outputs: list[torch.Tensor], features: list[torch
     B, _, H, W = gam.shape
     grad_features = [new_tensor(tuple(f.shape), f.dtype, f.device) for f in features]
     grad_pools = [new_tensor((B, f.shape[2], f.shape[3]), acc, f.device) for f in features]
-    scale_args = _pad_scales([[features[v], grad_outputs[v], grad_features[v], grad_pools[v], *features[v].shape[1:]]
-                              for v in _coarse_first(features)],
-                             [features[0], grad_outputs[0], grad_features[0], grad_pools[0], 1, 1, 1])
+    scale_args = _pad_scales([[features[v], grad_outputs[v], grad_features[v], grad_pools[v], *features[v].shape[1:],
+                               _plane(features[v])] for v in _coarse_first(features)],
+                             [features[0], grad_outputs[0], grad_features[0], grad_pools[0], 1, 1, 1, 1])
     gam = gam.contiguous()
     launch(gam_kernels.backward_kernel, _gam_grid(features), gam, *scale_args, B, H, W,
            NUM_SCALES=len(features), REVERSE=reverse)

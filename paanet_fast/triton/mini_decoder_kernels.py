@@ -49,10 +49,10 @@ SHARE = tl.constexpr(12)
 
 
 @triton.jit
-def _reduce_segment(block, weight_ptr, channel_offset, f_ptr, r_ptr, C, h, w, BLOCK: tl.constexpr):
-    """r[b, t, p] = sum_c W[channel_offset + c, t] F[b, c, p] for one block of one sample's pixels."""
-    batch, pixel, mask = plane_block(block, h * w, BLOCK)
-    plane = h * w
+def _reduce_segment(block, weight_ptr, channel_offset, f_ptr, r_ptr, C, plane, BLOCK: tl.constexpr):
+    """r[b, t, p] = sum_c W[channel_offset + c, t] F[b, c, p] for one block of one sample's pixels
+    (plane of them a sample)."""
+    batch, pixel, mask = plane_block(block, plane, BLOCK)
     taps = tl.arange(0, TAPS)
     acc = tl.zeros((TAPS, BLOCK), r_ptr.dtype.element_ty)
     f_row = f_ptr + tl.cast(batch, tl.int64) * C * plane + pixel
@@ -65,21 +65,20 @@ def _reduce_segment(block, weight_ptr, channel_offset, f_ptr, r_ptr, C, h, w, BL
 
 
 @tuned([REDUCE_CONFIG], key=[], interpreter={"BLOCK": 1024})
-def reduce_kernel(weight_ptr, f0_ptr, r0_ptr, c0, h0, w0, f1_ptr, r1_ptr, c1, h1, w1,
-                  f2_ptr, r2_ptr, c2, h2, w2, f3_ptr, r3_ptr, c3, h3, w3,
-                  B, NUM_SCALES: tl.constexpr, BLOCK: tl.constexpr):
+def reduce_kernel(weight_ptr, f0_ptr, r0_ptr, c0, p0, f1_ptr, r1_ptr, c1, p1, f2_ptr, r2_ptr, c2, p2,
+                  f3_ptr, r3_ptr, c3, p3, B, NUM_SCALES: tl.constexpr, BLOCK: tl.constexpr):
     """Reduced features r_v (B, 9, h_v, w_v) in the accumulation type from F_v (B, C_v, h_v, w_v) and the
-    weight (1, sum C_v, 3, 3) for NUM_SCALES <= 4 scales; grid: the blocks of every scale in turn."""
+    weight (1, sum C_v, 3, 3) for NUM_SCALES <= 4 scales, p_v = h_v * w_v (an argument of its own, so
+    that Triton knows when every plane is a multiple of 16); grid: the blocks of every scale in turn."""
     pid = tl.program_id(0)
-    end0 = plane_blocks(B, h0 * w0, BLOCK)
-    end1 = end0 + plane_blocks(B, h1 * w1, BLOCK)
-    end2 = end1 + plane_blocks(B, h2 * w2, BLOCK)
+    end0 = plane_blocks(B, p0, BLOCK)
+    end1 = end0 + plane_blocks(B, p1, BLOCK)
+    end2 = end1 + plane_blocks(B, p2, BLOCK)
     s, first = program_scale(pid, end0, end1, end2, NUM_SCALES)
     _reduce_segment(pid - first, weight_ptr, pick(s, 0, c0, c0 + c1, c0 + c1 + c2, NUM_SCALES),
                     pick(s, f0_ptr, f1_ptr, f2_ptr, f3_ptr, NUM_SCALES),
                     pick(s, r0_ptr, r1_ptr, r2_ptr, r3_ptr, NUM_SCALES),
-                    pick(s, c0, c1, c2, c3, NUM_SCALES), pick(s, h0, h1, h2, h3, NUM_SCALES),
-                    pick(s, w0, w1, w2, w3, NUM_SCALES), BLOCK)
+                    pick(s, c0, c1, c2, c3, NUM_SCALES), pick(s, p0, p1, p2, p3, NUM_SCALES), BLOCK)
 
 
 @triton.jit
@@ -215,13 +214,12 @@ def rows_kernel(grad_logits_ptr, gl_sb, gl_sy, gl_sx, grad_gam_ptr, gg_sb, gg_sy
 
 @triton.jit
 def _columns_segment(block, rows_ptr, f_ptr, grad_f_ptr, share_ptr, bias_share_ptr, weight_ptr, channel_offset,
-                     C, h, w, span, W, with_bias, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+                     C, h, w, plane, span, W, with_bias, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     """For one block of one sample's pixels p = (iy, ix) of one scale: the taps D[dy, dx, p] = sum_Q
     weight(Q + dx - 1 -> ix) rows[b, dy, iy, Q] (the columns pass, as in _rows_segment), then
     dF[b, c, p] = sum_t W[c, t] D[t, p], this block's share of dW[c, t] = sum_p F[b, c, p] D[t, p]
     (share_ptr: (programs, C, dx, dy) in 12 slots) and, with_bias, of db = sum_p D[1, 1, p]."""
-    batch, pixel, mask = plane_block(block, h * w, BLOCK_P)
-    plane = h * w
+    batch, pixel, mask = plane_block(block, plane, BLOCK_P)
     iy = pixel // w
     ix = pixel % w
     shifts = tl.arange(0, SHIFTS)
@@ -263,17 +261,18 @@ def _columns_segment(block, rows_ptr, f_ptr, grad_f_ptr, share_ptr, bias_share_p
 
 @tuned([COLUMNS_CONFIG], key=[], interpreter={"BLOCK_P": 256, "BLOCK_C": 8})
 def columns_kernel(weight_ptr, bias_share_ptr,
-                   rows0_ptr, f0_ptr, gf0_ptr, share0_ptr, c0, h0, w0, span0,
-                   rows1_ptr, f1_ptr, gf1_ptr, share1_ptr, c1, h1, w1, span1,
-                   rows2_ptr, f2_ptr, gf2_ptr, share2_ptr, c2, h2, w2, span2,
-                   rows3_ptr, f3_ptr, gf3_ptr, share3_ptr, c3, h3, w3, span3,
+                   rows0_ptr, f0_ptr, gf0_ptr, share0_ptr, c0, h0, w0, p0, span0,
+                   rows1_ptr, f1_ptr, gf1_ptr, share1_ptr, c1, h1, w1, p1, span1,
+                   rows2_ptr, f2_ptr, gf2_ptr, share2_ptr, c2, h2, w2, p2, span2,
+                   rows3_ptr, f3_ptr, gf3_ptr, share3_ptr, c3, h3, w3, p3, span3,
                    B, W, NUM_SCALES: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     """The columns pass and the channel gradients of every scale (see _columns_segment); the bias
-    shares come from the first scale. Grid: the pixel blocks of every scale in turn."""
+    shares come from the first scale; p_v = h_v * w_v as in reduce_kernel. Grid: the pixel blocks of
+    every scale in turn."""
     pid = tl.program_id(0)
-    end0 = plane_blocks(B, h0 * w0, BLOCK_P)
-    end1 = end0 + plane_blocks(B, h1 * w1, BLOCK_P)
-    end2 = end1 + plane_blocks(B, h2 * w2, BLOCK_P)
+    end0 = plane_blocks(B, p0, BLOCK_P)
+    end1 = end0 + plane_blocks(B, p1, BLOCK_P)
+    end2 = end1 + plane_blocks(B, p2, BLOCK_P)
     s, first = program_scale(pid, end0, end1, end2, NUM_SCALES)
     _columns_segment(pid - first, pick(s, rows0_ptr, rows1_ptr, rows2_ptr, rows3_ptr, NUM_SCALES),
                      pick(s, f0_ptr, f1_ptr, f2_ptr, f3_ptr, NUM_SCALES),
@@ -281,7 +280,8 @@ def columns_kernel(weight_ptr, bias_share_ptr,
                      pick(s, share0_ptr, share1_ptr, share2_ptr, share3_ptr, NUM_SCALES), bias_share_ptr, weight_ptr,
                      pick(s, 0, c0, c0 + c1, c0 + c1 + c2, NUM_SCALES), pick(s, c0, c1, c2, c3, NUM_SCALES),
                      pick(s, h0, h1, h2, h3, NUM_SCALES), pick(s, w0, w1, w2, w3, NUM_SCALES),
-                     pick(s, span0, span1, span2, span3, NUM_SCALES), W, s == 0, BLOCK_P, BLOCK_C)
+                     pick(s, p0, p1, p2, p3, NUM_SCALES), pick(s, span0, span1, span2, span3, NUM_SCALES), W,
+                     s == 0, BLOCK_P, BLOCK_C)
 
 
 @triton.jit
