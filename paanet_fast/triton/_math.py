@@ -95,6 +95,18 @@ def program_scale(pid, end0, end1, end2, NUM_SCALES: tl.constexpr):
 
 
 @triton.jit
+def plane_program(B, p0, p1, p2, BLOCK: tl.constexpr, NUM_SCALES: tl.constexpr):
+    """(scale, block of that scale) of this program, in a grid of every scale's plane_blocks (planes of
+    p_v elements) laid out scale after scale."""
+    pid = tl.program_id(0)
+    end0 = plane_blocks(B, p0, BLOCK)
+    end1 = end0 + plane_blocks(B, p1, BLOCK)
+    end2 = end1 + plane_blocks(B, p2, BLOCK)
+    s, first = program_scale(pid, end0, end1, end2, NUM_SCALES)
+    return s, pid - first
+
+
+@triton.jit
 def pick(s, v0, v1, v2, v3, NUM_SCALES: tl.constexpr):
     """v_s, for a scale s < NUM_SCALES <= 4 (the values of the others are never read)."""
     v = v0

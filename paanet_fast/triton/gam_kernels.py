@@ -16,7 +16,7 @@ of the results from one run (or one tuning) to the next.
 import triton
 import triton.language as tl
 
-from ._math import pick, plane_block, plane_blocks, program_scale, upcast
+from ._math import pick, plane_block, plane_program, upcast
 from ._runtime import tuned
 
 # 64 pixels per program: at the model's shapes (B=8, 32 channels at strides 4-32 of 256x256) 680
@@ -82,12 +82,8 @@ def forward_kernel(gam_ptr,
     """P_v = F_v * a_v for NUM_SCALES <= 4 scales (the arguments of the others are never read);
     grid: the blocks of every scale, scale after scale. p_v = h_v * w_v: an argument of its own, so
     that Triton knows when every plane is a multiple of 16 (the 16-byte loads and stores)."""
-    pid = tl.program_id(0)
-    end0 = plane_blocks(B, p0, BLOCK)
-    end1 = end0 + plane_blocks(B, p1, BLOCK)
-    end2 = end1 + plane_blocks(B, p2, BLOCK)
-    s, first = program_scale(pid, end0, end1, end2, NUM_SCALES)
-    _forward_segment(pid - first, pick(s, f0_ptr, f1_ptr, f2_ptr, f3_ptr, NUM_SCALES),
+    s, block = plane_program(B, p0, p1, p2, BLOCK, NUM_SCALES)
+    _forward_segment(block, pick(s, f0_ptr, f1_ptr, f2_ptr, f3_ptr, NUM_SCALES),
                      pick(s, out0_ptr, out1_ptr, out2_ptr, out3_ptr, NUM_SCALES), pick(s, c0, c1, c2, c3, NUM_SCALES),
                      pick(s, h0, h1, h2, h3, NUM_SCALES), pick(s, w0, w1, w2, w3, NUM_SCALES),
                      pick(s, p0, p1, p2, p3, NUM_SCALES), gam_ptr, H, W, REVERSE, BLOCK)
@@ -122,12 +118,8 @@ def backward_kernel(gam_ptr,
                     B, H, W, NUM_SCALES: tl.constexpr, REVERSE: tl.constexpr, BLOCK: tl.constexpr):
     """For NUM_SCALES <= 4 scales: dF_v (like F_v) and the per-window GAM gradient (B, h_v, w_v) in the
     accumulation type; grid and p_v as forward_kernel's."""
-    pid = tl.program_id(0)
-    end0 = plane_blocks(B, p0, BLOCK)
-    end1 = end0 + plane_blocks(B, p1, BLOCK)
-    end2 = end1 + plane_blocks(B, p2, BLOCK)
-    s, first = program_scale(pid, end0, end1, end2, NUM_SCALES)
-    _backward_segment(pid - first, pick(s, f0_ptr, f1_ptr, f2_ptr, f3_ptr, NUM_SCALES),
+    s, block = plane_program(B, p0, p1, p2, BLOCK, NUM_SCALES)
+    _backward_segment(block, pick(s, f0_ptr, f1_ptr, f2_ptr, f3_ptr, NUM_SCALES),
                       pick(s, g0_ptr, g1_ptr, g2_ptr, g3_ptr, NUM_SCALES),
                       pick(s, gf0_ptr, gf1_ptr, gf2_ptr, gf3_ptr, NUM_SCALES),
                       pick(s, gp0_ptr, gp1_ptr, gp2_ptr, gp3_ptr, NUM_SCALES), pick(s, c0, c1, c2, c3, NUM_SCALES),

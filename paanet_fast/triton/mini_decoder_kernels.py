@@ -21,7 +21,7 @@ an order fixed by its loops, so no configuration changes a result's bits.
 import triton
 import triton.language as tl
 
-from ._math import (linear_tap, pick, plane_block, plane_blocks, program_scale, resize_scale, stable_sigmoid,
+from ._math import (linear_tap, pick, plane_block, plane_program, program_scale, resize_scale, stable_sigmoid,
                     tap_weight, upcast)
 from ._runtime import tuned
 
@@ -70,12 +70,8 @@ def reduce_kernel(weight_ptr, f0_ptr, r0_ptr, c0, p0, f1_ptr, r1_ptr, c1, p1, f2
     """Reduced features r_v (B, 9, h_v, w_v) in the accumulation type from F_v (B, C_v, h_v, w_v) and the
     weight (1, sum C_v, 3, 3) for NUM_SCALES <= 4 scales, p_v = h_v * w_v (an argument of its own, so
     that Triton knows when every plane is a multiple of 16); grid: the blocks of every scale in turn."""
-    pid = tl.program_id(0)
-    end0 = plane_blocks(B, p0, BLOCK)
-    end1 = end0 + plane_blocks(B, p1, BLOCK)
-    end2 = end1 + plane_blocks(B, p2, BLOCK)
-    s, first = program_scale(pid, end0, end1, end2, NUM_SCALES)
-    _reduce_segment(pid - first, weight_ptr, pick(s, 0, c0, c0 + c1, c0 + c1 + c2, NUM_SCALES),
+    s, block = plane_program(B, p0, p1, p2, BLOCK, NUM_SCALES)
+    _reduce_segment(block, weight_ptr, pick(s, 0, c0, c0 + c1, c0 + c1 + c2, NUM_SCALES),
                     pick(s, f0_ptr, f1_ptr, f2_ptr, f3_ptr, NUM_SCALES),
                     pick(s, r0_ptr, r1_ptr, r2_ptr, r3_ptr, NUM_SCALES),
                     pick(s, c0, c1, c2, c3, NUM_SCALES), pick(s, p0, p1, p2, p3, NUM_SCALES), BLOCK)
@@ -269,12 +265,8 @@ def columns_kernel(weight_ptr, bias_share_ptr,
     """The columns pass and the channel gradients of every scale (see _columns_segment); the bias
     shares come from the first scale; p_v = h_v * w_v as in reduce_kernel. Grid: the pixel blocks of
     every scale in turn."""
-    pid = tl.program_id(0)
-    end0 = plane_blocks(B, p0, BLOCK_P)
-    end1 = end0 + plane_blocks(B, p1, BLOCK_P)
-    end2 = end1 + plane_blocks(B, p2, BLOCK_P)
-    s, first = program_scale(pid, end0, end1, end2, NUM_SCALES)
-    _columns_segment(pid - first, pick(s, rows0_ptr, rows1_ptr, rows2_ptr, rows3_ptr, NUM_SCALES),
+    s, block = plane_program(B, p0, p1, p2, BLOCK_P, NUM_SCALES)
+    _columns_segment(block, pick(s, rows0_ptr, rows1_ptr, rows2_ptr, rows3_ptr, NUM_SCALES),
                      pick(s, f0_ptr, f1_ptr, f2_ptr, f3_ptr, NUM_SCALES),
                      pick(s, gf0_ptr, gf1_ptr, gf2_ptr, gf3_ptr, NUM_SCALES),
                      pick(s, share0_ptr, share1_ptr, share2_ptr, share3_ptr, NUM_SCALES), bias_share_ptr, weight_ptr,
