@@ -115,7 +115,8 @@ def kernel_key(base_name: str, template: str, parameters: str) -> str:
 
 
 def split_signature(demangled: str) -> tuple[str, str, str]:
-    """(base name, template arguments, parameters) of `void ns::name<T...>(params)`."""
+    """(base name, template arguments, parameters) of `void ns::name<T...>(params)`, as the demangler or gcc
+    spells it."""
     depth, open_paren = 0, len(demangled) - 1
     for open_paren in range(len(demangled) - 1, -1, -1):  # the parenthesis that opens the parameter list
         depth += {")": 1, "(": -1}.get(demangled[open_paren], 0)
@@ -123,7 +124,7 @@ def split_signature(demangled: str) -> tuple[str, str, str]:
             break
     head, params = demangled[:open_paren].removeprefix("void "), demangled[open_paren + 1:-1]
     template = head[head.index("<"):] if "<" in head else ""
-    base = re.sub(r"\(anonymous namespace\)::|\b[A-Za-z_]\w*::", "", head[:len(head) - len(template)])
+    base = re.sub(r"\(anonymous namespace\)::|\{anonymous\}::|\b[A-Za-z_]\w*::", "", head[:len(head) - len(template)])
     return base, template, params
 
 

@@ -16,7 +16,7 @@ import torch
 
 from paanet_fast.amp import cast_for_autocast
 
-from .compiled import kernel_key
+from .compiled import kernel_key, split_signature
 
 BATCH, CHANNELS, SIZE, STRIDES = 8, 32, 256, (4, 8, 16, 32)  # the benchmark shapes (benchmarks/bench_ops.py)
 LAYERS_PER_STEP = 6  # PAAD layers of a PAANet: 2 blocks x 3 (paanet_fast.model)
@@ -141,9 +141,7 @@ def parse_launch_line(line: str) -> tuple[str, tuple[int, int, int], int, int]:
     kernel = re.search(r"kKernel = (.*?); Kernel = void \(\*\)\((.*?)\)(?:; Args|\])", signature)
     if kernel is None:
         raise ValueError(f"gpu_static: the emulation's launch log names no kernel in {signature!r}")
-    name = re.sub(r"\(anonymous namespace\)::|\{anonymous\}::|\b[A-Za-z_]\w*::", "", kernel.group(1))
-    base, template = (name[:name.index("<")], name[name.index("<"):]) if "<" in name else (name, "")
-    key = kernel_key(base, template, kernel.group(2))
+    key = kernel_key(*split_signature(f"void {kernel.group(1)}({kernel.group(2)})"))
     return key, tuple(int(x) for x in grid.split(",")), math.prod(int(x) for x in block.split(",")), int(shared)
 
 
