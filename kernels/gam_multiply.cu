@@ -1,6 +1,7 @@
 // CUDA kernels of paanet_fast::gam_multiply and paanet_fast::gam_multiply_backward (design 2.2).
 //
-// One kernel does the work of both directions over all scales in one launch: each block takes one
+// One kernel does the work of both directions over all scales in one launch (one per layout of the
+// tensors, where the scales differ in layout): each block takes one
 // low-res row segment of one sample of one scale, pools its GAM windows in shared memory (column
 // sums, then each window's columns: the CPU kernel's order), then scales every channel of the
 // segment (forward: P = F a; backward: dF = dP a), with 16-byte loads and stores where the layouts
@@ -63,8 +64,6 @@ struct Scale {
   int channels, h, w, win_y, win_x;
   acc_t weight;          // 1 / (win_y * win_x)
   int tile_w, tiles_x;   // low-res columns per block, blocks per low-res row
-  bool channels_inner;   // the threads run along the channels (NHWC-like), not along the width
-  bool packed;           // 16-byte packs along that inner dimension in every tensor
 };
 
 // a[xl] = attention of the low-res pixels (y, x0 + xl), xl < nx. Each round sums up to kSharedSums
@@ -222,8 +221,15 @@ __device__ int scale_channels_inner(const Scale<scalar_t, acc_t>& s, int b, int 
   return lanes;
 }
 
-template <bool kBackward, typename scalar_t>
-__global__ void __launch_bounds__(kThreads, 4) gam_scale_kernel(
+// How a launch walks its scales' tensors: the threads along the channels (NHWC-like) or along the
+// width, and in 16-byte packs along that inner dimension or element by element. Template arguments
+// of the kernel, not branches in it, so that each compiled kernel holds one path and the registers
+// it needs: one launch for the scales whose outputs are NHWC-like, one for the others (one in all
+// in the usual case), each in packs where every tensor of its scales allows them.
+// The forward at 40 registers or fewer (six blocks an SM, 75% occupancy; it streams F in and P out,
+// so resident warps are what hides memory latency); the backward at four blocks, as six would spill.
+template <bool kBackward, bool kChannelsInner, bool kPacked, typename scalar_t>
+__global__ void __launch_bounds__(kThreads, kBackward ? 4 : 6) gam_scale_kernel(
     const __grid_constant__ ScaleBatch<Scale<scalar_t, opmath_t<scalar_t>>> batch, MapView<scalar_t> gam,
     bool reverse) {
   using acc_t = opmath_t<scalar_t>;
@@ -236,14 +242,12 @@ __global__ void __launch_bounds__(kThreads, 4) gam_scale_kernel(
   const int b = row / s.h, y = row - b * s.h;
   const int x0 = tile * s.tile_w, nx = std::min(s.tile_w, s.w - x0);
   pool_segment(gam, s, b, y, x0, nx, reverse, sums, a);
-  constexpr int N = Pack<scalar_t>::kSize;
+  constexpr int N = kPacked ? Pack<scalar_t>::kSize : 1;
   int groups;
-  if (s.channels_inner) {
-    groups = s.packed ? scale_channels_inner<N, kBackward>(s, b, y, x0, nx, a, sums)
-                      : scale_channels_inner<1, kBackward>(s, b, y, x0, nx, a, sums);
+  if constexpr (kChannelsInner) {
+    groups = scale_channels_inner<N, kBackward>(s, b, y, x0, nx, a, sums);
   } else {
-    groups = s.packed ? scale_width_inner<N, kBackward>(s, b, y, x0, nx, a, sums)
-                      : scale_width_inner<1, kBackward>(s, b, y, x0, nx, a, sums);
+    groups = scale_width_inner<N, kBackward>(s, b, y, x0, nx, a, sums);
   }
   if constexpr (kBackward) {
     __syncthreads();
@@ -280,6 +284,20 @@ int tile_width(int64_t w, int64_t channels, int64_t win_x, bool channels_inner, 
   return static_cast<int>(std::max<int64_t>(1, tile));
 }
 
+// gam_scale_kernel over the scales of one layout (in batches of kMaxScalesPerLaunch; none without scales).
+template <bool kBackward, bool kChannelsInner, bool kPacked, typename scalar_t>
+void launch_layout(const std::vector<Scale<scalar_t, opmath_t<scalar_t>>>& descs, const std::vector<int64_t>& blocks,
+                   const MapView<scalar_t>& gam, bool reverse) {
+  const cudaStream_t stream = current_stream();
+  for_each_batch(descs, blocks, [&](const ScaleBatch<Scale<scalar_t, opmath_t<scalar_t>>>& batch, bool, bool) {
+    PAANET_CHECK_VALUE(batch.total() <= INT32_MAX, "paanet_fast.gam_multiply: too many feature rows for one launch");
+    if (batch.total() == 0) return;
+    const auto grid = static_cast<unsigned int>(batch.total());
+    gam_scale_kernel<kBackward, kChannelsInner, kPacked, scalar_t><<<grid, kThreads, 0, stream>>>(batch, gam, reverse);
+    check_launch("gam_scale_kernel");
+  });
+}
+
 // Runs gam_scale_kernel over every scale: outputs[v] = inputs[v] * a_v; in the backward also
 // window_grads[v] = (sum_c inputs[v] feats[v]) * sign / area.
 template <bool kBackward, typename scalar_t>
@@ -287,16 +305,23 @@ void launch_scales(const TensorList& inputs, const TensorList& outputs, const Te
                    const TensorList& window_grads, const Tensor& gam, bool reverse) {
   using acc_t = opmath_t<scalar_t>;
   constexpr int64_t N = Pack<scalar_t>::kSize;
-  std::vector<Scale<scalar_t, acc_t>> descs;
-  std::vector<int64_t> blocks;
+  // [channels_inner]: the scales of each launch, their blocks, whether all of them allow packs.
+  std::vector<Scale<scalar_t, acc_t>> descs[2];
+  std::vector<int64_t> blocks[2];
+  bool all_packed[2] = {true, true};
+  std::vector<bool> inner;
+  for (size_t v = 0; v < inputs.size(); ++v) {
+    // The threads follow the output's stride-1 dimension, so that its stores are coalesced.
+    inner.push_back(inputs[v].size(1) > 1 && outputs[v].stride(1) == 1);
+    bool packed = packable<scalar_t>(inputs[v], inner[v]) && packable<scalar_t>(outputs[v], inner[v]);
+    if (kBackward) packed = packed && packable<scalar_t>(feats[v], inner[v]);
+    all_packed[inner[v]] = all_packed[inner[v]] && packed;
+  }
   for (size_t v = 0; v < inputs.size(); ++v) {
     const Tensor &in = inputs[v], &out = outputs[v];
     const int64_t channels = in.size(1), h = in.size(2), w = in.size(3);
     const int64_t win_y = gam.size(2) / h, win_x = gam.size(3) / w;
-    // The threads follow the output's stride-1 dimension, so that its stores are coalesced.
-    const bool channels_inner = channels > 1 && out.stride(1) == 1;
-    bool packed = packable<scalar_t>(in, channels_inner) && packable<scalar_t>(out, channels_inner);
-    if (kBackward) packed = packed && packable<scalar_t>(feats[v], channels_inner);
+    const bool channels_inner = inner[v], packed = all_packed[channels_inner];
     const int tile_w = tile_width(w, channels, win_x, channels_inner, packed, packed ? N : 1);
     Scale<scalar_t, acc_t> s{};
     s.in = {in.const_data_ptr<scalar_t>(), strides_of(in)};
@@ -313,20 +338,20 @@ void launch_scales(const TensorList& inputs, const TensorList& outputs, const Te
     s.weight = window_weight<acc_t>(win_y, win_x);
     s.tile_w = tile_w;
     s.tiles_x = static_cast<int>((w + tile_w - 1) / tile_w);
-    s.channels_inner = channels_inner;
-    s.packed = packed;
-    descs.push_back(s);
-    blocks.push_back(in.size(0) * h * s.tiles_x);
+    descs[channels_inner].push_back(s);
+    blocks[channels_inner].push_back(in.size(0) * h * s.tiles_x);
   }
-  const cudaStream_t stream = current_stream();
   const MapView<scalar_t> g = map_view<scalar_t>(gam);
-  for_each_batch(descs, blocks, [&](const ScaleBatch<Scale<scalar_t, acc_t>>& batch, bool, bool) {
-    PAANET_CHECK_VALUE(batch.total() <= INT32_MAX, "paanet_fast.gam_multiply: too many feature rows for one launch");
-    if (batch.total() == 0) return;
-    gam_scale_kernel<kBackward, scalar_t><<<static_cast<unsigned int>(batch.total()), kThreads, 0, stream>>>(
-        batch, g, reverse);
-    check_launch("gam_scale_kernel");
-  });
+  if (all_packed[0]) {
+    launch_layout<kBackward, false, true, scalar_t>(descs[0], blocks[0], g, reverse);
+  } else {
+    launch_layout<kBackward, false, false, scalar_t>(descs[0], blocks[0], g, reverse);
+  }
+  if (all_packed[1]) {
+    launch_layout<kBackward, true, true, scalar_t>(descs[1], blocks[1], g, reverse);
+  } else {
+    launch_layout<kBackward, true, false, scalar_t>(descs[1], blocks[1], g, reverse);
+  }
 }
 
 // The 32-bit block and thread arithmetic of the kernels needs every extent below 2^31 (the GAM

@@ -183,24 +183,34 @@ def test_gam_multiply_channels_last(emulated, dtype):
 @pytest.mark.parametrize("dtype,parameter_dtype", [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16),
                                                    (torch.bfloat16, torch.float32)],
                          ids=["float32", "bfloat16", "bfloat16-float32-parameters"])
-def test_launches_per_call(emulated, dtype, parameter_dtype, monkeypatch):
+@pytest.mark.parametrize("layouts", ["contiguous", "mixed"])
+def test_launches_per_call(emulated, dtype, parameter_dtype, layouts, monkeypatch):
     """mini_decoder: 2 launches forward, 2 backward; gam_multiply: 1 forward, 2 backward (6 PAAD layers,
-    so 42 a training step; issue 22's budget was 50); and no ATen op but allocations (no casts,
-    copies or fills), whatever the layouts of the features and gradients."""
+    so 42 a training step; issue 22's budget was 50), one more where some scales' outputs are
+    channels-last and others not; and no ATen op but allocations (no casts, copies or fills), whatever
+    the layouts of the features and gradients."""
     monkeypatch.delenv("PAANET_FAST_POISON")  # the test-time poisoning fills
     gen = torch.Generator().manual_seed(4)
-    features = [_random(gen, dtype, 2, 8, 8, 8).contiguous(memory_format=torch.channels_last),
-                _random(gen, dtype, 2, 8, 8, 16)[:, :, :, ::2], _random(gen, dtype, 2, 8, 2, 2)]
+    if layouts == "contiguous":
+        features = [_random(gen, dtype, 2, 8, 8, 8), _random(gen, dtype, 2, 8, 4, 8), _random(gen, dtype, 2, 8, 2, 2)]
+        grads = [_random(gen, dtype, *f.shape) for f in features]
+        gam_launches = (1, 2)
+    else:
+        features = [_random(gen, dtype, 2, 8, 8, 8).contiguous(memory_format=torch.channels_last),
+                    _random(gen, dtype, 2, 8, 8, 16)[:, :, :, ::2], _random(gen, dtype, 2, 8, 2, 2)]
+        grads = [torch.full((), 0.5, dtype=dtype).expand_as(features[0]), _random(gen, dtype, 2, 8, 8, 8),
+                 _random(gen, dtype, 2, 8, 2, 2).contiguous(memory_format=torch.channels_last)]
+        # One launch for scale 0, walked along its channels, one for the others, walked along the width.
+        gam_launches = (2, 3)
     gam = _random(gen, dtype, 2, 1, 8, 8)
-    grads = [torch.full((), 0.5, dtype=dtype).expand_as(features[0]), _random(gen, dtype, 2, 8, 8, 8),
-             _random(gen, dtype, 2, 8, 2, 2).contiguous(memory_format=torch.channels_last)]
     weight, bias = _random(gen, parameter_dtype, 1, 24, 3, 3), _random(gen, parameter_dtype, 1)
     grad_logits = torch.full((), 0.25, dtype=dtype).expand(2, 1, 8, 8)  # what .sum() hands back
     calls = {"mini_decoder": (lambda: emulated.mini_decoder(features, weight, bias, [8, 8]), 2),
              "mini_decoder_backward": (lambda: emulated.mini_decoder_backward(grad_logits, gam, gam, features,
                                                                                weight), 2),
-             "gam_multiply": (lambda: emulated.gam_multiply(features, gam, True), 1),
-             "gam_multiply_backward": (lambda: emulated.gam_multiply_backward(grads, features, gam, True), 2)}
+             "gam_multiply": (lambda: emulated.gam_multiply(features, gam, True), gam_launches[0]),
+             "gam_multiply_backward": (lambda: emulated.gam_multiply_backward(grads, features, gam, True),
+                                       gam_launches[1])}
     allocations = {"aten::empty", "aten::empty_like", "aten::empty_strided"}
     emulated.emulation_take_launches()  # clears the log
     for name, (call, launches) in calls.items():
