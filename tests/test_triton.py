@@ -18,10 +18,14 @@ import torch
 
 pytest.importorskip("triton", reason="the triton package is not installed")
 
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+
 import paanet_fast.triton  # noqa: E402,F401  (registers the backend)
 from paanet_fast import PAANet, ops, reference  # noqa: E402
 from paanet_fast.backends import resolve  # noqa: E402
 from paanet_fast.triton import host  # noqa: E402
+from paanet_fast.triton._math import divide  # noqa: E402
 from paanet_fast.triton._runtime import INTERPRET  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes  # noqa: E402
 
@@ -214,6 +218,32 @@ def test_small_tiles_in_the_interpreter(small_tiles):
         actual = _outputs_and_grads(_gam_fn(reverse, "triton"), inputs, grads)
         expected = _outputs_and_grads(_gam_fn(reverse, "reference"), inputs, grads)
         _assert_matches(actual, expected, torch.float64, 1e-10)
+
+
+@triton.jit
+def _divide_kernel(n_ptr, out_ptr, magic, shift, N, BLOCK: tl.constexpr):
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    tl.store(out_ptr + i, divide(tl.load(n_ptr + i, mask=i < N, other=0), magic, shift), mask=i < N)
+
+
+# Divisors of every kind: 1, powers of two, their neighbours, odd, large, the largest supported.
+DIVISORS = [1, 2, 3, 4, 5, 7, 8, 31, 32, 33, 100, 255, 4097, 65535, 2**20 + 1, 2**30 + 3, 2**31 - 1, 2**31]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_divide_matches_integer_division(device):
+    """_math.divide with host.divider's constants is n // d for every int32 n >= 0: each divisor's
+    multiples and their neighbours, random n, and the int32 limit."""
+    gen = torch.Generator().manual_seed(12)
+    for d in DIVISORS:
+        near = [q * d + e for q in (0, 1, 2, 3, 1000, (2**31 - 1) // d) for e in (-1, 0, 1)]
+        n = torch.tensor([0, 1, 2**31 - 1] + near, dtype=torch.int64)
+        n = torch.cat([n, torch.randint(0, 2**31, (200,), generator=gen)])
+        n = n[(n >= 0) & (n < 2**31)].to(torch.int32).to(device)
+        out = torch.full_like(n, -7)  # poison
+        magic, shift = host.divider(d)
+        _divide_kernel[(triton.cdiv(n.numel(), 64),)](n, out, magic, shift, n.numel(), BLOCK=64)
+        assert torch.equal(out.cpu().long(), n.cpu().long() // d), f"d = {d}"
 
 
 @interpreted
@@ -489,8 +519,9 @@ def test_kernels_compile_for_cuda():
     result = subprocess.run([sys.executable, str(root / "tests" / "triton_compile_check.py")], env=env, cwd=root,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
-    # 10 kernel variants in 4 dtypes, again with ones in float32, and with one scale in float32
-    assert result.stdout.count("ok ") == 60
+    # 11 kernel variants (gam_grad_kernel with an int32 and an int64 divider) in 4 dtypes, again with
+    # ones in float32, and with one scale in float32
+    assert result.stdout.count("ok ") == 66
 
 
 @on_gpu

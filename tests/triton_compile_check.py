@@ -22,15 +22,18 @@ from paanet_fast.triton import gam_kernels, mini_decoder_kernels
 DTYPES = [("fp32", "fp32"), ("fp16", "fp32"), ("bf16", "fp32"), ("fp64", "fp64")]
 
 
-def compile_kernel(kernel, target: GPUTarget, pointers: dict[str, str], constexprs: dict, ones: bool) -> None:
-    """Compile `kernel` with pointer element types `pointers`; every other argument is an int32, and
-    with `ones` also the constant 1 (Triton specializes integer arguments equal to 1)."""
+def compile_kernel(kernel, target: GPUTarget, pointers: dict[str, str], constexprs: dict, ones: bool,
+                   scalars: dict[str, str] | None = None) -> None:
+    """Compile `kernel` with pointer element types `pointers`; every other argument is an int32 (or
+    the type `scalars` gives it), and with `ones` also the constant 1 (Triton specializes integer
+    arguments equal to 1)."""
     fn = kernel.fn if hasattr(kernel, "configs") else kernel  # unwrap the autotuner
     all_ones = {name: 1 for name in fn.arg_names if name not in pointers and name not in constexprs}
     for extra in ([{}, all_ones] if ones else [{}]):
         fixed = {**constexprs, **extra}
         signature = {name: "constexpr" if name in fixed else
-                     ("*" + pointers[name] if name in pointers else "i32") for name in fn.arg_names}
+                     ("*" + pointers[name] if name in pointers else (scalars or {}).get(name, "i32"))
+                     for name in fn.arg_names}
         triton.compile(ASTSource(fn, signature, fixed), target=target)
         print(f"ok  {fn.__name__} {next(iter(pointers.values()))} {fixed}")
 
@@ -63,8 +66,11 @@ def compile_all(target: GPUTarget, dtype: str, acc: str, num_scales: int, ones: 
         constexprs = {"NUM_SCALES": num_scales, "REVERSE": reverse, **gam_kernels.PIXEL_CONFIG.kwargs}
         compile_kernel(gam_kernels.forward_kernel, target, gam_pointers, constexprs, ones)
         compile_kernel(gam_kernels.backward_kernel, target, gam_pointers, constexprs, ones)
-    compile_kernel(gam_kernels.gam_grad_kernel, target, {**{f"gp{v}_ptr": acc for v in scales}, "out_ptr": dtype},
-                   {"NUM_SCALES": num_scales, **gam_kernels.ROW_CONFIG.kwargs}, ones)
+    # A divider's magic number of 2^31 or more arrives as an int64.
+    for magic in ("i32", "i64"):
+        compile_kernel(gam_kernels.gam_grad_kernel, target, {**{f"gp{v}_ptr": acc for v in scales}, "out_ptr": dtype},
+                       {"NUM_SCALES": num_scales, **gam_kernels.ROW_CONFIG.kwargs}, ones,
+                       {f"m{v}": magic for v in scales})
 
 
 def main(capability: int) -> None:

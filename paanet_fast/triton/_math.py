@@ -59,6 +59,15 @@ def tap_weight(dst, src_index, in_size, out_size, scale):
 
 
 @triton.jit
+def divide(n, magic, shift):
+    """n // d for int32 n in [0, 2^31) and a divisor d given by its (magic, shift) from the host's
+    host.divider: a multiply-high, an add and a shift (kernels/common.cuh's Divider) instead of an
+    integer division, which Triton compiles to a few dozen instructions per element."""
+    n = n.to(tl.uint32)
+    return ((tl.umulhi(n, tl.cast(magic, tl.uint32)) + n) >> tl.cast(shift, tl.uint32)).to(tl.int32)
+
+
+@triton.jit
 def stable_sigmoid(z):
     """1 / (1 + exp(-z)) without overflow for large |z|."""
     e = tl.exp(-tl.abs(z))

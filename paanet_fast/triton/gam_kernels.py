@@ -16,7 +16,7 @@ of the results from one run (or one tuning) to the next.
 import triton
 import triton.language as tl
 
-from ._math import pick, plane_block, plane_program, upcast
+from ._math import divide, pick, plane_block, plane_program, upcast
 from ._runtime import tuned
 
 # 64 pixels per program: at the model's shapes (B=8, 32 channels at strides 4-32 of 256x256) 680
@@ -128,17 +128,18 @@ def backward_kernel(gam_ptr,
 
 
 @triton.jit
-def _window_grad(grad_pool_ptr, h, w, H, W, batch, y, xs, mask):
-    """The per-window gradient of scale (h, w) read at full-resolution row y, columns xs of sample `batch`."""
+def _window_grad(grad_pool_ptr, h, w, magic, shift, H, batch, y, xs, mask):
+    """The per-window gradient of scale (h, w) read at full-resolution row y, columns xs of sample
+    `batch`; (magic, shift): the divisor W / w of the columns (see divide)."""
     window_row = grad_pool_ptr + (tl.cast(batch, tl.int64) * h + y // (H // h)) * w
-    return tl.load(window_row + xs // (W // w), mask=mask, other=0.0)
+    return tl.load(window_row + divide(xs, magic, shift), mask=mask, other=0.0)
 
 
 @tuned([ROW_CONFIG], key=[], interpreter={"BLOCK": 4096})
-def gam_grad_kernel(gp0_ptr, h0, w0, gp1_ptr, h1, w1, gp2_ptr, h2, w2, gp3_ptr, h3, w3, out_ptr, B, H, W,
-                    NUM_SCALES: tl.constexpr, BLOCK: tl.constexpr):
+def gam_grad_kernel(gp0_ptr, h0, w0, m0, s0, gp1_ptr, h1, w1, m1, s1, gp2_ptr, h2, w2, m2, s2,
+                    gp3_ptr, h3, w3, m3, s3, out_ptr, B, H, W, NUM_SCALES: tl.constexpr, BLOCK: tl.constexpr):
     """dG (B, 1, H, W): the sum over scales of the gradient of the window holding each pixel;
-    grid: cdiv(W, BLOCK) programs per row of the B * H rows."""
+    (m_v, s_v): the divider of W / w_v; grid: cdiv(W, BLOCK) programs per row of the B * H rows."""
     pid = tl.program_id(0)
     blocks_per_row = tl.cdiv(W, BLOCK)
     row = pid // blocks_per_row
@@ -146,11 +147,11 @@ def gam_grad_kernel(gp0_ptr, h0, w0, gp1_ptr, h1, w1, gp2_ptr, h2, w2, gp3_ptr, 
     mask = xs < W
     batch = row // H
     y = row % H
-    total = _window_grad(gp0_ptr, h0, w0, H, W, batch, y, xs, mask)
+    total = _window_grad(gp0_ptr, h0, w0, m0, s0, H, batch, y, xs, mask)
     if NUM_SCALES > 1:
-        total += _window_grad(gp1_ptr, h1, w1, H, W, batch, y, xs, mask)
+        total += _window_grad(gp1_ptr, h1, w1, m1, s1, H, batch, y, xs, mask)
     if NUM_SCALES > 2:
-        total += _window_grad(gp2_ptr, h2, w2, H, W, batch, y, xs, mask)
+        total += _window_grad(gp2_ptr, h2, w2, m2, s2, H, batch, y, xs, mask)
     if NUM_SCALES > 3:
-        total += _window_grad(gp3_ptr, h3, w3, H, W, batch, y, xs, mask)
+        total += _window_grad(gp3_ptr, h3, w3, m3, s3, H, batch, y, xs, mask)
     tl.store(out_ptr + tl.cast(row, tl.int64) * W + xs, total.to(out_ptr.dtype.element_ty), mask=mask)

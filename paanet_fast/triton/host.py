@@ -49,6 +49,14 @@ def _window(low: int, high: int) -> int:
     return min((2 * high + low - 1) // low + 7, high + 2)
 
 
+def divider(d: int) -> tuple[int, int]:
+    """(magic, shift) with n // d == (umulhi(n, magic) + n) >> shift for every 0 <= n < 2^31 and
+    1 <= d <= 2^31 (_math.divide; the round-up method of Granlund and Montgomery, as
+    kernels/common.cuh's Divider): shift = ceil(log2 d), magic = floor(2^32 (2^shift - d) / d) + 1."""
+    shift = (d - 1).bit_length()
+    return (((1 << shift) - d) << 32) // d + 1, shift
+
+
 def _plane(f: torch.Tensor) -> int:
     """h * w of a (B, C, h, w) map: the kernels take it as an argument of its own, so that Triton
     specialises on its divisibility (16-byte loads and stores where every scale's plane allows)."""
@@ -193,7 +201,8 @@ def gam_multiply_backward(grad_outputs: list[torch.Tensor], features: list[torch
     launch(gam_kernels.backward_kernel, _gam_grid(features), gam, *scale_args, B, H, W,
            NUM_SCALES=len(features), REVERSE=reverse)
     grad_gam = new_tensor(tuple(gam.shape), gam.dtype, gam.device)
-    pool_args = _pad_scales([[gp, gp.shape[1], gp.shape[2]] for gp in grad_pools], [grad_pools[0], 1, 1])
+    pool_args = _pad_scales([[gp, gp.shape[1], gp.shape[2], *divider(W // gp.shape[2])] for gp in grad_pools],
+                            [grad_pools[0], 1, 1, *divider(1)])
     launch(gam_kernels.gam_grad_kernel, lambda meta: (B * H * triton.cdiv(W, meta["BLOCK"]),), *pool_args,
            grad_gam, B, H, W, NUM_SCALES=len(features))
     return grad_features, grad_gam
