@@ -38,7 +38,10 @@ _GATHER_CONFIGS = [  # (low-resolution index, full-resolution column) tiles; eac
     triton.Config({"BLOCK_I": 8, "BLOCK_M": 16}, num_warps=2),
 ]
 REDUCE_CONFIG = triton.Config({"BLOCK": 128}, num_warps=4)  # low-resolution pixels per program
-COLUMNS_CONFIG = triton.Config({"BLOCK_P": 32, "BLOCK_C": 8}, num_warps=4)  # pixels, channels per tile
+# Pixels and channels per tile. 64 pixels: 680 programs at the model's shapes (five an SM of a 132-SM
+# card), each writing one share of dW (C x 12 values) for the sum: half the shares of 32 pixels, and
+# their sums over the pixels (cross-thread reductions) made for twice the pixels.
+COLUMNS_CONFIG = triton.Config({"BLOCK_P": 64, "BLOCK_C": 8}, num_warps=4)
 SUM_CONFIG = triton.Config({"BLOCK_R": 64}, num_warps=2)  # programs' shares added per step
 
 # The 9 taps t = 3 dy + dx of a 3x3 kernel in a 16-row tile (rows 9-15 masked).
