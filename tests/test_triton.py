@@ -69,6 +69,11 @@ GAM_CASES = [
     pytest.param(2, [(3, 6, 5), (2, 3, 5), (4, 1, 1), (1, 2, 5)], (12, 15), id="four-scales"),
     pytest.param(1, [(2, 3, 2)], (9, 10), id="unequal-factors"),
     pytest.param(1, [(2, 4, 5), (3, 2, 1)], (4, 5), id="factor-one"),
+    # Windows of powers of two, the backward in one launch: 2 x 3 regions of 8 x 8 per sample, a
+    # full-resolution scale, more channels than a tile.
+    pytest.param(2, [(3, 8, 24), (20, 4, 12), (4, 16, 3), (2, 2, 3)], (16, 24), id="power-of-two-windows"),
+    # Powers of two, but a region (64 x 32) larger than the one-launch backward takes.
+    pytest.param(1, [(2, 1, 2), (3, 2, 4)], (64, 64), id="large-windows"),
 ] + ([
     pytest.param(2, [(32, 64, 48), (64, 32, 24), (16, 8, 6), (8, 4, 3)], (256, 192), id="large"),
 ] if HAS_GPU else [])
@@ -270,10 +275,11 @@ def test_results_do_not_depend_on_the_tuned_configs(monkeypatch):
 _FREE_OPS = {"empty", "empty_strided", "view", "_unsafe_view", "t", "split", "split_with_sizes", "detach", "alias",
              "as_strided", "expand", "slice", "select", "unsqueeze", "squeeze", "transpose", "permute", "reshape",
              "_reshape_alias"}
-# Device work per call of each host function, and the PAANet training step's budget (6 PAAD layers,
-# each one mini_decoder and one gam_multiply, forward and backward).
-_LAUNCH_BUDGET = {"mini_decoder_forward": 2, "mini_decoder_backward": 3, "gam_multiply_forward": 1,
-                  "gam_multiply_backward": 2}
+# Device work per call of each host function at PAANet's strides (gam_multiply's backward in one
+# launch, its windows being powers of two), and the training step's budget (6 PAAD layers, each one
+# mini_decoder and one gam_multiply, forward and backward).
+_LAUNCHES = {"mini_decoder_forward": 2, "mini_decoder_backward": 3, "gam_multiply_forward": 1,
+             "gam_multiply_backward": 1}
 _STEP_BUDGET = 50
 
 
@@ -322,9 +328,14 @@ def test_launches_per_call_and_per_training_step(dtype, monkeypatch):
     call("mini_decoder_backward", expanded, _random(gen, "cpu", dtype, 2, 1, 32, 32), gam, features, weight)
     outputs = call("gam_multiply_forward", features, gam, True)
     call("gam_multiply_backward", [_random(gen, "cpu", dtype, *o.shape) for o in outputs], features, gam, True)
-    for name, budget in _LAUNCH_BUDGET.items():
-        assert counts[name] <= budget, f"{name}: {counts[name]} launches, budget {budget}"
+    for name, expected in _LAUNCHES.items():
+        assert counts[name] == expected, f"{name}: {counts[name]} launches, expected {expected}"
     assert 6 * sum(counts.values()) <= _STEP_BUDGET
+    # Windows of 3 x 3 and 1 x 1: the backward's two launches.
+    odd = [_random(gen, "cpu", dtype, 2, 4, 4, 4), _random(gen, "cpu", dtype, 2, 4, 12, 12)]
+    call("gam_multiply_backward", [_random(gen, "cpu", dtype, *f.shape) for f in odd], odd,
+         torch.rand(2, 1, 12, 12, generator=gen).to(dtype), False)
+    assert counts["gam_multiply_backward"] == 2
 
 
 @interpreted
@@ -519,9 +530,9 @@ def test_kernels_compile_for_cuda():
     result = subprocess.run([sys.executable, str(root / "tests" / "triton_compile_check.py")], env=env, cwd=root,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
-    # 11 kernel variants (gam_grad_kernel with an int32 and an int64 divider) in 4 dtypes, again with
-    # ones in float32, and with one scale in float32
-    assert result.stdout.count("ok ") == 66
+    # 13 kernel variants (gam_multiply's three with and without REVERSE, gam_grad_kernel with an int32
+    # and an int64 divider) in 4 dtypes, again with ones in float32, and with one scale in float32
+    assert result.stdout.count("ok ") == 78
 
 
 @on_gpu

@@ -16,7 +16,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from paanet_fast.triton import gam_kernels, mini_decoder_kernels
+from paanet_fast.triton import gam_kernels, host, mini_decoder_kernels
 
 # (input dtype, accumulation dtype) as Triton names them
 DTYPES = [("fp32", "fp32"), ("fp16", "fp32"), ("bf16", "fp32"), ("fp64", "fp64")]
@@ -66,6 +66,12 @@ def compile_all(target: GPUTarget, dtype: str, acc: str, num_scales: int, ones: 
         constexprs = {"NUM_SCALES": num_scales, "REVERSE": reverse, **gam_kernels.PIXEL_CONFIG.kwargs}
         compile_kernel(gam_kernels.forward_kernel, target, gam_pointers, constexprs, ones)
         compile_kernel(gam_kernels.backward_kernel, target, gam_pointers, constexprs, ones)
+        # The one-launch backward at PAANet's windows (strides 4 to 32).
+        windows = [(4, 4), (8, 8), (16, 16), (32, 32)][:num_scales]
+        region = host._region(windows)
+        compile_kernel(gam_kernels.region_backward_kernel, target, {**gam_pointers, "grad_gam_ptr": dtype},
+                       {"NUM_SCALES": num_scales, "REVERSE": reverse, "RY": region[0], "RX": region[1],
+                        **host._region_constexprs(windows, region)}, ones)
     # A divider's magic number of 2^31 or more arrives as an int64.
     for magic in ("i32", "i64"):
         compile_kernel(gam_kernels.gam_grad_kernel, target, {**{f"gp{v}_ptr": acc for v in scales}, "out_ptr": dtype},

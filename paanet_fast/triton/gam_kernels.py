@@ -155,3 +155,81 @@ def gam_grad_kernel(gp0_ptr, h0, w0, m0, s0, gp1_ptr, h1, w1, m1, s1, gp2_ptr, h
     if NUM_SCALES > 3:
         total += _window_grad(gp3_ptr, h3, w3, m3, s3, H, batch, y, xs, mask)
     tl.store(out_ptr + tl.cast(row, tl.int64) * W + xs, total.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+# The one-launch backward: one program per region of the GAM that is one window of the coarsest
+# scale (in each axis), when every window's sides are powers of two and a region has at most
+# REGION_PIXELS pixels (32 x 32: PAANet's strides 4 to 32 at any input size). The region's GAM and
+# dG tiles and each scale's (channels, pixels) tile stay in registers: TILE_ELEMENTS at most.
+REGION_CONFIG = triton.Config({}, num_warps=4)
+REGION_PIXELS = 1024
+TILE_ELEMENTS = 2048
+
+
+@triton.jit
+def _region_scale(total, g, f_ptr, grad_out_ptr, grad_f_ptr, C, h, w, batch, ry, rx, REVERSE: tl.constexpr,
+                  RY: tl.constexpr, RX: tl.constexpr, SY: tl.constexpr, SX: tl.constexpr, CH: tl.constexpr):
+    """One scale of a region's backward. g: the region's GAM (RY, RX); the scale's windows SY x SX, so
+    (RY / SY, RX / SX) of its pixels lie in the region. Writes dF = dP * a there (CH channels a tile)
+    and returns total (RY, RX) plus each pixel's window gradient, sum_c dP F (+-1) / (SY SX), over its
+    window."""
+    NY: tl.constexpr = RY // SY
+    NX: tl.constexpr = RX // SX
+    area: tl.constexpr = SY * SX
+    a = tl.sum(tl.sum(tl.reshape(g, (NY, SY, NX, SX)), axis=3), axis=1) / area
+    if REVERSE:
+        a = 1.0 - a
+    pixel = ((ry * NY + tl.arange(0, NY)) * w)[:, None] + (rx * NX + tl.arange(0, NX))[None, :]
+    plane = h * w
+    sample = tl.cast(batch, tl.int64) * C * plane
+    grad_a = tl.zeros((NY, NX), a.dtype)
+    for c0 in range(0, C, CH):
+        channels = c0 + tl.arange(0, CH)
+        offsets = (channels * plane)[:, None, None] + pixel[None, :, :]
+        inside = (channels < C)[:, None, None]
+        grad_out = upcast(tl.load(grad_out_ptr + sample + offsets, mask=inside, other=0.0))
+        f = upcast(tl.load(f_ptr + sample + offsets, mask=inside, other=0.0))
+        tl.store(grad_f_ptr + sample + offsets, (grad_out * a[None, :, :]).to(grad_f_ptr.dtype.element_ty),
+                 mask=inside)
+        grad_a += tl.sum(grad_out * f, axis=0)
+    if REVERSE:
+        grad_a = -grad_a
+    spread = tl.broadcast_to((grad_a / area)[:, None, :, None], (NY, SY, NX, SX))
+    return total + tl.reshape(spread, (RY, RX))
+
+
+@tuned([REGION_CONFIG], key=[], interpreter={})
+def region_backward_kernel(gam_ptr, grad_gam_ptr,
+                           f0_ptr, g0_ptr, gf0_ptr, c0, h0, w0, f1_ptr, g1_ptr, gf1_ptr, c1, h1, w1,
+                           f2_ptr, g2_ptr, gf2_ptr, c2, h2, w2, f3_ptr, g3_ptr, gf3_ptr, c3, h3, w3, H, W,
+                           NUM_SCALES: tl.constexpr, REVERSE: tl.constexpr, RY: tl.constexpr, RX: tl.constexpr,
+                           SY0: tl.constexpr, SX0: tl.constexpr, CH0: tl.constexpr,
+                           SY1: tl.constexpr, SX1: tl.constexpr, CH1: tl.constexpr,
+                           SY2: tl.constexpr, SX2: tl.constexpr, CH2: tl.constexpr,
+                           SY3: tl.constexpr, SX3: tl.constexpr, CH3: tl.constexpr):
+    """dF_v (like F_v) for NUM_SCALES <= 4 scales of windows SY_v x SX_v and dG (B, 1, H, W), one
+    program per RY x RX region of one sample (RY = max SY_v, RX = max SX_v); grid: B * (H / RY) *
+    (W / RX), the regions of each sample row by row. The scales' window gradients are added in
+    scale order, each spread over its window's pixels (no per-window buffer, no second launch)."""
+    pid = tl.program_id(0)
+    regions_x = W // RX
+    regions = (H // RY) * regions_x
+    batch = pid // regions
+    ry = pid % regions // regions_x
+    rx = pid % regions % regions_x
+    offsets = tl.cast(batch, tl.int64) * H * W + ((ry * RY + tl.arange(0, RY)) * W)[:, None] \
+        + (rx * RX + tl.arange(0, RX))[None, :]
+    g = upcast(tl.load(gam_ptr + offsets))
+    total = tl.zeros((RY, RX), g.dtype)
+    total = _region_scale(total, g, f0_ptr, g0_ptr, gf0_ptr, c0, h0, w0, batch, ry, rx, REVERSE, RY, RX,
+                          SY0, SX0, CH0)
+    if NUM_SCALES > 1:
+        total = _region_scale(total, g, f1_ptr, g1_ptr, gf1_ptr, c1, h1, w1, batch, ry, rx, REVERSE, RY, RX,
+                              SY1, SX1, CH1)
+    if NUM_SCALES > 2:
+        total = _region_scale(total, g, f2_ptr, g2_ptr, gf2_ptr, c2, h2, w2, batch, ry, rx, REVERSE, RY, RX,
+                              SY2, SX2, CH2)
+    if NUM_SCALES > 3:
+        total = _region_scale(total, g, f3_ptr, g3_ptr, gf3_ptr, c3, h3, w3, batch, ry, rx, REVERSE, RY, RX,
+                              SY3, SX3, CH3)
+    tl.store(grad_gam_ptr + offsets, total.to(grad_gam_ptr.dtype.element_ty))

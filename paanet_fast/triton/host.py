@@ -183,9 +183,38 @@ def gam_multiply_forward(features: list[torch.Tensor], gam: torch.Tensor, revers
     return outputs
 
 
+def _windows(features: list[torch.Tensor], gam: torch.Tensor) -> list[tuple[int, int]]:
+    """(rows, columns) of each scale's GAM window."""
+    return [(gam.shape[2] // f.shape[2], gam.shape[3] // f.shape[3]) for f in features]
+
+
+def _region(windows: list[tuple[int, int]]) -> tuple[int, int] | None:
+    """The (rows, columns) of the one-launch backward's regions, the largest window's in each axis, or
+    None where it does not apply: a window side that is not a power of two, or a region of more than
+    gam_kernels.REGION_PIXELS pixels."""
+    sides = [side for window in windows for side in window]
+    region = max(sy for sy, _ in windows), max(sx for _, sx in windows)
+    if any(side & (side - 1) for side in sides) or region[0] * region[1] > gam_kernels.REGION_PIXELS:
+        return None
+    return region
+
+
+def _region_constexprs(windows: list[tuple[int, int]], region: tuple[int, int]) -> dict[str, int]:
+    """The one-launch backward's constexprs of each scale: its window SY_v x SX_v and its channels a
+    tile CH_v, as many as keep a tile of the region's pixels within gam_kernels.TILE_ELEMENTS (16 at
+    most); 1 x 1 windows for the scales beyond the last (never read)."""
+    constexprs = {}
+    for v, (sy, sx) in enumerate(windows + [(1, 1)] * (MAX_SCALES - len(windows))):
+        pixels = (region[0] // sy) * (region[1] // sx)
+        constexprs.update({f"SY{v}": sy, f"SX{v}": sx,
+                           f"CH{v}": min(gam_kernels.CHANNEL_TILE.value, gam_kernels.TILE_ELEMENTS // pixels)})
+    return constexprs
+
+
 def gam_multiply_backward(grad_outputs: list[torch.Tensor], features: list[torch.Tensor], gam: torch.Tensor,
                           reverse: bool) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Gradients of the features (like each F_v) and of the GAM (B, 1, H, W)."""
+    """Gradients of the features (like each F_v) and of the GAM (B, 1, H, W). One launch where the
+    windows allow (_region), else two: the features' gradients and per-window sums, then dG."""
     _check_scale_count(features, "gam_multiply_backward")
     _check_sample_size(features, tuple(gam.shape[2:]), "gam_multiply_backward")
     features = [f.contiguous() for f in features]
@@ -193,6 +222,17 @@ def gam_multiply_backward(grad_outputs: list[torch.Tensor], features: list[torch
     acc = accumulation_dtype(gam.dtype)
     B, _, H, W = gam.shape
     grad_features = [new_tensor(tuple(f.shape), f.dtype, f.device) for f in features]
+    windows = _windows(features, gam)
+    region = _region(windows)
+    if region is not None:
+        grad_gam = new_tensor(tuple(gam.shape), gam.dtype, gam.device)
+        ry, rx = region
+        scale_args = _pad_scales([[f, g, gf, *f.shape[1:]] for f, g, gf in zip(features, grad_outputs, grad_features)],
+                                 [features[0], grad_outputs[0], grad_features[0], 1, 1, 1])
+        launch(gam_kernels.region_backward_kernel, lambda meta: (B * (H // ry) * (W // rx),), gam.contiguous(),
+               grad_gam, *scale_args, H, W, NUM_SCALES=len(features), REVERSE=reverse, RY=ry, RX=rx,
+               **_region_constexprs(windows, region))
+        return grad_features, grad_gam
     grad_pools = [new_tensor((B, f.shape[2], f.shape[3]), acc, f.device) for f in features]
     scale_args = _pad_scales([[features[v], grad_outputs[v], grad_features[v], grad_pools[v], *features[v].shape[1:],
                                _plane(features[v])] for v in _coarse_first(features)],
