@@ -6,8 +6,11 @@ pixels, computing their pooled GAM on the fly (the pooled map is never stored), 
 the channels in (pixels, channels) tiles, so that a whole tile's loads are in flight at once
 (Triton knows nothing of aliasing and would otherwise wait for each channel's store before the
 next channel's load). The second backward kernel spreads the per-window gradients back over the
-GAM, all scales at once. Plain tensors are contiguous, NCHW; offsets within one sample are int32
-(the host checks that a sample fits), the sample's own offset int64.
+GAM, all scales at once. Where every window's sides are powers of two (PAANet's strides), the
+backward is one launch instead: `region_backward_kernel` takes one window of the coarsest scale
+per program, with every scale's pixels inside it, and writes dF and dG there. Plain tensors are
+contiguous, NCHW; offsets within one sample are int32 (the host checks that a sample fits), the
+sample's own offset int64.
 
 Each kernel has one configuration, not an autotuned choice: the window means and the channel sums
 are reductions whose order follows the tile layout, so a tuned choice could change the last bits
