@@ -96,6 +96,10 @@ GAM_CASES = [
     pytest.param(1, [(3, 2, 300), (2, 1, 600)], (40, 600), id="tall-windows-and-tiles"),
     pytest.param(1, [(2, 1, 8)], (2, 8192), id="column-sum-rounds"),
     pytest.param(1, [(3, 2, 2)] * 18, (8, 8), id="18-scales"),
+    # Each window divides the largest (the one-launch backward): PAANet's strides over 2 x 3 regions
+    # of 32 x 32, each thread looping over channels; regions of 6 x 4 (windows 3 x 2, 6 x 4, 1 x 1).
+    pytest.param(1, [(40, 16, 24), (8, 8, 12), (4, 4, 6), (3, 2, 3)], (64, 96), id="regions"),
+    pytest.param(2, [(3, 4, 6), (2, 2, 3), (5, 12, 12)], (12, 12), id="regions-not-powers-of-two"),
 ]
 
 
@@ -166,6 +170,10 @@ def test_any_layout(emulated, dtype):
              _random(gen, dtype, *features[1].shape).contiguous(memory_format=torch.channels_last),
              _random(gen, dtype, *features[2].shape)]
     _check_gam_multiply(emulated, features, gam, True, grads, dtype)
+    # The same layouts where each window divides the largest (the one-launch backward).
+    features[2] = _random(gen, dtype, 2, 3, 12, 16).transpose(2, 3)
+    grads[2] = _random(gen, dtype, *features[2].shape)
+    _check_gam_multiply(emulated, features, gam, False, grads, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -183,29 +191,36 @@ def test_gam_multiply_channels_last(emulated, dtype):
 @pytest.mark.parametrize("dtype,parameter_dtype", [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16),
                                                    (torch.bfloat16, torch.float32)],
                          ids=["float32", "bfloat16", "bfloat16-float32-parameters"])
-@pytest.mark.parametrize("layouts", ["contiguous", "mixed"])
-def test_launches_per_call(emulated, dtype, parameter_dtype, layouts, monkeypatch):
-    """mini_decoder: 2 launches forward, 2 backward; gam_multiply: 1 forward, 2 backward (6 PAAD layers,
-    so 42 a training step; issue 22's budget was 50), one more where some scales' outputs are
-    channels-last and others not; and no ATen op but allocations (no casts, copies or fills), whatever
-    the layouts of the features and gradients."""
+@pytest.mark.parametrize("case", ["contiguous", "mixed-layouts", "windows-not-nested"])
+def test_launches_per_call(emulated, dtype, parameter_dtype, case, monkeypatch):
+    """mini_decoder: 2 launches forward, 2 backward; gam_multiply: 1 forward, 1 backward where each
+    window divides the largest (6 PAAD layers, so 36 a training step; issue 22's budget was 50),
+    else 2; one more forward where some scales' outputs are channels-last and others not; and no
+    ATen op but allocations (no casts, copies or fills), whatever the layouts of the features and
+    gradients."""
     monkeypatch.delenv("PAANET_FAST_POISON")  # the test-time poisoning fills
     gen = torch.Generator().manual_seed(4)
-    if layouts == "contiguous":
+    size = [8, 8]
+    if case == "contiguous":  # windows 1 x 1, 2 x 1, 4 x 4
         features = [_random(gen, dtype, 2, 8, 8, 8), _random(gen, dtype, 2, 8, 4, 8), _random(gen, dtype, 2, 8, 2, 2)]
         grads = [_random(gen, dtype, *f.shape) for f in features]
-        gam_launches = (1, 2)
-    else:
+        gam_launches = (1, 1)
+    elif case == "mixed-layouts":
         features = [_random(gen, dtype, 2, 8, 8, 8).contiguous(memory_format=torch.channels_last),
                     _random(gen, dtype, 2, 8, 8, 16)[:, :, :, ::2], _random(gen, dtype, 2, 8, 2, 2)]
         grads = [torch.full((), 0.5, dtype=dtype).expand_as(features[0]), _random(gen, dtype, 2, 8, 8, 8),
                  _random(gen, dtype, 2, 8, 2, 2).contiguous(memory_format=torch.channels_last)]
-        # One launch for scale 0, walked along its channels, one for the others, walked along the width.
-        gam_launches = (2, 3)
-    gam = _random(gen, dtype, 2, 1, 8, 8)
+        # Forward: one launch for scale 0, walked along its channels, one for the others.
+        gam_launches = (2, 1)
+    else:  # windows 1 x 1, 2 x 2, 3 x 3
+        size = [12, 12]
+        features = [_random(gen, dtype, 2, 8, 12, 12), _random(gen, dtype, 2, 8, 6, 6), _random(gen, dtype, 2, 8, 4, 4)]
+        grads = [_random(gen, dtype, *f.shape) for f in features]
+        gam_launches = (1, 2)
+    gam = _random(gen, dtype, 2, 1, *size)
     weight, bias = _random(gen, parameter_dtype, 1, 24, 3, 3), _random(gen, parameter_dtype, 1)
-    grad_logits = torch.full((), 0.25, dtype=dtype).expand(2, 1, 8, 8)  # what .sum() hands back
-    calls = {"mini_decoder": (lambda: emulated.mini_decoder(features, weight, bias, [8, 8]), 2),
+    grad_logits = torch.full((), 0.25, dtype=dtype).expand(2, 1, *size)  # what .sum() hands back
+    calls = {"mini_decoder": (lambda: emulated.mini_decoder(features, weight, bias, size), 2),
              "mini_decoder_backward": (lambda: emulated.mini_decoder_backward(grad_logits, gam, gam, features,
                                                                                weight), 2),
              "gam_multiply": (lambda: emulated.gam_multiply(features, gam, True), gam_launches[0]),
