@@ -478,6 +478,7 @@ template <typename scalar_t, typename acc_t>
 struct RegionScale {
   Scale<scalar_t, acc_t> s;
   int rows, cols;
+  bool channels_inner;  // dF is channels-last: the threads run along the channels
   Divider by_win_y, by_win_x, by_cols;
 };
 
@@ -520,35 +521,52 @@ __global__ void __launch_bounds__(kThreads) gam_region_backward_kernel(
       a[p] = attention(window_average(sum, s.weight), reverse);
     }
     __syncthreads();
-    // Lanes of pixels and groups of channels: thread (lane, group) takes the channels group,
-    // group + groups, ... of pixel p0 + lane; the groups' sums of dP F are added in group order.
-    const int lanes = n < kThreads ? n : kThreads, groups = kThreads / lanes;
-    const int lane = static_cast<int>(threadIdx.x) % lanes, group = static_cast<int>(threadIdx.x) / lanes;
-    for (int p0 = 0; p0 < n; p0 += lanes) {
-      const int p = p0 + lane;
+    // The block as a (pixels x channel slots) grid, channels of one pixel a thread apart where they
+    // are in memory (channels-last dF), else the pixels (so that the threads' accesses coalesce):
+    // thread t takes pixel p0 + its slot and the channels first, first + step, ...; each pixel's
+    // sums of dP F are added in slot order.
+    int per_pass, step, slot, first, slot_stride, k_stride;
+    if (rs.channels_inner) {
+      step = s.channels < kThreads ? s.channels : kThreads;
+      per_pass = kThreads / step;
+      slot = static_cast<int>(threadIdx.x) / step;
+      first = static_cast<int>(threadIdx.x) - slot * step;
+      slot_stride = step;
+      k_stride = 1;
+    } else {
+      per_pass = n < kThreads ? n : kThreads;
+      step = kThreads / per_pass;
+      first = static_cast<int>(threadIdx.x) / per_pass;
+      slot = static_cast<int>(threadIdx.x) - first * per_pass;
+      slot_stride = 1;
+      k_stride = per_pass;
+    }
+    const bool active = static_cast<int>(threadIdx.x) < per_pass * step;
+    for (int p0 = 0; p0 < n; p0 += per_pass) {
+      const int p = p0 + slot;
       acc_t dot = static_cast<acc_t>(0);
-      if (group < groups && p < n) {
+      if (active && p < n) {
         const int iy = static_cast<int>(rs.by_cols.div(p)), ix = p - iy * rs.cols;
         const int y = static_cast<int>(ry) * rs.rows + iy, x = static_cast<int>(rx) * rs.cols + ix;
-        const scalar_t* dp = s.in.segment(b, y, x) + group * s.in.s.c;
-        const scalar_t* f = s.feat.segment(b, y, x) + group * s.feat.s.c;
-        scalar_t* df = s.out.segment(b, y, x) + group * s.out.s.c;
+        const scalar_t* dp = s.in.segment(b, y, x) + first * s.in.s.c;
+        const scalar_t* f = s.feat.segment(b, y, x) + first * s.feat.s.c;
+        scalar_t* df = s.out.segment(b, y, x) + first * s.out.s.c;
         const acc_t factor = a[p];
-        for (int c = group; c < s.channels; c += groups) {
+        for (int c = first; c < s.channels; c += step) {
           const acc_t d = static_cast<acc_t>(*dp);
           dot += d * static_cast<acc_t>(*f);
           *df = static_cast<scalar_t>(d * factor);
-          dp += groups * s.in.s.c;
-          f += groups * s.feat.s.c;
-          df += groups * s.out.s.c;
+          dp += step * s.in.s.c;
+          f += step * s.feat.s.c;
+          df += step * s.out.s.c;
         }
       }
       partial[threadIdx.x] = dot;
       __syncthreads();
-      if (static_cast<int>(threadIdx.x) < lanes && p < n) {
+      if (static_cast<int>(threadIdx.x) < per_pass && p0 + static_cast<int>(threadIdx.x) < n) {
         acc_t sum = static_cast<acc_t>(0);
-        for (int k = 0; k < groups; ++k) sum += partial[k * lanes + lane];
-        window_grad[p] = sum * (attention_grad_sign<acc_t>(reverse) * s.weight);
+        for (int k = 0; k < step; ++k) sum += partial[static_cast<int>(threadIdx.x) * slot_stride + k * k_stride];
+        window_grad[p0 + threadIdx.x] = sum * (attention_grad_sign<acc_t>(reverse) * s.weight);
       }
       __syncthreads();
     }
@@ -597,6 +615,7 @@ void launch_region_backward(const TensorList& grad_outputs, const TensorList& df
     rs.s.win_y = static_cast<int>(win_y);
     rs.s.win_x = static_cast<int>(win_x);
     rs.s.weight = window_weight<acc_t>(win_y, win_x);
+    rs.channels_inner = features[v].size(1) > 1 && dfeatures[v].stride(1) == 1;
     rs.rows = static_cast<int>(size.first / win_y);
     rs.cols = static_cast<int>(size.second / win_x);
     rs.by_win_y = Divider(static_cast<unsigned int>(win_y));

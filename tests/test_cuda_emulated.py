@@ -177,11 +177,13 @@ def test_any_layout(emulated, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_gam_multiply_channels_last(emulated, dtype):
+@pytest.mark.parametrize("second", [(1, 24, 4, 8), (1, 24, 4, 10)], ids=["two-launch-backward", "regions"])
+def test_gam_multiply_channels_last(emulated, dtype, second):
     """More channel packs than a block has threads, and rows split into several blocks by the
-    partial channel sums' budget."""
+    partial channel sums' budget; with a second scale whose window divides the first's (4 x 2 and
+    2 x 4 in regions of 4 x 4), the one-launch backward with more channels than threads."""
     gen = torch.Generator().manual_seed(3)
-    shapes = [(1, 2048, 2, 20), (1, 24, 4, 8)]
+    shapes = [(1, 2048, 2, 20), second]
     features = [_random(gen, dtype, *shape).contiguous(memory_format=torch.channels_last) for shape in shapes]
     gam = torch.rand(1, 1, 8, 40, generator=gen, dtype=torch.float64).to(dtype)
     grads = [_random(gen, dtype, *shape).contiguous(memory_format=torch.channels_last) for shape in shapes]
