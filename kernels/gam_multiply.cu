@@ -365,6 +365,211 @@ void check_extents(const TensorList& features, const Tensor& gam, const char* op
                      "below 2^28, got gam of shape ", shape(gam));
 }
 
+// ---------------------------------------------------------------------------------------------
+// One block per region, where every scale's window divides the largest (in each axis), the
+// largest has at most kRegionPixels pixels (PAANet's strides 4 to 32, at any input size) and one
+// launch holds every scale: a region of the GAM that is one window of the coarsest scale, with
+// every scale's pixels inside it. The block reads the region's G once, into shared memory, and for
+// each scale in turn takes its pixels' window means from there (column sums down the window rows,
+// then left to right: pool_segment's order), then P = F a (forward) or dF = dP a and sum_c dP F
+// (backward), which the backward adds over each pixel's window into the region's dG (scale after
+// scale, as the two-launch path adds them): the backward in one launch, with no window-gradient
+// buffers.
+
+constexpr int kRegionPixels = 1024;
+
+// The regions of a launch: h x w GAM pixels each, `columns` of them across a sample, `count` in a
+// sample; dividers by count, columns and w.
+struct RegionGrid {
+  int h, w, columns, count;
+  Divider by_count, by_columns, by_w;
+};
+
+// One scale of the region kernel: `s` as gam_scale_kernel takes it (F or dP, P or dF, F in the
+// backward, sizes, window), its pixels in a region (rows x cols), whether the threads run along its
+// channels (a channels-last output) or its pixels, and dividers by its window's sides and by cols.
+template <typename scalar_t, typename acc_t>
+struct RegionScale {
+  Scale<scalar_t, acc_t> s;
+  int rows, cols;
+  bool channels_inner;
+  Divider by_win_y, by_win_x, by_cols;
+};
+
+template <bool kBackward, typename scalar_t>
+__global__ void __launch_bounds__(kThreads) gam_region_kernel(
+    const __grid_constant__ ScaleBatch<RegionScale<scalar_t, opmath_t<scalar_t>>> batch, MapView<scalar_t> gam,
+    scalar_t* __restrict__ dgam, int64_t dgam_sb, int64_t dgam_sy, int64_t dgam_sx, RegionGrid region,
+    bool reverse) {
+  using acc_t = opmath_t<scalar_t>;
+  __shared__ acc_t g[kRegionPixels];        // the region's GAM
+  __shared__ acc_t grad[kRegionPixels];     // its dG, the scales added in turn (backward)
+  __shared__ acc_t a[kRegionPixels];        // one scale's attention at its pixels in the region
+  __shared__ acc_t scratch[kRegionPixels];  // its window column sums, then its window gradients
+  __shared__ acc_t partial[kThreads];
+  const unsigned int b = region.by_count.div(blockIdx.x);
+  const unsigned int r = blockIdx.x - b * static_cast<unsigned int>(region.count);
+  const unsigned int ry = region.by_columns.div(r), rx = r - ry * static_cast<unsigned int>(region.columns);
+  const int Y0 = static_cast<int>(ry) * region.h, X0 = static_cast<int>(rx) * region.w;
+  const int pixels = region.h * region.w;
+  for (int k = threadIdx.x; k < pixels; k += kThreads) {
+    const int y = static_cast<int>(region.by_w.div(k)), x = k - y * region.w;
+    g[k] = static_cast<acc_t>(gam.at(b, Y0 + y, X0 + x));
+    if constexpr (kBackward) grad[k] = static_cast<acc_t>(0);
+  }
+  __syncthreads();
+  for (int v = 0; v < batch.count; ++v) {
+    const RegionScale<scalar_t, acc_t>& rs = batch.scale[v];
+    const Scale<scalar_t, acc_t>& s = rs.s;
+    const int n = rs.rows * rs.cols;
+    for (int e = threadIdx.x; e < rs.rows * region.w; e += kThreads) {
+      const int iy = static_cast<int>(region.by_w.div(e)), x = e - iy * region.w;
+      const acc_t* column = g + iy * s.win_y * region.w + x;
+      acc_t sum = static_cast<acc_t>(0);
+      for (int y = 0; y < s.win_y; ++y) sum += column[y * region.w];
+      scratch[e] = sum;
+    }
+    __syncthreads();
+    for (int p = threadIdx.x; p < n; p += kThreads) {
+      const int iy = static_cast<int>(rs.by_cols.div(p)), ix = p - iy * rs.cols;
+      const acc_t* columns = scratch + iy * region.w + ix * s.win_x;
+      acc_t sum = static_cast<acc_t>(0);
+      for (int x = 0; x < s.win_x; ++x) sum += columns[x];
+      a[p] = attention(window_average(sum, s.weight), reverse);
+    }
+    __syncthreads();
+    // The block as a (pixels x channel slots) grid, channels of one pixel a thread apart where they
+    // are in memory (channels-last output), else the pixels (so that the threads' accesses
+    // coalesce): thread t takes pixel p0 + its slot and the channels first, first + step, ...; in
+    // the backward each pixel's sums of dP F are added in slot order.
+    int per_pass, step, slot, first, slot_stride, k_stride;
+    if (rs.channels_inner) {
+      step = s.channels < kThreads ? s.channels : kThreads;
+      per_pass = kThreads / step;
+      slot = static_cast<int>(threadIdx.x) / step;
+      first = static_cast<int>(threadIdx.x) - slot * step;
+      slot_stride = step;
+      k_stride = 1;
+    } else {
+      per_pass = n < kThreads ? n : kThreads;
+      step = kThreads / per_pass;
+      first = static_cast<int>(threadIdx.x) / per_pass;
+      slot = static_cast<int>(threadIdx.x) - first * per_pass;
+      slot_stride = 1;
+      k_stride = per_pass;
+    }
+    const bool active = static_cast<int>(threadIdx.x) < per_pass * step;
+    for (int p0 = 0; p0 < n; p0 += per_pass) {
+      const int p = p0 + slot;
+      acc_t dot = static_cast<acc_t>(0);
+      if (active && p < n) {
+        const int iy = static_cast<int>(rs.by_cols.div(p)), ix = p - iy * rs.cols;
+        const int y = static_cast<int>(ry) * rs.rows + iy, x = static_cast<int>(rx) * rs.cols + ix;
+        const scalar_t* in = s.in.segment(b, y, x) + first * s.in.s.c;
+        const scalar_t* f = kBackward ? s.feat.segment(b, y, x) + first * s.feat.s.c : nullptr;
+        scalar_t* out = s.out.segment(b, y, x) + first * s.out.s.c;
+        const acc_t factor = a[p];
+        for (int c = first; c < s.channels; c += step) {
+          const acc_t value = static_cast<acc_t>(*in);
+          *out = static_cast<scalar_t>(value * factor);
+          in += step * s.in.s.c;
+          out += step * s.out.s.c;
+          if constexpr (kBackward) {
+            dot += value * static_cast<acc_t>(*f);
+            f += step * s.feat.s.c;
+          }
+        }
+      }
+      if constexpr (kBackward) {
+        partial[threadIdx.x] = dot;
+        __syncthreads();
+        if (static_cast<int>(threadIdx.x) < per_pass && p0 + static_cast<int>(threadIdx.x) < n) {
+          acc_t sum = static_cast<acc_t>(0);
+          for (int k = 0; k < step; ++k) sum += partial[static_cast<int>(threadIdx.x) * slot_stride + k * k_stride];
+          scratch[p0 + threadIdx.x] = sum * (attention_grad_sign<acc_t>(reverse) * s.weight);
+        }
+        __syncthreads();
+      }
+    }
+    if constexpr (kBackward) {
+      for (int k = threadIdx.x; k < pixels; k += kThreads) {
+        const int y = static_cast<int>(region.by_w.div(k)), x = k - y * region.w;
+        grad[k] += scratch[rs.by_win_y.div(y) * rs.cols + rs.by_win_x.div(x)];
+      }
+    }
+    __syncthreads();  // the next scale rewrites a and scratch
+  }
+  if constexpr (kBackward) {
+    for (int k = threadIdx.x; k < pixels; k += kThreads) {
+      const int y = static_cast<int>(region.by_w.div(k)), x = k - y * region.w;
+      dgam[b * dgam_sb + (Y0 + y) * dgam_sy + (X0 + x) * dgam_sx] = static_cast<scalar_t>(grad[k]);
+    }
+  }
+}
+
+// The regions of the one-launch kernels (the largest window's sides), or none where a window does
+// not divide them, a region has more than kRegionPixels pixels, or the grid would not fit.
+std::optional<std::pair<int64_t, int64_t>> gam_region(const TensorList& features, const Tensor& gam) {
+  const int64_t B = gam.size(0), H = gam.size(2), W = gam.size(3);
+  if (features.size() > static_cast<size_t>(kMaxScalesPerLaunch)) return std::nullopt;
+  int64_t rows = 1, columns = 1;
+  for (const auto& f : features) {
+    rows = std::max(rows, H / f.size(2));
+    columns = std::max(columns, W / f.size(3));
+  }
+  for (const auto& f : features) {
+    if (rows % (H / f.size(2)) != 0 || columns % (W / f.size(3)) != 0) return std::nullopt;
+  }
+  if (rows * columns > kRegionPixels || B * (H / rows) * (W / columns) > INT32_MAX) return std::nullopt;
+  return std::make_pair(rows, columns);
+}
+
+// gam_region_kernel over every scale: outputs[v] = inputs[v] * a_v, and in the backward
+// dgam = the window gradients of sum_c inputs[v] feats[v], spread over their windows.
+template <bool kBackward, typename scalar_t>
+void launch_regions(const TensorList& inputs, const TensorList& outputs, const TensorList& feats, const Tensor& gam,
+                    scalar_t* dgam, int64_t dgam_sb, int64_t dgam_sy, int64_t dgam_sx, bool reverse,
+                    std::pair<int64_t, int64_t> size) {
+  using acc_t = opmath_t<scalar_t>;
+  const int64_t B = gam.size(0), H = gam.size(2), W = gam.size(3);
+  std::vector<RegionScale<scalar_t, acc_t>> descs;
+  for (size_t v = 0; v < inputs.size(); ++v) {
+    const int64_t win_y = H / inputs[v].size(2), win_x = W / inputs[v].size(3);
+    RegionScale<scalar_t, acc_t> rs{};
+    rs.s.in = {inputs[v].const_data_ptr<scalar_t>(), strides_of(inputs[v])};
+    rs.s.out = {outputs[v].mutable_data_ptr<scalar_t>(), strides_of(outputs[v])};
+    if (kBackward) rs.s.feat = {feats[v].const_data_ptr<scalar_t>(), strides_of(feats[v])};
+    rs.s.channels = static_cast<int>(inputs[v].size(1));
+    rs.s.win_y = static_cast<int>(win_y);
+    rs.s.win_x = static_cast<int>(win_x);
+    rs.s.weight = window_weight<acc_t>(win_y, win_x);
+    rs.rows = static_cast<int>(size.first / win_y);
+    rs.cols = static_cast<int>(size.second / win_x);
+    rs.channels_inner = inputs[v].size(1) > 1 && outputs[v].stride(1) == 1;
+    rs.by_win_y = Divider(static_cast<unsigned int>(win_y));
+    rs.by_win_x = Divider(static_cast<unsigned int>(win_x));
+    rs.by_cols = Divider(static_cast<unsigned int>(rs.cols));
+    descs.push_back(rs);
+  }
+  RegionGrid region{};
+  region.h = static_cast<int>(size.first);
+  region.w = static_cast<int>(size.second);
+  region.columns = static_cast<int>(W / size.second);
+  region.count = static_cast<int>((H / size.first) * region.columns);
+  region.by_count = Divider(static_cast<unsigned int>(region.count));
+  region.by_columns = Divider(static_cast<unsigned int>(region.columns));
+  region.by_w = Divider(static_cast<unsigned int>(region.w));
+  const cudaStream_t stream = current_stream();
+  const MapView<scalar_t> g = map_view<scalar_t>(gam);
+  for_each_batch(descs, std::vector<int64_t>(descs.size(), 0),
+                 [&](const ScaleBatch<RegionScale<scalar_t, acc_t>>& batch, bool, bool) {
+    const auto grid = static_cast<unsigned int>(B * region.count);
+    gam_region_kernel<kBackward, scalar_t><<<grid, kThreads, 0, stream>>>(batch, g, dgam, dgam_sb, dgam_sy, dgam_sx,
+                                                                          region, reverse);
+    check_launch("gam_region_kernel");
+  });
+}
+
 TensorList gam_multiply_cuda(const TensorList& features, const Tensor& gam, bool reverse) {
   check_gam_multiply_args(features, gam);
   check_kernel_dtype(features[0], "features", /*allow_reduced_precision=*/true);
@@ -372,9 +577,15 @@ TensorList gam_multiply_cuda(const TensorList& features, const Tensor& gam, bool
   const DeviceGuard guard(features[0].get_device_index());
   TensorList outputs;
   for (const auto& f : features) outputs.push_back(poisoned_if_testing(paanet::empty_like(f)));
+  if (gam.size(0) == 0) return outputs;
+  const auto region = gam_region(features, gam);
   // The body in parentheses: the dispatch macro takes it as one argument, commas and all.
   PAANET_DISPATCH_FLOATING_AND_HALF(features[0].scalar_type(), "gam_multiply_cuda", ([&] {
-    launch_scales</*kBackward=*/false, scalar_t>(features, outputs, {}, {}, gam, reverse);
+    if (region) {
+      launch_regions</*kBackward=*/false, scalar_t>(features, outputs, {}, gam, nullptr, 0, 0, 0, reverse, *region);
+    } else {
+      launch_scales</*kBackward=*/false, scalar_t>(features, outputs, {}, {}, gam, reverse);
+    }
   }));
   return outputs;
 }
@@ -454,194 +665,6 @@ void launch_gam_grad(const TensorList& window_grads, const Tensor& gam, const Te
   });
 }
 
-// ---------------------------------------------------------------------------------------------
-// Backward in one launch, where every scale's window divides the largest (in each axis), the
-// largest has at most kRegionPixels pixels (PAANet's strides 4 to 32, at any input size) and one
-// launch holds every scale: one block per region of the GAM that is one window of the coarsest
-// scale, with every scale's pixels inside it. The block keeps the region's G and dG in shared
-// memory and for each scale in turn computes its pixels' window means, dF = dP a and sum_c dP F,
-// which it adds over each pixel's window into dG: scale after scale, as the two-launch path adds
-// them. No window-gradient buffers, no second launch.
-
-constexpr int kRegionPixels = 1024;
-
-// The regions of a launch: h x w GAM pixels each, `columns` of them across a sample, `count` in a
-// sample; dividers by count, columns and w.
-struct RegionGrid {
-  int h, w, columns, count;
-  Divider by_count, by_columns, by_w;
-};
-
-// One scale of the region kernel: `s` as the backward's gam_scale_kernel takes it (dP, dF, F, sizes,
-// window), its pixels in a region (rows x cols), and dividers by its window's sides and by cols.
-template <typename scalar_t, typename acc_t>
-struct RegionScale {
-  Scale<scalar_t, acc_t> s;
-  int rows, cols;
-  bool channels_inner;  // dF is channels-last: the threads run along the channels
-  Divider by_win_y, by_win_x, by_cols;
-};
-
-template <typename scalar_t>
-__global__ void __launch_bounds__(kThreads) gam_region_backward_kernel(
-    const __grid_constant__ ScaleBatch<RegionScale<scalar_t, opmath_t<scalar_t>>> batch, MapView<scalar_t> gam,
-    scalar_t* __restrict__ dgam, int64_t dgam_sb, int64_t dgam_sy, int64_t dgam_sx, RegionGrid region,
-    bool reverse) {
-  using acc_t = opmath_t<scalar_t>;
-  __shared__ acc_t g[kRegionPixels];     // the region's GAM
-  __shared__ acc_t grad[kRegionPixels];  // its dG, the scales added in turn
-  __shared__ acc_t a[kRegionPixels];     // one scale's attention at its pixels in the region
-  __shared__ acc_t window_grad[kRegionPixels];
-  __shared__ acc_t partial[kThreads];
-  const unsigned int b = region.by_count.div(blockIdx.x);
-  const unsigned int r = blockIdx.x - b * static_cast<unsigned int>(region.count);
-  const unsigned int ry = region.by_columns.div(r), rx = r - ry * static_cast<unsigned int>(region.columns);
-  const int Y0 = static_cast<int>(ry) * region.h, X0 = static_cast<int>(rx) * region.w;
-  const int pixels = region.h * region.w;
-  for (int k = threadIdx.x; k < pixels; k += kThreads) {
-    const int y = static_cast<int>(region.by_w.div(k)), x = k - y * region.w;
-    g[k] = static_cast<acc_t>(gam.at(b, Y0 + y, X0 + x));
-    grad[k] = static_cast<acc_t>(0);
-  }
-  __syncthreads();
-  for (int v = 0; v < batch.count; ++v) {
-    const RegionScale<scalar_t, acc_t>& rs = batch.scale[v];
-    const Scale<scalar_t, acc_t>& s = rs.s;
-    const int n = rs.rows * rs.cols;
-    // Window means as pool_segment takes them: columns summed down the rows, then left to right.
-    for (int p = threadIdx.x; p < n; p += kThreads) {
-      const int iy = static_cast<int>(rs.by_cols.div(p)), ix = p - iy * rs.cols;
-      const acc_t* corner = g + iy * s.win_y * region.w + ix * s.win_x;
-      acc_t sum = static_cast<acc_t>(0);
-      for (int x = 0; x < s.win_x; ++x) {
-        acc_t column = static_cast<acc_t>(0);
-        for (int y = 0; y < s.win_y; ++y) column += corner[y * region.w + x];
-        sum += column;
-      }
-      a[p] = attention(window_average(sum, s.weight), reverse);
-    }
-    __syncthreads();
-    // The block as a (pixels x channel slots) grid, channels of one pixel a thread apart where they
-    // are in memory (channels-last dF), else the pixels (so that the threads' accesses coalesce):
-    // thread t takes pixel p0 + its slot and the channels first, first + step, ...; each pixel's
-    // sums of dP F are added in slot order.
-    int per_pass, step, slot, first, slot_stride, k_stride;
-    if (rs.channels_inner) {
-      step = s.channels < kThreads ? s.channels : kThreads;
-      per_pass = kThreads / step;
-      slot = static_cast<int>(threadIdx.x) / step;
-      first = static_cast<int>(threadIdx.x) - slot * step;
-      slot_stride = step;
-      k_stride = 1;
-    } else {
-      per_pass = n < kThreads ? n : kThreads;
-      step = kThreads / per_pass;
-      first = static_cast<int>(threadIdx.x) / per_pass;
-      slot = static_cast<int>(threadIdx.x) - first * per_pass;
-      slot_stride = 1;
-      k_stride = per_pass;
-    }
-    const bool active = static_cast<int>(threadIdx.x) < per_pass * step;
-    for (int p0 = 0; p0 < n; p0 += per_pass) {
-      const int p = p0 + slot;
-      acc_t dot = static_cast<acc_t>(0);
-      if (active && p < n) {
-        const int iy = static_cast<int>(rs.by_cols.div(p)), ix = p - iy * rs.cols;
-        const int y = static_cast<int>(ry) * rs.rows + iy, x = static_cast<int>(rx) * rs.cols + ix;
-        const scalar_t* dp = s.in.segment(b, y, x) + first * s.in.s.c;
-        const scalar_t* f = s.feat.segment(b, y, x) + first * s.feat.s.c;
-        scalar_t* df = s.out.segment(b, y, x) + first * s.out.s.c;
-        const acc_t factor = a[p];
-        for (int c = first; c < s.channels; c += step) {
-          const acc_t d = static_cast<acc_t>(*dp);
-          dot += d * static_cast<acc_t>(*f);
-          *df = static_cast<scalar_t>(d * factor);
-          dp += step * s.in.s.c;
-          f += step * s.feat.s.c;
-          df += step * s.out.s.c;
-        }
-      }
-      partial[threadIdx.x] = dot;
-      __syncthreads();
-      if (static_cast<int>(threadIdx.x) < per_pass && p0 + static_cast<int>(threadIdx.x) < n) {
-        acc_t sum = static_cast<acc_t>(0);
-        for (int k = 0; k < step; ++k) sum += partial[static_cast<int>(threadIdx.x) * slot_stride + k * k_stride];
-        window_grad[p0 + threadIdx.x] = sum * (attention_grad_sign<acc_t>(reverse) * s.weight);
-      }
-      __syncthreads();
-    }
-    for (int k = threadIdx.x; k < pixels; k += kThreads) {
-      const int y = static_cast<int>(region.by_w.div(k)), x = k - y * region.w;
-      grad[k] += window_grad[rs.by_win_y.div(y) * rs.cols + rs.by_win_x.div(x)];
-    }
-    __syncthreads();  // the next scale rewrites a and window_grad
-  }
-  for (int k = threadIdx.x; k < pixels; k += kThreads) {
-    const int y = static_cast<int>(region.by_w.div(k)), x = k - y * region.w;
-    dgam[b * dgam_sb + (Y0 + y) * dgam_sy + (X0 + x) * dgam_sx] = static_cast<scalar_t>(grad[k]);
-  }
-}
-
-// The regions of the one-launch backward (the largest window's sides), or none where a window does
-// not divide them, a region has more than kRegionPixels pixels, or the grid would not fit.
-std::optional<std::pair<int64_t, int64_t>> backward_region(const TensorList& features, const Tensor& gam) {
-  const int64_t B = gam.size(0), H = gam.size(2), W = gam.size(3);
-  if (features.size() > static_cast<size_t>(kMaxScalesPerLaunch)) return std::nullopt;
-  int64_t rows = 1, columns = 1;
-  for (const auto& f : features) {
-    rows = std::max(rows, H / f.size(2));
-    columns = std::max(columns, W / f.size(3));
-  }
-  for (const auto& f : features) {
-    if (rows % (H / f.size(2)) != 0 || columns % (W / f.size(3)) != 0) return std::nullopt;
-  }
-  if (rows * columns > kRegionPixels || B * (H / rows) * (W / columns) > INT32_MAX) return std::nullopt;
-  return std::make_pair(rows, columns);
-}
-
-template <typename scalar_t>
-void launch_region_backward(const TensorList& grad_outputs, const TensorList& dfeatures, const TensorList& features,
-                            const Tensor& gam, const Tensor& dgam, bool reverse, std::pair<int64_t, int64_t> size) {
-  using acc_t = opmath_t<scalar_t>;
-  const int64_t B = gam.size(0), H = gam.size(2), W = gam.size(3);
-  std::vector<RegionScale<scalar_t, acc_t>> descs;
-  for (size_t v = 0; v < features.size(); ++v) {
-    const int64_t win_y = H / features[v].size(2), win_x = W / features[v].size(3);
-    RegionScale<scalar_t, acc_t> rs{};
-    rs.s.in = {grad_outputs[v].const_data_ptr<scalar_t>(), strides_of(grad_outputs[v])};
-    rs.s.out = {dfeatures[v].mutable_data_ptr<scalar_t>(), strides_of(dfeatures[v])};
-    rs.s.feat = {features[v].const_data_ptr<scalar_t>(), strides_of(features[v])};
-    rs.s.channels = static_cast<int>(features[v].size(1));
-    rs.s.win_y = static_cast<int>(win_y);
-    rs.s.win_x = static_cast<int>(win_x);
-    rs.s.weight = window_weight<acc_t>(win_y, win_x);
-    rs.channels_inner = features[v].size(1) > 1 && dfeatures[v].stride(1) == 1;
-    rs.rows = static_cast<int>(size.first / win_y);
-    rs.cols = static_cast<int>(size.second / win_x);
-    rs.by_win_y = Divider(static_cast<unsigned int>(win_y));
-    rs.by_win_x = Divider(static_cast<unsigned int>(win_x));
-    rs.by_cols = Divider(static_cast<unsigned int>(rs.cols));
-    descs.push_back(rs);
-  }
-  RegionGrid region{};
-  region.h = static_cast<int>(size.first);
-  region.w = static_cast<int>(size.second);
-  region.columns = static_cast<int>(W / size.second);
-  region.count = static_cast<int>((H / size.first) * region.columns);
-  region.by_count = Divider(static_cast<unsigned int>(region.count));
-  region.by_columns = Divider(static_cast<unsigned int>(region.columns));
-  region.by_w = Divider(static_cast<unsigned int>(region.w));
-  const cudaStream_t stream = current_stream();
-  const MapView<scalar_t> g = map_view<scalar_t>(gam);
-  for_each_batch(descs, std::vector<int64_t>(descs.size(), 0),
-                 [&](const ScaleBatch<RegionScale<scalar_t, acc_t>>& batch, bool, bool) {
-    const auto grid = static_cast<unsigned int>(B * region.count);
-    gam_region_backward_kernel<scalar_t><<<grid, kThreads, 0, stream>>>(batch, g, dgam.mutable_data_ptr<scalar_t>(),
-        dgam.stride(0), dgam.stride(2), dgam.stride(3), region, reverse);
-    check_launch("gam_region_backward_kernel");
-  });
-}
-
 std::tuple<TensorList, Tensor> gam_multiply_backward_cuda(const TensorList& grad_outputs, const TensorList& features,
                                                           const Tensor& gam, bool reverse) {
   check_gam_multiply_backward_args(grad_outputs, features, gam);
@@ -653,7 +676,7 @@ std::tuple<TensorList, Tensor> gam_multiply_backward_cuda(const TensorList& grad
   for (const auto& f : features) dfeatures.push_back(poisoned_if_testing(paanet::empty_like(f)));
   Tensor dgam = poisoned_if_testing(paanet::empty_like(gam));
   if (B == 0) return {dfeatures, dgam};
-  const auto region = backward_region(features, gam);
+  const auto region = gam_region(features, gam);
   TensorList window_grads;
   if (!region) {
     for (const auto& f : features) {
@@ -663,7 +686,9 @@ std::tuple<TensorList, Tensor> gam_multiply_backward_cuda(const TensorList& grad
   }
   PAANET_DISPATCH_FLOATING_AND_HALF(features[0].scalar_type(), "gam_multiply_backward_cuda", ([&] {
     if (region) {
-      launch_region_backward<scalar_t>(grad_outputs, dfeatures, features, gam, dgam, reverse, *region);
+      launch_regions</*kBackward=*/true, scalar_t>(grad_outputs, dfeatures, features, gam,
+                                                   dgam.mutable_data_ptr<scalar_t>(), dgam.stride(0), dgam.stride(2),
+                                                   dgam.stride(3), reverse, *region);
     } else {
       launch_scales</*kBackward=*/true, scalar_t>(grad_outputs, dfeatures, features, window_grads, gam, reverse);
       launch_gam_grad<scalar_t>(window_grads, gam, dgam);
