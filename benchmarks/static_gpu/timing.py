@@ -80,8 +80,9 @@ def assumptions_text(archs: list[int]) -> list[str]:
     lines = ["Model (modelled time of one operator call at B=8, four 32-channel maps at strides 4/8/16/32 of 256x256):",
              "- kernel issue time = SASS instructions x threads launched / 32 (each instruction once a thread: loops "
              "counted once, an undercount for kernels whose 'in loops' column is large; every code path counted for "
-             "every thread, an overcount for kernels whose threads take one of several paths, such as the layouts of "
-             "gam_multiply) / (issue rate x SMs in use); "
+             "every thread, an overcount for kernels whose threads skip or take one of several paths, such as the "
+             "gam_multiply region kernels' passes over a scale with fewer pixels than threads) / (issue rate x SMs "
+             "in use); "
              "issue rate per SM = min(4, resident warps) warp instructions a clock; resident warps from the occupancy",
              "- ATen ops of the host code: bytes (inputs + an output the size of the largest, 4 B an element) / HBM, "
              "or a matmul's 2MNK / FP32 peak, whichever is longer; each one launch",
