@@ -459,6 +459,10 @@ __device__ __forceinline__ void gather_taps(Tap<acc_t>* table, const GatherRange
     if (mine < g.block_hi) table[threadIdx.x] = resize_tap(mine, in_size, scale);
     __syncthreads();
     const int32_t end = g.hi < first + kThreads ? g.hi : first + kThreads;
+    // Not unrolled: the memory parallelism comes from the resident warps (each iteration's loads are
+    // of a map that the block's neighbours read too, from L2), and unrolled, the rows pass took 58
+    // registers (50% occupancy) instead of 40 (75%) and 100 instructions more.
+#pragma unroll 1
     for (; P < end; ++P) body(P, table[P - first]);
   }
 }
