@@ -9,8 +9,9 @@
 // registers, so dP is read once, and writes that window gradient (times sign / window area) to a
 // small (B, h, w) buffer per scale; a second launch gathers dG from those buffers, one block per GAM
 // row, and writes it once per pixel (deterministic: no atomics, a summation order fixed by the
-// shapes alone). Where every window divides the largest (PAANet's strides), the backward is one
-// launch instead, one block per window of the coarsest scale (gam_region_backward_kernel below).
+// shapes alone). Where every window divides the largest (PAANet's strides), both directions run
+// instead in gam_region_kernel below, one block per window of the coarsest scale: the backward in
+// one launch.
 //
 // Index arithmetic: block coordinates come from 32-bit divisions done once per block, element
 // offsets are 64-bit bases plus strided loop counters, and the GAM-pixel-to-window divisions of the
@@ -286,6 +287,28 @@ int tile_width(int64_t w, int64_t channels, int64_t win_x, bool channels_inner, 
   return static_cast<int>(std::max<int64_t>(1, tile));
 }
 
+// Whether the threads run along the channels of a scale (its output is NHWC-like), not its pixels:
+// they follow the output's stride-1 dimension, so that its stores are coalesced.
+bool channels_inner(const Tensor& in, const Tensor& out) { return in.size(1) > 1 && out.stride(1) == 1; }
+
+// What both kernels read of a scale: its input (F or dP), output (P or dF), in the backward F,
+// channels, sizes and window.
+template <bool kBackward, typename scalar_t, typename acc_t>
+Scale<scalar_t, acc_t> scale_of(const Tensor& in, const Tensor& out, const TensorList& feats, size_t v,
+                                const Tensor& gam) {
+  Scale<scalar_t, acc_t> s{};
+  s.in = {in.const_data_ptr<scalar_t>(), strides_of(in)};
+  s.out = {out.mutable_data_ptr<scalar_t>(), strides_of(out)};
+  if (kBackward) s.feat = {feats[v].const_data_ptr<scalar_t>(), strides_of(feats[v])};
+  s.channels = static_cast<int>(in.size(1));
+  s.h = static_cast<int>(in.size(2));
+  s.w = static_cast<int>(in.size(3));
+  s.win_y = static_cast<int>(gam.size(2) / in.size(2));
+  s.win_x = static_cast<int>(gam.size(3) / in.size(3));
+  s.weight = window_weight<acc_t>(s.win_y, s.win_x);
+  return s;
+}
+
 // gam_scale_kernel over the scales of one layout (in batches of kMaxScalesPerLaunch; none without scales).
 template <bool kBackward, bool kChannelsInner, bool kPacked, typename scalar_t>
 void launch_layout(const std::vector<Scale<scalar_t, opmath_t<scalar_t>>>& descs, const std::vector<int64_t>& blocks,
@@ -313,35 +336,19 @@ void launch_scales(const TensorList& inputs, const TensorList& outputs, const Te
   bool all_packed[2] = {true, true};
   std::vector<bool> inner;
   for (size_t v = 0; v < inputs.size(); ++v) {
-    // The threads follow the output's stride-1 dimension, so that its stores are coalesced.
-    inner.push_back(inputs[v].size(1) > 1 && outputs[v].stride(1) == 1);
+    inner.push_back(channels_inner(inputs[v], outputs[v]));
     bool packed = packable<scalar_t>(inputs[v], inner[v]) && packable<scalar_t>(outputs[v], inner[v]);
     if (kBackward) packed = packed && packable<scalar_t>(feats[v], inner[v]);
     all_packed[inner[v]] = all_packed[inner[v]] && packed;
   }
   for (size_t v = 0; v < inputs.size(); ++v) {
-    const Tensor &in = inputs[v], &out = outputs[v];
-    const int64_t channels = in.size(1), h = in.size(2), w = in.size(3);
-    const int64_t win_y = gam.size(2) / h, win_x = gam.size(3) / w;
-    const bool channels_inner = inner[v], packed = all_packed[channels_inner];
-    const int tile_w = tile_width(w, channels, win_x, channels_inner, packed, packed ? N : 1);
-    Scale<scalar_t, acc_t> s{};
-    s.in = {in.const_data_ptr<scalar_t>(), strides_of(in)};
-    s.out = {out.mutable_data_ptr<scalar_t>(), strides_of(out)};
-    if (kBackward) {
-      s.feat = {feats[v].const_data_ptr<scalar_t>(), strides_of(feats[v])};
-      s.window_grad = window_grads[v].mutable_data_ptr<acc_t>();
-    }
-    s.channels = static_cast<int>(channels);
-    s.h = static_cast<int>(h);
-    s.w = static_cast<int>(w);
-    s.win_y = static_cast<int>(win_y);
-    s.win_x = static_cast<int>(win_x);
-    s.weight = window_weight<acc_t>(win_y, win_x);
-    s.tile_w = tile_w;
-    s.tiles_x = static_cast<int>((w + tile_w - 1) / tile_w);
-    descs[channels_inner].push_back(s);
-    blocks[channels_inner].push_back(in.size(0) * h * s.tiles_x);
+    Scale<scalar_t, acc_t> s = scale_of<kBackward, scalar_t, acc_t>(inputs[v], outputs[v], feats, v, gam);
+    if (kBackward) s.window_grad = window_grads[v].mutable_data_ptr<acc_t>();
+    const bool packed = all_packed[inner[v]];
+    s.tile_w = tile_width(s.w, s.channels, s.win_x, inner[v], packed, packed ? N : 1);
+    s.tiles_x = (s.w + s.tile_w - 1) / s.tile_w;
+    descs[inner[v]].push_back(s);
+    blocks[inner[v]].push_back(inputs[v].size(0) * s.h * s.tiles_x);
   }
   const MapView<scalar_t> g = map_view<scalar_t>(gam);
   if (all_packed[0]) {
@@ -534,20 +541,13 @@ void launch_regions(const TensorList& inputs, const TensorList& outputs, const T
   const int64_t B = gam.size(0), H = gam.size(2), W = gam.size(3);
   std::vector<RegionScale<scalar_t, acc_t>> descs;
   for (size_t v = 0; v < inputs.size(); ++v) {
-    const int64_t win_y = H / inputs[v].size(2), win_x = W / inputs[v].size(3);
     RegionScale<scalar_t, acc_t> rs{};
-    rs.s.in = {inputs[v].const_data_ptr<scalar_t>(), strides_of(inputs[v])};
-    rs.s.out = {outputs[v].mutable_data_ptr<scalar_t>(), strides_of(outputs[v])};
-    if (kBackward) rs.s.feat = {feats[v].const_data_ptr<scalar_t>(), strides_of(feats[v])};
-    rs.s.channels = static_cast<int>(inputs[v].size(1));
-    rs.s.win_y = static_cast<int>(win_y);
-    rs.s.win_x = static_cast<int>(win_x);
-    rs.s.weight = window_weight<acc_t>(win_y, win_x);
-    rs.rows = static_cast<int>(size.first / win_y);
-    rs.cols = static_cast<int>(size.second / win_x);
-    rs.channels_inner = inputs[v].size(1) > 1 && outputs[v].stride(1) == 1;
-    rs.by_win_y = Divider(static_cast<unsigned int>(win_y));
-    rs.by_win_x = Divider(static_cast<unsigned int>(win_x));
+    rs.s = scale_of<kBackward, scalar_t, acc_t>(inputs[v], outputs[v], feats, v, gam);
+    rs.rows = static_cast<int>(size.first) / rs.s.win_y;
+    rs.cols = static_cast<int>(size.second) / rs.s.win_x;
+    rs.channels_inner = channels_inner(inputs[v], outputs[v]);
+    rs.by_win_y = Divider(static_cast<unsigned int>(rs.s.win_y));
+    rs.by_win_x = Divider(static_cast<unsigned int>(rs.s.win_x));
     rs.by_cols = Divider(static_cast<unsigned int>(rs.cols));
     descs.push_back(rs);
   }
