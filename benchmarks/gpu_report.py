@@ -7,8 +7,9 @@ Providers: reference, torch.compile(reference) ("compile"), and the compiled bac
   one training step of PAANet(resnet50) with PAANetLoss and Adam (B=8, 256x256).
 Each cell is the median of --repeats timed calls after --warmup calls (CUDA events on a GPU),
 with the peak memory allocated during one call. On a GPU it also measures the card's copy
-bandwidth (a large device-to-device copy) and gam_multiply's achieved bandwidth (its kernels
-replayed from a CUDA graph, so without host overhead) as a fraction of it.
+bandwidth (a large device-to-device copy), and each operator case's device time replayed from a
+CUDA graph (without host overhead, as benchmarks/gpu_static.py models it) with the kernels it
+launches, and gam_multiply's achieved bandwidth as a fraction of the copy's.
 
     python benchmarks/gpu_report.py                  # on a GPU machine (benchmarks/gpu_check.sh runs it)
     python benchmarks/gpu_report.py --device cpu --batch 1 --size 64 --encoder resnet18 --repeats 1
@@ -250,21 +251,38 @@ def graph_ms(fn: Callable[[], object], calls: int = 20, repeats: int = 10) -> fl
     return median_ms(graph.replay, "cuda", warmup=2, repeats=repeats) / calls
 
 
-def gam_bandwidth_rows(p: OpProblem, names: list[str], copy_gbs: float) -> list[str]:
-    """gam_multiply forward: minimal bytes (read F, write P, read G once) over its graph-replayed time."""
+def kernels_per_call(fn: Callable[[], object]) -> int:
+    """GPU activities (kernels, memsets, copies) of one fn(), counted by the profiler after a warm-up."""
+    fn()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
+
+
+def graph_rows(p: OpProblem, names: list[str], copy_gbs: float) -> list[str]:
+    """Each operator case's device time replayed from a CUDA graph (what benchmarks/gpu_static.py
+    models: no host overhead) and its GPU activities a call; gam_multiply forward's minimal bytes (read F,
+    write P, read G once) over its time, against the copy bandwidth."""
     moved = sum(2 * f.numel() * f.element_size() for f in p.features) + p.gam.numel() * p.gam.element_size()
     rows = []
     for name in names:
         if name == "compile":
             continue
-        try:
-            with torch.no_grad():
-                ms = graph_ms(lambda: ops.gam_multiply(p.features, p.gam, False, backend=name))
-            gbs = moved / (ms * 1e-3) / 1e9
-            rows.append(f"| {name} | {ms * 1e3:.1f} | {gbs:.0f} | {100 * gbs / copy_gbs:.0f}% |")
-        except Exception as exc:
-            traceback.print_exc()
-            rows.append(f"| {name} | error: {type(exc).__name__} | | |")
+        for case, fn in operator_cases(p, name).items():
+            try:
+                ms = graph_ms(fn)
+                cell = f"| {case} | {name} | {ms * 1e3:.1f} | {kernels_per_call(fn)} |"
+                if case == "gam_multiply forward":
+                    gbs = moved / (ms * 1e-3) / 1e9
+                    cell += f" {gbs:.0f} GB/s, {100 * gbs / copy_gbs:.0f}% of copy |"
+                else:
+                    cell += " |"
+                rows.append(cell)
+            except Exception as exc:
+                traceback.print_exc()
+                rows.append(f"| {case} | {name} | error: {type(exc).__name__} | | |")
     return rows
 
 
@@ -334,8 +352,8 @@ def main(argv: list[str] | None = None) -> int:
         lines += table("peak memory (MiB)", results, names, memory=True) + [""]
         copy_gbs = copy_bandwidth_gbs(args.device)
         lines += [f"Device-to-device copy: {copy_gbs:.0f} GB/s (bytes read + written, 1 GiB copy).", "",
-                  "| gam_multiply forward, graph replay | time (us) | GB/s | of copy bandwidth |",
-                  "|---|---|---|---|", *gam_bandwidth_rows(problem, names, copy_gbs), ""]
+                  "| graph replay | provider | device time (us) | GPU activities a call | bandwidth |",
+                  "|---|---|---|---|---|", *graph_rows(problem, names, copy_gbs), ""]
     report = "\n".join(lines)
     print(report)
     if args.out is not None:
