@@ -521,18 +521,31 @@ def test_backend_devices():
             ops.gam_multiply([torch.randn(1, 1, 2, 2)], torch.rand(1, 1, 4, 4), backend="triton")
 
 
-def test_kernels_compile_for_cuda():
-    """Every kernel in every dtype compiles to a CUDA binary (the interpreter would not notice if not)."""
+def _run_without_interpreter(script: str) -> subprocess.CompletedProcess:
+    """Run tests/`script`, which compiles kernels for sm_90 without a GPU, in a process without TRITON_INTERPRET."""
     pytest.importorskip("triton.backends.nvidia", reason="this triton build has no NVIDIA backend")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     root = Path(__file__).resolve().parents[1]
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
-    result = subprocess.run([sys.executable, str(root / "tests" / "triton_compile_check.py")], env=env, cwd=root,
-                            capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, str(root / "tests" / script)], env=env, cwd=root, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_kernels_compile_for_cuda():
+    """Every kernel in every dtype compiles to a CUDA binary (the interpreter would not notice if not)."""
+    result = _run_without_interpreter("triton_compile_check.py")
     assert result.returncode == 0, result.stdout + result.stderr
     # 13 kernel variants (gam_multiply's three with and without REVERSE, gam_grad_kernel with an int32
     # and an int64 divider) in 4 dtypes, again with ones in float32, and with one scale in float32
     assert result.stdout.count("ok ") == 78
+
+
+def test_no_launch_passes_a_written_tensor_twice():
+    """torch.compile copies each argument its analysis finds written back to its tensor: a tensor passed
+    twice (a scale's output and an unused scale's filler) would get the unwritten copy (NaN on a GPU)."""
+    result = _run_without_interpreter("triton_written_arguments_check.py")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "FAIL" not in result.stdout and result.stdout.count("ok ") >= 4 * 9, result.stdout
 
 
 @on_gpu

@@ -39,8 +39,17 @@ def _check_scale_count(features: list[torch.Tensor], op: str) -> None:
 
 
 def _pad_scales(per_scale: list[list], filler: list) -> list:
-    """Flatten per-scale kernel arguments, padding to MAX_SCALES with `filler` (never read)."""
-    return [arg for args in per_scale + [filler] * (MAX_SCALES - len(per_scale)) for arg in args]
+    """Flatten per-scale kernel arguments, padding to MAX_SCALES with `filler` (never read or written).
+
+    Each padded scale gets one-element tensors of its own in place of the filler's tensors: under
+    torch.compile, functionalization copies every argument that a kernel may write (by its analysis
+    of the kernel, which cannot see that a padded scale is never touched) back to its tensor, so a
+    tensor passed twice would be overwritten by the unwritten copy of the other argument."""
+    def unused(arg):
+        return new_tensor((1,), arg.dtype, arg.device) if isinstance(arg, torch.Tensor) else arg
+
+    padding = [[unused(arg) for arg in filler] for _ in range(MAX_SCALES - len(per_scale))]
+    return [arg for args in per_scale + padding for arg in args]
 
 
 def _window(low: int, high: int) -> int:
