@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import torch
 
@@ -100,9 +100,23 @@ def _on(t: dict[str, list[torch.Tensor]], device: torch.device, dtype: torch.dty
     return {k: [v.to(device=device, dtype=dtype, copy=True) for v in vs] for k, vs in t.items()}
 
 
+@contextlib.contextmanager
+def no_tf32() -> Iterator[None]:
+    """float32 convolutions and matmuls in float32, not TF32 (cuDNN's default on Ampere and newer,
+    whose 1e-4 errors in the reference's and the portable backend's convolutions would pass for the
+    backend's own)."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 def _eager_autograd(device: torch.device) -> contextlib.ExitStack:
-    """Gradients on, inference mode and autocast off: the caller may be in any of those."""
+    """Gradients on; inference mode, autocast and TF32 off: the caller may have set any of those."""
     stack = contextlib.ExitStack()
+    stack.enter_context(no_tf32())
     stack.enter_context(torch.inference_mode(False))
     stack.enter_context(torch.enable_grad())
     if torch.amp.is_autocast_available(device.type):

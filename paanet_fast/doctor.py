@@ -12,7 +12,6 @@ case only: the model would take a minute there.
 """
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.metadata
 import json
@@ -21,12 +20,12 @@ import platform
 import shutil
 import subprocess
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 
 from . import backends
-from .compare import SMALL, TINY, OpShapes, compare_backends, mismatch
+from .compare import SMALL, TINY, OpShapes, compare_backends, mismatch, no_tf32
 
 CHECKED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # Whole-model outputs and gradients (eval mode, float32) pass through a dozen operator calls and the
@@ -146,16 +145,6 @@ def dtypes_for(name: str, device: torch.device) -> list[torch.dtype]:
     return list(CHECKED_DTYPES)
 
 
-@contextlib.contextmanager
-def _no_tf32() -> Iterator[None]:
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
 def _model_outputs_and_grads(name: str, device: torch.device, x: torch.Tensor,
                              state: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
     from .model import PAANet
@@ -184,7 +173,7 @@ def check_model(name: str, device: torch.device) -> list[str]:
     into 1e-4. TF32 is off, so that the reference's convolutions compute in float32 too.
     """
     x = torch.randn(2, 3, 37, 29, generator=torch.Generator().manual_seed(2)).to(device)
-    with _no_tf32():
+    with no_tf32():
         expected = _model_outputs_and_grads("reference", device, x, None)
         state = expected.pop("_state")
         try:

@@ -28,6 +28,10 @@ INPUT_NAME, OUTPUT_NAME = "image", "logits"
 MIN_DYNAMIC_SIZE = 33
 # For the same reason the example's batch must be 2 or more; the program then runs batch 1 too.
 MIN_EXAMPLE_BATCH = 2
+# torch's CUDA kernels under the model guard the batch at 65535 (a grid dimension's limit), so a trace
+# on a GPU fails for a larger range (seen on an H200 with torch 2.11); a program exported on the CPU
+# may run on a GPU, so the range is the same for both.
+MAX_DYNAMIC_BATCH = 65535
 # Metadata keys of the ONNX file (its metadata_props).
 META_MODEL_CONFIG = "paanet_fast.model_config"
 META_IMAGE_SIZE = "paanet_fast.image_size"
@@ -46,7 +50,7 @@ def require_export_packages(what: str, packages: tuple[str, ...] = EXPORT_PACKAG
 def dynamic_image_shapes(example: torch.Tensor | None = None) -> dict[str, dict[int, Any]]:
     """`dynamic_shapes` for torch.export.export(model, (x,)) of a PAANet: batch, height and width.
 
-    Height and width range from MIN_DYNAMIC_SIZE (33) up; the batch from 1 up. torch.export fixes
+    Height and width range from MIN_DYNAMIC_SIZE (33) up; the batch from 1 to 65535. torch.export fixes
     a dimension whose size in the example is 1, so the example x (B, C, H, W) must have B >= 2
     (for one image, x.repeat(2, 1, 1, 1)) and H, W >= 33; given `example`, that is checked here
     with an error that says so (torch.export's own error does not).
@@ -62,7 +66,7 @@ def dynamic_image_shapes(example: torch.Tensor | None = None) -> dict[str, dict[
                              "dimension whose size in the example is 1 (for one image pass x.repeat(2, 1, 1, 1)); "
                              "the exported program runs batch 1 too")
 
-    return {"x": {0: Dim("batch", min=1), 2: Dim("height", min=MIN_DYNAMIC_SIZE),
+    return {"x": {0: Dim("batch", min=1, max=MAX_DYNAMIC_BATCH), 2: Dim("height", min=MIN_DYNAMIC_SIZE),
                   3: Dim("width", min=MIN_DYNAMIC_SIZE)}}
 
 

@@ -75,12 +75,13 @@ def _against_reference(fn_for, inputs: list[torch.Tensor], grads: list[torch.Ten
 
 
 def _assert_close(actual: list[torch.Tensor], expected: list[torch.Tensor], dtype: torch.dtype,
-                  tol: float | None = None) -> None:
+                  tol: float | None = None, floor: float = 0.0) -> None:
+    """Each result within `tol` of its expected values, relative to its largest (or to `floor`, if larger)."""
     assert len(actual) == len(expected)
     tol = TOLERANCE[dtype] if tol is None else tol
     for i, (a, e) in enumerate(zip(actual, expected)):
         assert a.dtype == dtype and a.shape == e.shape, f"result {i}: {a.dtype} {tuple(a.shape)}"
-        torch.testing.assert_close(a.double(), e.double(), rtol=tol, atol=tol * e.abs().max().item(),
+        torch.testing.assert_close(a.double(), e.double(), rtol=tol, atol=tol * max(e.abs().max().item(), floor),
                                    msg=lambda m: f"result {i}: {m}")
 
 
@@ -316,4 +317,7 @@ def test_model_matches_reference_backend():
     expected = run("reference")
     actual = run("cuda")
     assert all(a is not None for a in actual)
-    _assert_close(actual, expected, torch.float64, tol=1e-8)  # errors of 1e-16 grow through the network
+    # Errors of 1e-16 grow through the network. A gradient that is zero in exact arithmetic (a bias
+    # before a training-mode batch norm: the H200 gave 5.3e-14 one way, 3.6e-14 the other) is the
+    # roundoff of sums of the network's gradients, so tolerances are relative to the largest of them too.
+    _assert_close(actual, expected, torch.float64, tol=1e-8, floor=max(e.abs().max().item() for e in expected))

@@ -14,6 +14,7 @@ import warnings
 
 import pytest
 import torch
+from torch.testing._internal.optests.generate_tests import OpCheckError
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map_only
 
@@ -161,6 +162,9 @@ def test_opcheck_backward_operators_with_inputs_that_require_grad(prefix, device
 
 
 @pytest.mark.parametrize("prefix,device", OPERATORS)
+@pytest.mark.xfail(torch.__version__ < (2, 13), raises=OpCheckError, strict=True,
+                   reason="torch 2.10 to 2.12's test_aot_dispatch_dynamic runs backward twice through the graph "
+                          "that the inputs come from (seen with 2.10 and 2.11, any backend; 2.14 copies them first)")
 def test_opcheck_backward_operators_on_their_forward_operators_outputs(prefix, device):
     """Every input requires grad, and the backward operators get the forward operators' own outputs
     still in the autograd graph: G straight from mini_decoder, gam_multiply's products as the

@@ -26,7 +26,9 @@ DEFAULT_SHAPES = [EXAMPLE, (1, 3, 70, 45), (3, 3, 33, 64)]
 
 
 def _device(backend: str) -> torch.device:
-    return torch.device("cuda" if backend == "cuda" else "cpu")
+    # Triton computes CPU tensors only in its interpreter, which tests/conftest.py turns on without a GPU.
+    on_gpu = backend == "cuda" or (backend == "triton" and torch.cuda.is_available())
+    return torch.device("cuda" if on_gpu else "cpu")
 
 
 def _model(backend: str) -> PAANet:

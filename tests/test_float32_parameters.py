@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ops_cases import assert_close, mini_decoder_case, mini_decoder_names
+from ops_cases import TOLERANCE, assert_close, mini_decoder_case, mini_decoder_names
 from paanet_fast import ops
 from paanet_fast.triton._runtime import INTERPRET
 
@@ -47,6 +47,12 @@ def _mixed_case(seed: int, dtype: torch.dtype):
     return case
 
 
+def _output_grads(shape: torch.Size, case, seed: int) -> list[torch.Tensor]:
+    """The gradients of logits and gam: values of the features' dtype, so that every cast sees the same ones."""
+    gen = torch.Generator().manual_seed(seed + 1)
+    return [torch.randn(shape, generator=gen).to(case.features[0].dtype) for _ in range(2)]
+
+
 def _outputs_and_grads(backend: str, device: str, case, cast: torch.dtype | None, seed: int) -> list[torch.Tensor]:
     """logits, gam, then the gradients of the features, weight and bias (all on the CPU), for random
     output gradients; every input cast to `cast` first if given."""
@@ -54,10 +60,8 @@ def _outputs_and_grads(backend: str, device: str, case, cast: torch.dtype | None
               for t in (*case.features, case.weight, case.bias)]
     n = len(case.features)
     logits, gam = ops.mini_decoder(leaves[:n], leaves[n], leaves[n + 1], case.size, backend=backend)
-    gen = torch.Generator().manual_seed(seed + 1)
-    # Values of the features' dtype, so that every cast sees the same ones.
-    grads = [torch.randn(logits.shape, generator=gen).to(case.features[0].dtype).to(logits.dtype) for _ in range(2)]
-    torch.autograd.backward([logits, gam], [g.to(device) for g in grads])
+    grads = [g.to(device=device, dtype=logits.dtype) for g in _output_grads(logits.shape, case, seed)]
+    torch.autograd.backward([logits, gam], grads)
     return [t.detach().cpu() for t in (logits, gam, *(leaf.grad for leaf in leaves))]
 
 
@@ -76,6 +80,15 @@ def test_outputs_and_gradients_match_float64(backend, device, dtype, seed):
     dtypes = [dtype, dtype, *[dtype] * n, torch.float32, torch.float32]
     for name, a, e, expected_dtype in zip(mini_decoder_names(case), actual, expected, dtypes, strict=True):
         assert a.dtype == expected_dtype, f"{name}: {a.dtype}"
+        if name == "grad bias" and backend in ("reference", "portable"):
+            # The bias's gradient sums dZ = dlogits + dgam G (1 - G) over every pixel, and the random
+            # gradients cancel. ATen's half-precision arithmetic rounds each term (the fused kernels
+            # compute in float32), so its error is bounded by the terms' sizes, not the sum's: 2.3% of
+            # the sum on a Xeon (AVX-512), 0.1% on an AMD EPYC (AVX2).
+            grad_logits, grad_gam = (g.double() for g in _output_grads(expected[0].shape, case, seed))
+            terms = (grad_logits + grad_gam * expected[1] * (1 - expected[1])).abs().sum()
+            assert (a.double() - e).abs().item() <= TOLERANCE[dtype] * terms.item(), f"{backend} {name}"
+            continue
         assert_close(a.double(), e, dtype, f"{backend} {name} ({case.describe()})")
 
 

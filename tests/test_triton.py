@@ -99,11 +99,13 @@ def _outputs_and_grads(fn, inputs: list[torch.Tensor], grads: list[torch.Tensor]
     return [o.detach() for o in outputs] + [t.grad for t in leaves]
 
 
-def _assert_matches(actual: list[torch.Tensor], expected: list[torch.Tensor], dtype: torch.dtype, tol: float) -> None:
+def _assert_matches(actual: list[torch.Tensor], expected: list[torch.Tensor], dtype: torch.dtype, tol: float,
+                    floor: float = 0.0) -> None:
+    """Each result within `tol` of its expected values, relative to its largest (or to `floor`, if larger)."""
     assert len(actual) == len(expected)
     for i, (a, e) in enumerate(zip(actual, expected)):
         assert a.dtype == dtype and a.shape == e.shape, f"result {i}: {a.dtype} {tuple(a.shape)}"
-        scale = e.abs().max().item()
+        scale = max(e.abs().max().item(), floor)
         torch.testing.assert_close(a.double(), e.double(), rtol=tol, atol=tol * scale, msg=lambda m: f"result {i}: {m}")
 
 
@@ -475,7 +477,11 @@ def test_model_matches_reference_backend(device):
     expected = run("reference")
     actual = run("triton")
     assert len(actual) == len(expected) and all(a is not None for a in actual)
-    _assert_matches([a.detach() for a in actual], [e.detach() for e in expected], torch.float64, 1e-8)
+    # A gradient that is zero in exact arithmetic (a bias before a training-mode batch norm) is roundoff
+    # of sums of the network's gradients: its tolerance is relative to the largest of them.
+    expected = [e.detach() for e in expected]
+    _assert_matches([a.detach() for a in actual], expected, torch.float64, 1e-8,
+                    floor=max(e.abs().max().item() for e in expected))
 
 
 @pytest.mark.parametrize("device", DEVICES)
