@@ -8,14 +8,27 @@
 # OLD_TORCH_SPEC picks the user's torch (default: 2.13.0 with its torchvision). The copy of the
 # checkout is built, not the checkout itself: an editable build writes paanet_fast/_C*.so in place.
 # TORCH_CUDA_ARCH_LIST defaults to one architecture here, to keep CI's build short.
+# Disk: the venv with the older CUDA torch and pip's build environment with its own torch are about
+# 5.5 GB each, both under TMPDIR at once (11.6 GB at the peak, measured); pip keeps no cache of the
+# wheels (PIP_NO_CACHE_DIR: about 4 GB of them come from PyPI). Fails at once, saying so, with less
+# than NEED_FREE_GB (default 12) free there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-$(command -v python3.11 || command -v python3)}
 # ===: PyPI's 2.13.0 (a CUDA build), not the local 2.13.0+cpu that == also matches: PyPI's torchvision
 # 0.28.0 needs torch's CUDA libraries.
 old_torch_spec=${OLD_TORCH_SPEC:-"torch===2.13.0 torchvision===0.28.0"}
+export PIP_NO_CACHE_DIR=${PIP_NO_CACHE_DIR:-1}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+need_gb=${NEED_FREE_GB:-12}
+free_gb=$(df -Pk "$work" | awk 'NR == 2 { printf "%.1f", $4 / 1048576 }')
+if awk -v free="$free_gb" -v need="$need_gb" 'BEGIN { exit !(free < need) }'; then
+  echo "check_isolated_install: only $free_gb GB free under $(dirname "$work"), it needs about $need_gb GB" \
+    "(a venv with $old_torch_spec and pip's isolated build environment with a second torch, about" \
+    "5.5 GB each): free some space, or point TMPDIR elsewhere (NEED_FREE_GB overrides the figure)" >&2
+  exit 1
+fi
 
 echo "== fresh venv with $old_torch_spec"
 "$python" -m venv "$work/venv"
