@@ -396,12 +396,16 @@ struct LogitGradColumn {
   int64_t sy_logits, sy_grad_gam, sy_gam;
   int32_t H;
 
-  // dZ at row Y, 0 outside the image.
+  // dZ at row Y, 0 outside the image: row 0 is read in place of the outside and dropped, so that the
+  // loads have no branch around them and an unrolled loop issues several iterations' at once.
   template <typename acc_t>
   __device__ __forceinline__ acc_t dz(int32_t Y) const {
-    if (Y < 0 || Y >= H) return static_cast<acc_t>(0);
-    return logit_grad<acc_t>(static_cast<acc_t>(grad_logits[Y * sy_logits]),
-                             static_cast<acc_t>(grad_gam[Y * sy_grad_gam]), static_cast<acc_t>(gam[Y * sy_gam]));
+    const bool inside = Y >= 0 && Y < H;
+    const int32_t y = inside ? Y : 0;
+    const acc_t v = logit_grad<acc_t>(static_cast<acc_t>(grad_logits[y * sy_logits]),
+                                      static_cast<acc_t>(grad_gam[y * sy_grad_gam]),
+                                      static_cast<acc_t>(gam[y * sy_gam]));
+    return inside ? v : static_cast<acc_t>(0);
   }
 };
 
@@ -446,10 +450,10 @@ __device__ __forceinline__ GatherRange gather_range(int32_t src, int32_t block_f
   return g;
 }
 
-// Calls body(P, tap of P) for the output coordinates P of the thread's range in ascending order.
-// The block computes the taps of its range once, kThreads at a time, into `table`; every thread of
-// the block calls this (it synchronises the block).
-template <typename acc_t, typename Body>
+// Calls body(P, tap of P) for the output coordinates P of the thread's range in ascending order,
+// kUnroll at a time. The block computes the taps of its range once, kThreads at a time, into
+// `table`; every thread of the block calls this (it synchronises the block).
+template <int kUnroll, typename acc_t, typename Body>
 __device__ __forceinline__ void gather_taps(Tap<acc_t>* table, const GatherRange& g, int32_t in_size, acc_t scale,
                                             Body&& body) {
   int32_t P = g.lo;
@@ -459,10 +463,11 @@ __device__ __forceinline__ void gather_taps(Tap<acc_t>* table, const GatherRange
     if (mine < g.block_hi) table[threadIdx.x] = resize_tap(mine, in_size, scale);
     __syncthreads();
     const int32_t end = g.hi < first + kThreads ? g.hi : first + kThreads;
-    // Not unrolled: the memory parallelism comes from the resident warps (each iteration's loads are
-    // of a map that the block's neighbours read too, from L2), and unrolled, the rows pass took 58
-    // registers (50% occupancy) instead of 40 (75%) and 100 instructions more.
-#pragma unroll 1
+    // kUnroll iterations' loads at once where the body's loads do not depend on each other (the rows
+    // pass: 12 loads in flight a thread, 64 registers). Not unrolled, each iteration waited for its
+    // own loads: on an H200 the rows pass took 44.5 us, about the ~70 iterations of the coarsest
+    // scale's threads times a memory round trip, however many warps were resident.
+#pragma unroll kUnroll
     for (; P < end; ++P) body(P, table[P - first]);
   }
 }
@@ -501,7 +506,7 @@ __global__ void __launch_bounds__(kThreads) rows_kernel(const __grid_constant__ 
     // dZ at rows P + 1, P and P - 1 (dy = -1, 0, 1), slid down one row per P.
     acc_t at_p = column.template dz<acc_t>(range.lo), at_prev = column.template dz<acc_t>(range.lo - 1);
     acc_t sum[3] = {}, bias_sum[1] = {static_cast<acc_t>(0)};
-    gather_taps(table, range, s.h, s.scale, [&](int32_t P, const Tap<acc_t>& tap) {
+    gather_taps<4>(table, range, s.h, s.scale, [&](int32_t P, const Tap<acc_t>& tap) {
       const acc_t at_next = column.template dz<acc_t>(P + 1);
       const acc_t wy = linear_tap_weight(tap, i);
       if (wy != static_cast<acc_t>(0)) {
@@ -620,7 +625,8 @@ __global__ void __launch_bounds__(kThreads, 2) columns_kernel(
       at_q[r] = range.lo < W ? vrow[r * row_stride + range.lo] : static_cast<acc_t>(0);
       at_prev[r] = range.lo > 0 ? vrow[r * row_stride + range.lo - 1] : static_cast<acc_t>(0);
     }
-    gather_taps(table, range, df.w, s.scale, [&](int32_t Q, const Tap<acc_t>& tap) {
+    // Not unrolled: unrolled by 4 this kernel took 128 registers, its launch bounds' limit.
+    gather_taps<1>(table, range, df.w, s.scale, [&](int32_t Q, const Tap<acc_t>& tap) {
       acc_t at_next[3];
       for (int r = 0; r < 3; ++r) at_next[r] = Q + 1 < W ? vrow[r * row_stride + Q + 1] : static_cast<acc_t>(0);
       const acc_t wx = linear_tap_weight(tap, j);
