@@ -69,10 +69,10 @@ GAM_CASES = [
     pytest.param(2, [(3, 6, 5), (2, 3, 5), (4, 1, 1), (1, 2, 5)], (12, 15), id="four-scales"),
     pytest.param(1, [(2, 3, 2)], (9, 10), id="unequal-factors"),
     pytest.param(1, [(2, 4, 5), (3, 2, 1)], (4, 5), id="factor-one"),
-    # Windows of powers of two, the backward in one launch: 2 x 3 regions of 8 x 8 per sample, a
-    # full-resolution scale, more channels than a tile.
+    # Windows of powers of two, both directions by regions (the backward in one launch): 2 x 3 regions
+    # of 8 x 8 per sample, a full-resolution scale, more channels than a tile.
     pytest.param(2, [(3, 8, 24), (20, 4, 12), (4, 16, 3), (2, 2, 3)], (16, 24), id="power-of-two-windows"),
-    # Powers of two, but a region (64 x 32) larger than the one-launch backward takes.
+    # Powers of two, but a region (64 x 32) larger than the region kernel takes.
     pytest.param(1, [(2, 1, 2), (3, 2, 4)], (64, 64), id="large-windows"),
 ] + ([
     pytest.param(2, [(32, 64, 48), (64, 32, 24), (16, 8, 6), (8, 4, 3)], (256, 192), id="large"),
@@ -277,8 +277,8 @@ def test_results_do_not_depend_on_the_tuned_configs(monkeypatch):
 _FREE_OPS = {"empty", "empty_strided", "view", "_unsafe_view", "t", "split", "split_with_sizes", "detach", "alias",
              "as_strided", "expand", "slice", "select", "unsqueeze", "squeeze", "transpose", "permute", "reshape",
              "_reshape_alias"}
-# Device work per call of each host function at PAANet's strides (gam_multiply's backward in one
-# launch, its windows being powers of two), and the training step's budget (6 PAAD layers, each one
+# Device work per call of each host function at PAANet's strides (gam_multiply by regions, its
+# windows being powers of two: the backward in one launch), and the training step's budget (6 PAAD layers, each one
 # mini_decoder and one gam_multiply, forward and backward).
 _LAUNCHES = {"mini_decoder_forward": 2, "mini_decoder_backward": 3, "gam_multiply_forward": 1,
              "gam_multiply_backward": 1}
@@ -541,9 +541,10 @@ def test_kernels_compile_for_cuda():
     """Every kernel in every dtype compiles to a CUDA binary (the interpreter would not notice if not)."""
     result = _run_without_interpreter("triton_compile_check.py")
     assert result.returncode == 0, result.stdout + result.stderr
-    # 13 kernel variants (gam_multiply's three with and without REVERSE, gam_grad_kernel with an int32
-    # and an int64 divider) in 4 dtypes, again with ones in float32, and with one scale in float32
-    assert result.stdout.count("ok ") == 78
+    # 15 kernel variants (gam_multiply's forward and backward kernels and the region kernel's two
+    # directions, each with and without REVERSE; gam_grad_kernel with an int32 and an int64 divider)
+    # in 4 dtypes, again with ones in float32, and with one scale in float32
+    assert result.stdout.count("ok ") == 90
 
 
 def test_no_launch_passes_a_written_tensor_twice():

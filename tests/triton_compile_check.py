@@ -66,12 +66,15 @@ def compile_all(target: GPUTarget, dtype: str, acc: str, num_scales: int, ones: 
         constexprs = {"NUM_SCALES": num_scales, "REVERSE": reverse, **gam_kernels.PIXEL_CONFIG.kwargs}
         compile_kernel(gam_kernels.forward_kernel, target, gam_pointers, constexprs, ones)
         compile_kernel(gam_kernels.backward_kernel, target, gam_pointers, constexprs, ones)
-        # The one-launch backward at PAANet's windows (strides 4 to 32).
+        # The region kernel at PAANet's windows (strides 4 to 32), forward and backward.
         windows = [(4, 4), (8, 8), (16, 16), (32, 32)][:num_scales]
         region = host._region(windows)
-        compile_kernel(gam_kernels.region_backward_kernel, target, {**gam_pointers, "grad_gam_ptr": dtype},
-                       {"NUM_SCALES": num_scales, "REVERSE": reverse, "RY": region[0], "RX": region[1],
-                        **host._region_constexprs(windows, region)}, ones)
+        region_pointers = {"gam_ptr": dtype, "grad_gam_ptr": dtype,
+                           **{f"{name}{v}_ptr": dtype for v in scales for name in ("x", "f", "y")}}
+        for backward in (False, True):
+            compile_kernel(gam_kernels.region_kernel, target, region_pointers,
+                           {"NUM_SCALES": num_scales, "BACKWARD": backward, "REVERSE": reverse, "RY": region[0],
+                            "RX": region[1], **host._region_constexprs(windows, region)}, ones)
     # A divider's magic number of 2^31 or more arrives as an int64.
     for magic in ("i32", "i64"):
         compile_kernel(gam_kernels.gam_grad_kernel, target, {**{f"gp{v}_ptr": acc for v in scales}, "out_ptr": dtype},

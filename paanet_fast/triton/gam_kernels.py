@@ -6,9 +6,10 @@ pixels, computing their pooled GAM on the fly (the pooled map is never stored), 
 the channels in (pixels, channels) tiles, so that a whole tile's loads are in flight at once
 (Triton knows nothing of aliasing and would otherwise wait for each channel's store before the
 next channel's load). The second backward kernel spreads the per-window gradients back over the
-GAM, all scales at once. Where every window's sides are powers of two (PAANet's strides), the
-backward is one launch instead: `region_backward_kernel` takes one window of the coarsest scale
-per program, with every scale's pixels inside it, and writes dF and dG there. Plain tensors are
+GAM, all scales at once. Where every window's sides are powers of two (PAANet's strides),
+`region_kernel` runs either direction instead: one window of the coarsest scale per program, with
+every scale's pixels inside it, reading its GAM once and writing P (forward), or dF and dG
+(backward, one launch instead of two), there. Plain tensors are
 contiguous, NCHW; offsets within one sample are int32 (the host checks that a sample fits), the
 sample's own offset int64.
 
@@ -160,22 +161,23 @@ def gam_grad_kernel(gp0_ptr, h0, w0, m0, s0, gp1_ptr, h1, w1, m1, s1, gp2_ptr, h
     tl.store(out_ptr + tl.cast(row, tl.int64) * W + xs, total.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-# The one-launch backward: one program per region of the GAM that is one window of the coarsest
-# scale (in each axis), when every window's sides are powers of two and a region has at most
-# REGION_PIXELS pixels (32 x 32: PAANet's strides 4 to 32 at any input size). The region's GAM and
-# dG tiles and each scale's (channels, pixels) tile stay in registers: TILE_ELEMENTS at most.
+# The one-launch region kernels: one program per region of the GAM that is one window of the
+# coarsest scale (in each axis), when every window's sides are powers of two and a region has at most
+# REGION_PIXELS pixels (32 x 32: PAANet's strides 4 to 32 at any input size). The region's GAM (and
+# dG) tiles and each scale's (channels, pixels) tile stay in registers: TILE_ELEMENTS at most.
 REGION_CONFIG = triton.Config({}, num_warps=4)
 REGION_PIXELS = 1024
 TILE_ELEMENTS = 2048
 
 
 @triton.jit
-def _region_scale(total, g, f_ptr, grad_out_ptr, grad_f_ptr, C, h, w, batch, ry, rx, REVERSE: tl.constexpr,
-                  RY: tl.constexpr, RX: tl.constexpr, SY: tl.constexpr, SX: tl.constexpr, CH: tl.constexpr):
-    """One scale of a region's backward. g: the region's GAM (RY, RX); the scale's windows SY x SX, so
-    (RY / SY, RX / SX) of its pixels lie in the region. Writes dF = dP * a there (CH channels a tile)
-    and returns total (RY, RX) plus each pixel's window gradient, sum_c dP F (+-1) / (SY SX), over its
-    window."""
+def _region_scale(total, g, x_ptr, f_ptr, y_ptr, C, h, w, batch, ry, rx, BACKWARD: tl.constexpr,
+                  REVERSE: tl.constexpr, RY: tl.constexpr, RX: tl.constexpr, SY: tl.constexpr, SX: tl.constexpr,
+                  CH: tl.constexpr):
+    """One scale of a region. g: the region's GAM (RY, RX); the scale's windows SY x SX, so (RY / SY,
+    RX / SX) of its pixels lie in the region. Writes y = x * a there (CH channels a tile): P from F
+    forward, dF from dP backward. Backward, also returns total (RY, RX) plus each pixel's window
+    gradient, sum_c dP F (+-1) / (SY SX), over its window (forward: total as it came)."""
     NY: tl.constexpr = RY // SY
     NX: tl.constexpr = RX // SX
     area: tl.constexpr = SY * SX
@@ -190,11 +192,14 @@ def _region_scale(total, g, f_ptr, grad_out_ptr, grad_f_ptr, C, h, w, batch, ry,
         channels = c0 + tl.arange(0, CH)
         offsets = (channels * plane)[:, None, None] + pixel[None, :, :]
         inside = (channels < C)[:, None, None]
-        grad_out = upcast(tl.load(grad_out_ptr + sample + offsets, mask=inside, other=0.0))
-        f = upcast(tl.load(f_ptr + sample + offsets, mask=inside, other=0.0))
-        tl.store(grad_f_ptr + sample + offsets, (grad_out * a[None, :, :]).to(grad_f_ptr.dtype.element_ty),
-                 mask=inside)
-        grad_a += tl.sum(grad_out * f, axis=0)
+        x = upcast(tl.load(x_ptr + sample + offsets, mask=inside, other=0.0))
+        if BACKWARD:  # loaded before the store, which Triton would otherwise wait for
+            f = upcast(tl.load(f_ptr + sample + offsets, mask=inside, other=0.0))
+        tl.store(y_ptr + sample + offsets, (x * a[None, :, :]).to(y_ptr.dtype.element_ty), mask=inside)
+        if BACKWARD:
+            grad_a += tl.sum(x * f, axis=0)
+    if not BACKWARD:
+        return total
     if REVERSE:
         grad_a = -grad_a
     spread = tl.broadcast_to((grad_a / area)[:, None, :, None], (NY, SY, NX, SX))
@@ -202,18 +207,21 @@ def _region_scale(total, g, f_ptr, grad_out_ptr, grad_f_ptr, C, h, w, batch, ry,
 
 
 @tuned([REGION_CONFIG], key=[], interpreter={})
-def region_backward_kernel(gam_ptr, grad_gam_ptr,
-                           f0_ptr, g0_ptr, gf0_ptr, c0, h0, w0, f1_ptr, g1_ptr, gf1_ptr, c1, h1, w1,
-                           f2_ptr, g2_ptr, gf2_ptr, c2, h2, w2, f3_ptr, g3_ptr, gf3_ptr, c3, h3, w3, H, W,
-                           NUM_SCALES: tl.constexpr, REVERSE: tl.constexpr, RY: tl.constexpr, RX: tl.constexpr,
-                           SY0: tl.constexpr, SX0: tl.constexpr, CH0: tl.constexpr,
-                           SY1: tl.constexpr, SX1: tl.constexpr, CH1: tl.constexpr,
-                           SY2: tl.constexpr, SX2: tl.constexpr, CH2: tl.constexpr,
-                           SY3: tl.constexpr, SX3: tl.constexpr, CH3: tl.constexpr):
-    """dF_v (like F_v) for NUM_SCALES <= 4 scales of windows SY_v x SX_v and dG (B, 1, H, W), one
-    program per RY x RX region of one sample (RY = max SY_v, RX = max SX_v); grid: B * (H / RY) *
-    (W / RX), the regions of each sample row by row. The scales' window gradients are added in
-    scale order, each spread over its window's pixels (no per-window buffer, no second launch)."""
+def region_kernel(gam_ptr, grad_gam_ptr,
+                  x0_ptr, f0_ptr, y0_ptr, c0, h0, w0, x1_ptr, f1_ptr, y1_ptr, c1, h1, w1,
+                  x2_ptr, f2_ptr, y2_ptr, c2, h2, w2, x3_ptr, f3_ptr, y3_ptr, c3, h3, w3, H, W,
+                  NUM_SCALES: tl.constexpr, BACKWARD: tl.constexpr, REVERSE: tl.constexpr,
+                  RY: tl.constexpr, RX: tl.constexpr,
+                  SY0: tl.constexpr, SX0: tl.constexpr, CH0: tl.constexpr,
+                  SY1: tl.constexpr, SX1: tl.constexpr, CH1: tl.constexpr,
+                  SY2: tl.constexpr, SX2: tl.constexpr, CH2: tl.constexpr,
+                  SY3: tl.constexpr, SX3: tl.constexpr, CH3: tl.constexpr):
+    """y_v = x_v * a_v (like F_v) for NUM_SCALES <= 4 scales of windows SY_v x SX_v: forward x = F
+    and y = P; backward x = dP and y = dF, and dG (B, 1, H, W) into grad_gam_ptr from f_v = F_v (both
+    unused forward). One program per RY x RX region of one sample (RY = max SY_v, RX = max SX_v);
+    grid: B * (H / RY) * (W / RX), the regions of each sample row by row. Backward, the scales'
+    window gradients are added in scale order, each spread over its window's pixels (no per-window
+    buffer, no second launch)."""
     pid = tl.program_id(0)
     regions_x = W // RX
     regions = (H // RY) * regions_x
@@ -224,15 +232,16 @@ def region_backward_kernel(gam_ptr, grad_gam_ptr,
         + (rx * RX + tl.arange(0, RX))[None, :]
     g = upcast(tl.load(gam_ptr + offsets))
     total = tl.zeros((RY, RX), g.dtype)
-    total = _region_scale(total, g, f0_ptr, g0_ptr, gf0_ptr, c0, h0, w0, batch, ry, rx, REVERSE, RY, RX,
+    total = _region_scale(total, g, x0_ptr, f0_ptr, y0_ptr, c0, h0, w0, batch, ry, rx, BACKWARD, REVERSE, RY, RX,
                           SY0, SX0, CH0)
     if NUM_SCALES > 1:
-        total = _region_scale(total, g, f1_ptr, g1_ptr, gf1_ptr, c1, h1, w1, batch, ry, rx, REVERSE, RY, RX,
-                              SY1, SX1, CH1)
+        total = _region_scale(total, g, x1_ptr, f1_ptr, y1_ptr, c1, h1, w1, batch, ry, rx, BACKWARD, REVERSE, RY,
+                              RX, SY1, SX1, CH1)
     if NUM_SCALES > 2:
-        total = _region_scale(total, g, f2_ptr, g2_ptr, gf2_ptr, c2, h2, w2, batch, ry, rx, REVERSE, RY, RX,
-                              SY2, SX2, CH2)
+        total = _region_scale(total, g, x2_ptr, f2_ptr, y2_ptr, c2, h2, w2, batch, ry, rx, BACKWARD, REVERSE, RY,
+                              RX, SY2, SX2, CH2)
     if NUM_SCALES > 3:
-        total = _region_scale(total, g, f3_ptr, g3_ptr, gf3_ptr, c3, h3, w3, batch, ry, rx, REVERSE, RY, RX,
-                              SY3, SX3, CH3)
-    tl.store(grad_gam_ptr + offsets, total.to(grad_gam_ptr.dtype.element_ty))
+        total = _region_scale(total, g, x3_ptr, f3_ptr, y3_ptr, c3, h3, w3, batch, ry, rx, BACKWARD, REVERSE, RY,
+                              RX, SY3, SX3, CH3)
+    if BACKWARD:
+        tl.store(grad_gam_ptr + offsets, total.to(grad_gam_ptr.dtype.element_ty))

@@ -184,6 +184,10 @@ def gam_multiply_forward(features: list[torch.Tensor], gam: torch.Tensor, revers
     features = [f.contiguous() for f in features]
     outputs = [new_tensor(tuple(f.shape), f.dtype, f.device) for f in features]
     B, _, H, W = gam.shape
+    windows = _windows(features, gam)
+    if (region := _region(windows)) is not None:
+        _launch_regions(gam, None, features, features, outputs, windows, region, reverse)
+        return outputs
     order = _coarse_first(features)
     scale_args = _pad_scales([[features[v], outputs[v], *features[v].shape[1:], _plane(features[v])] for v in order],
                              [features[0], outputs[0], 1, 1, 1, 1])
@@ -220,6 +224,23 @@ def _region_constexprs(windows: list[tuple[int, int]], region: tuple[int, int]) 
     return constexprs
 
 
+def _launch_regions(gam: torch.Tensor, grad_gam: torch.Tensor | None, xs: list[torch.Tensor],
+                    features: list[torch.Tensor], ys: list[torch.Tensor], windows: list[tuple[int, int]],
+                    region: tuple[int, int], reverse: bool) -> None:
+    """gam_kernels.region_kernel: y_v = x_v * a_v for every scale, and dG into `grad_gam` from the
+    features when it is given (the backward: x = dP, y = dF), or not (the forward: x = F, y = P)."""
+    B, _, H, W = gam.shape
+    ry, rx = region
+    gam = gam.contiguous()
+    scale_args = _pad_scales([[x, f, y, *f.shape[1:]] for x, f, y in zip(xs, features, ys)],
+                             [xs[0], features[0], ys[0], 1, 1, 1])
+    backward = grad_gam is not None
+    # Forward, dG's pointer is never written: the GAM itself stands in for it.
+    launch(gam_kernels.region_kernel, lambda meta: (B * (H // ry) * (W // rx),), gam,
+           grad_gam if backward else gam, *scale_args, H, W, NUM_SCALES=len(xs), BACKWARD=backward,
+           REVERSE=reverse, RY=ry, RX=rx, **_region_constexprs(windows, region))
+
+
 def gam_multiply_backward(grad_outputs: list[torch.Tensor], features: list[torch.Tensor], gam: torch.Tensor,
                           reverse: bool) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Gradients of the features (like each F_v) and of the GAM (B, 1, H, W). One launch where the
@@ -235,12 +256,7 @@ def gam_multiply_backward(grad_outputs: list[torch.Tensor], features: list[torch
     region = _region(windows)
     if region is not None:
         grad_gam = new_tensor(tuple(gam.shape), gam.dtype, gam.device)
-        ry, rx = region
-        scale_args = _pad_scales([[f, g, gf, *f.shape[1:]] for f, g, gf in zip(features, grad_outputs, grad_features)],
-                                 [features[0], grad_outputs[0], grad_features[0], 1, 1, 1])
-        launch(gam_kernels.region_backward_kernel, lambda meta: (B * (H // ry) * (W // rx),), gam.contiguous(),
-               grad_gam, *scale_args, H, W, NUM_SCALES=len(features), REVERSE=reverse, RY=ry, RX=rx,
-               **_region_constexprs(windows, region))
+        _launch_regions(gam, grad_gam, grad_outputs, features, grad_features, windows, region, reverse)
         return grad_features, grad_gam
     grad_pools = [new_tensor((B, f.shape[2], f.shape[3]), acc, f.device) for f in features]
     scale_args = _pad_scales([[features[v], grad_outputs[v], grad_features[v], grad_pools[v], *features[v].shape[1:],
