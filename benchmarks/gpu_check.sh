@@ -4,9 +4,9 @@
 # cases of the test suite, time both operators and a training step (benchmarks/gpu_report.py), run
 # the CUDA parity tests again under compute-sanitizer (memcheck, racecheck; logs in $OUT), and
 # print the report predicted from the compiled code (benchmarks/gpu_static.py, in $OUT/gpu_static
-# when OUT is set): the stages in the order a short lease needs them. Check the measured table against that predicted one and the "Predicted GPU
-# figures" section of benchmarks/RESULTS.md: launches per step, and each operator's time against
-# its modelled time and floor.
+# when OUT is set): the stages in the order a short lease needs them. Check the measured table
+# against that predicted one and the "Predicted GPU figures" section of benchmarks/RESULTS.md:
+# launches per step, and each operator's time against its modelled time and floor.
 #
 #   bash benchmarks/gpu_check.sh [gpu_report.py options]      e.g. --skip-compile-model
 #

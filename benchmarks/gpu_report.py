@@ -251,7 +251,7 @@ def graph_ms(fn: Callable[[], object], calls: int = 20, repeats: int = 10) -> fl
     return median_ms(graph.replay, "cuda", warmup=2, repeats=repeats) / calls
 
 
-def kernels_per_call(fn: Callable[[], object]) -> int:
+def gpu_activities_per_call(fn: Callable[[], object]) -> int:
     """GPU activities (kernels, memsets, copies) of one fn(), counted by the profiler after a warm-up."""
     fn()
     torch.cuda.synchronize()
@@ -273,7 +273,7 @@ def graph_rows(p: OpProblem, names: list[str], copy_gbs: float) -> list[str]:
         for case, fn in operator_cases(p, name).items():
             try:
                 ms = graph_ms(fn)
-                cell = f"| {case} | {name} | {ms * 1e3:.1f} | {kernels_per_call(fn)} |"
+                cell = f"| {case} | {name} | {ms * 1e3:.1f} | {gpu_activities_per_call(fn)} |"
                 if case == "gam_multiply forward":
                     gbs = moved / (ms * 1e-3) / 1e9
                     cell += f" {gbs:.0f} GB/s, {100 * gbs / copy_gbs:.0f}% of copy |"

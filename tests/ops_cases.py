@@ -107,6 +107,17 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtyp
     assert err <= TOLERANCE[dtype], f"{what}: relative error {err:.3g} > {TOLERANCE[dtype]:.0e}"
 
 
+def assert_each_close(actual: list[torch.Tensor], expected: list[torch.Tensor], dtype: torch.dtype, tol: float,
+                      floor: float = 0.0) -> None:
+    """Each result of `dtype` within `tol` of its expected values, elementwise, the absolute part
+    relative to its largest expected value (or to `floor`, if larger)."""
+    assert len(actual) == len(expected)
+    for i, (a, e) in enumerate(zip(actual, expected)):
+        assert a.dtype == dtype and a.shape == e.shape, f"result {i}: {a.dtype} {tuple(a.shape)}"
+        torch.testing.assert_close(a.double(), e.double(), rtol=tol, atol=tol * max(e.abs().max().item(), floor),
+                                   msg=lambda m: f"result {i}: {m}")
+
+
 def channels_last(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous(memory_format=torch.channels_last)
 

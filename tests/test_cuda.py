@@ -14,6 +14,7 @@ import importlib
 import pytest
 import torch
 
+from ops_cases import assert_each_close
 from paanet_fast import PAANet, ops, reference
 from paanet_fast.backends import resolve
 
@@ -71,18 +72,7 @@ def _against_reference(fn_for, inputs: list[torch.Tensor], grads: list[torch.Ten
     """The cuda backend in `dtype` against the reference in float64 on the same values."""
     actual = _run(fn_for("cuda"), inputs, grads)
     expected = _run(fn_for("reference"), [t.double() for t in inputs], [g.double() for g in grads])
-    _assert_close(actual, expected, dtype)
-
-
-def _assert_close(actual: list[torch.Tensor], expected: list[torch.Tensor], dtype: torch.dtype,
-                  tol: float | None = None, floor: float = 0.0) -> None:
-    """Each result within `tol` of its expected values, relative to its largest (or to `floor`, if larger)."""
-    assert len(actual) == len(expected)
-    tol = TOLERANCE[dtype] if tol is None else tol
-    for i, (a, e) in enumerate(zip(actual, expected)):
-        assert a.dtype == dtype and a.shape == e.shape, f"result {i}: {a.dtype} {tuple(a.shape)}"
-        torch.testing.assert_close(a.double(), e.double(), rtol=tol, atol=tol * max(e.abs().max().item(), floor),
-                                   msg=lambda m: f"result {i}: {m}")
+    assert_each_close(actual, expected, dtype, TOLERANCE[dtype])
 
 
 def _decoder_problem(batch, scales, size, dtype, seed=0):
@@ -202,7 +192,7 @@ def test_autocast_runs_in_bfloat16():
     # The float32 weight and bias are read as they are (no cast under autocast).
     expected = list(reference.mini_decoder(as_bf16, weight.double(), bias.double(), (64, 48)))
     expected += reference.gam_multiply(as_bf16, gam.double(), False)
-    _assert_close([logits, gam, *attended], expected, torch.bfloat16)
+    assert_each_close([logits, gam, *attended], expected, torch.bfloat16, TOLERANCE[torch.bfloat16])
 
 
 def test_auto_picks_cuda_for_cuda_tensors():
@@ -220,7 +210,7 @@ def test_runs_on_the_current_stream():
     expected = list(reference.mini_decoder([t.double() for t in inputs[:2]], inputs[2].double(), inputs[3].double(),
                                            (256, 256)))
     expected += reference.gam_multiply([t.double() for t in inputs[:2]], gam.double(), True)
-    _assert_close([logits, gam, *attended], expected, torch.float32)
+    assert_each_close([logits, gam, *attended], expected, torch.float32, TOLERANCE[torch.float32])
 
 
 def test_cuda_graph_replay():
@@ -244,7 +234,7 @@ def test_cuda_graph_replay():
     torch.cuda.synchronize()
     expected = list(reference.mini_decoder([t.double() for t in fresh[:2]], fresh[2].double(), fresh[3].double(), size))
     expected += reference.gam_multiply([t.double() for t in fresh[:2]], expected[1], True)
-    _assert_close([logits, gam, *attended], expected, torch.float32)
+    assert_each_close([logits, gam, *attended], expected, torch.float32, TOLERANCE[torch.float32])
 
 
 def test_backward_replays_in_a_cuda_graph():
@@ -273,7 +263,7 @@ def test_backward_replays_in_a_cuda_graph():
         graph.replay()
         torch.cuda.synchronize()
         expected = _run(_decoder(2, size)("reference"), [t.double() for t in fresh], [g.double() for g in fresh_grads])
-        _assert_close([logits, gam, *dfeatures, dweight, dbias], expected, torch.float32)
+        assert_each_close([logits, gam, *dfeatures, dweight, dbias], expected, torch.float32, TOLERANCE[torch.float32])
 
 
 def test_zero_batch():
@@ -320,4 +310,4 @@ def test_model_matches_reference_backend():
     # Errors of 1e-16 grow through the network. A gradient that is zero in exact arithmetic (a bias
     # before a training-mode batch norm: the H200 gave 5.3e-14 one way, 3.6e-14 the other) is the
     # roundoff of sums of the network's gradients, so tolerances are relative to the largest of them too.
-    _assert_close(actual, expected, torch.float64, tol=1e-8, floor=max(e.abs().max().item() for e in expected))
+    assert_each_close(actual, expected, torch.float64, 1e-8, floor=max(e.abs().max().item() for e in expected))

@@ -22,6 +22,7 @@ import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
 import paanet_fast.triton  # noqa: E402,F401  (registers the backend)
+from ops_cases import assert_each_close  # noqa: E402
 from paanet_fast import PAANet, ops, reference  # noqa: E402
 from paanet_fast.backends import resolve  # noqa: E402
 from paanet_fast.triton import host  # noqa: E402
@@ -99,16 +100,6 @@ def _outputs_and_grads(fn, inputs: list[torch.Tensor], grads: list[torch.Tensor]
     return [o.detach() for o in outputs] + [t.grad for t in leaves]
 
 
-def _assert_matches(actual: list[torch.Tensor], expected: list[torch.Tensor], dtype: torch.dtype, tol: float,
-                    floor: float = 0.0) -> None:
-    """Each result within `tol` of its expected values, relative to its largest (or to `floor`, if larger)."""
-    assert len(actual) == len(expected)
-    for i, (a, e) in enumerate(zip(actual, expected)):
-        assert a.dtype == dtype and a.shape == e.shape, f"result {i}: {a.dtype} {tuple(a.shape)}"
-        scale = max(e.abs().max().item(), floor)
-        torch.testing.assert_close(a.double(), e.double(), rtol=tol, atol=tol * scale, msg=lambda m: f"result {i}: {m}")
-
-
 def _mini_decoder_problem(batch, scales, size, device, dtype, seed=0):
     gen = torch.Generator().manual_seed(seed)
     features = [_random(gen, device, dtype, batch, c, h, w) for c, h, w in scales]
@@ -129,7 +120,7 @@ def test_mini_decoder_matches_reference(device, dtype, tol, batch, scales, size)
     actual = _outputs_and_grads(_mini_decoder_fn(len(scales), size, "triton"), inputs, grads)
     expected = _outputs_and_grads(_mini_decoder_fn(len(scales), size, "reference"),
                                   [t.double() for t in inputs], [g.double() for g in grads])
-    _assert_matches(actual, expected, dtype, tol)
+    assert_each_close(actual, expected, dtype, tol)
 
 
 def _gam_problem(batch, scales, size, device, dtype, seed=0):
@@ -152,7 +143,7 @@ def test_gam_multiply_matches_reference(device, dtype, tol, batch, scales, size,
     actual = _outputs_and_grads(_gam_fn(reverse, "triton"), inputs, grads)
     expected = _outputs_and_grads(_gam_fn(reverse, "reference"), [t.double() for t in inputs],
                                   [g.double() for g in grads])
-    _assert_matches(actual, expected, dtype, tol)
+    assert_each_close(actual, expected, dtype, tol)
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float16, 2e-3), (torch.bfloat16, 1.6e-2)], ids=["float16", "bfloat16"])
@@ -162,12 +153,12 @@ def test_half_precision_in_the_interpreter(dtype, tol):
     actual = _outputs_and_grads(_mini_decoder_fn(2, (13, 17), "triton"), inputs, grads)
     expected = _outputs_and_grads(_mini_decoder_fn(2, (13, 17), "reference"), [t.double() for t in inputs],
                                   [g.double() for g in grads])
-    _assert_matches(actual, expected, dtype, tol)
+    assert_each_close(actual, expected, dtype, tol)
     inputs, grads = _gam_problem(1, [(3, 4, 6), (2, 2, 3)], (8, 12), "cpu", dtype, seed=2)
     actual = _outputs_and_grads(_gam_fn(True, "triton"), inputs, grads)
     expected = _outputs_and_grads(_gam_fn(True, "reference"), [t.double() for t in inputs],
                                   [g.double() for g in grads])
-    _assert_matches(actual, expected, dtype, tol)
+    assert_each_close(actual, expected, dtype, tol)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -187,12 +178,12 @@ def test_bfloat16_on_a_card_without_bfloat16_arithmetic(device, monkeypatch):
     actual = _outputs_and_grads(_mini_decoder_fn(2, (13, 17), "triton"), inputs, grads)
     expected = _outputs_and_grads(_mini_decoder_fn(2, (13, 17), "reference"), [t.double() for t in inputs],
                                   [g.double() for g in grads])
-    _assert_matches(actual, expected, torch.bfloat16, 1.6e-2)
+    assert_each_close(actual, expected, torch.bfloat16, 1.6e-2)
     inputs, grads = _gam_problem(1, [(3, 4, 6), (2, 2, 3)], (8, 12), device, torch.bfloat16, seed=12)
     actual = _outputs_and_grads(_gam_fn(False, "triton"), inputs, grads)
     expected = _outputs_and_grads(_gam_fn(False, "reference"), [t.double() for t in inputs],
                                   [g.double() for g in grads])
-    _assert_matches(actual, expected, torch.bfloat16, 1.6e-2)
+    assert_each_close(actual, expected, torch.bfloat16, 1.6e-2)
     assert kernel_dtypes == {torch.float32}
 
 
@@ -218,13 +209,13 @@ def test_small_tiles_in_the_interpreter(small_tiles):
     inputs, grads = _mini_decoder_problem(2, [(3, 5, 7), (2, 3, 4), (1, 9, 2)], (13, 17), "cpu", torch.float64, seed=9)
     actual = _outputs_and_grads(_mini_decoder_fn(3, (13, 17), "triton"), inputs, grads)
     expected = _outputs_and_grads(_mini_decoder_fn(3, (13, 17), "reference"), inputs, grads)
-    _assert_matches(actual, expected, torch.float64, 1e-10)
+    assert_each_close(actual, expected, torch.float64, 1e-10)
     inputs, grads = _gam_problem(2, [(3, 6, 5), (2, 3, 5), (4, 1, 1), (1, 2, 5)], (12, 15), "cpu", torch.float64,
                                  seed=10)
     for reverse in (False, True):
         actual = _outputs_and_grads(_gam_fn(reverse, "triton"), inputs, grads)
         expected = _outputs_and_grads(_gam_fn(reverse, "reference"), inputs, grads)
-        _assert_matches(actual, expected, torch.float64, 1e-10)
+        assert_each_close(actual, expected, torch.float64, 1e-10)
 
 
 @triton.jit
@@ -278,8 +269,8 @@ _FREE_OPS = {"empty", "empty_strided", "view", "_unsafe_view", "t", "split", "sp
              "as_strided", "expand", "slice", "select", "unsqueeze", "squeeze", "transpose", "permute", "reshape",
              "_reshape_alias"}
 # Device work per call of each host function at PAANet's strides (gam_multiply by regions, its
-# windows being powers of two: the backward in one launch), and the training step's budget (6 PAAD layers, each one
-# mini_decoder and one gam_multiply, forward and backward).
+# windows being powers of two: the backward in one launch), and the training step's budget (6 PAAD
+# layers, each one mini_decoder and one gam_multiply, forward and backward).
 _LAUNCHES = {"mini_decoder_forward": 2, "mini_decoder_backward": 3, "gam_multiply_forward": 1,
              "gam_multiply_backward": 1}
 _STEP_BUDGET = 50
@@ -350,7 +341,7 @@ def test_more_tiles_than_the_grid_limit_in_the_interpreter(small_tiles, monkeypa
                                           seed=11)
     actual = _outputs_and_grads(_mini_decoder_fn(3, (13, 17), "triton"), inputs, grads)
     expected = _outputs_and_grads(_mini_decoder_fn(3, (13, 17), "reference"), inputs, grads)
-    _assert_matches(actual, expected, torch.float64, 1e-10)
+    assert_each_close(actual, expected, torch.float64, 1e-10)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -373,7 +364,7 @@ def test_any_layout_and_unused_outputs(device):
         (logits.square().sum() + attended[1].sum()).backward()
         return [logits.detach(), attended[1].detach()] + [t.grad for t in leaves]
 
-    _assert_matches(run("triton"), run("reference"), torch.float64, 1e-10)
+    assert_each_close(run("triton"), run("reference"), torch.float64, 1e-10)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -387,7 +378,7 @@ def test_expanded_incoming_gradients(device):
         (logits.sum() + gam.mean()).backward()
         return [t.grad for t in leaves]
 
-    _assert_matches(run("triton"), run("reference"), torch.float64, 1e-10)
+    assert_each_close(run("triton"), run("reference"), torch.float64, 1e-10)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -446,7 +437,7 @@ def test_torch_compile_fullgraph(device):
     torch._dynamo.reset()
     compiled = torch.compile(layer, fullgraph=True, backend=compile_backend)
     grads = [grads[0], torch.ones((), device=device)]
-    _assert_matches(_outputs_and_grads(compiled, inputs, grads), _outputs_and_grads(layer, inputs, grads),
+    assert_each_close(_outputs_and_grads(compiled, inputs, grads), _outputs_and_grads(layer, inputs, grads),
                     torch.float32, 1e-5)
 
 
@@ -480,7 +471,7 @@ def test_model_matches_reference_backend(device):
     # A gradient that is zero in exact arithmetic (a bias before a training-mode batch norm) is roundoff
     # of sums of the network's gradients: its tolerance is relative to the largest of them.
     expected = [e.detach() for e in expected]
-    _assert_matches([a.detach() for a in actual], expected, torch.float64, 1e-8,
+    assert_each_close([a.detach() for a in actual], expected, torch.float64, 1e-8,
                     floor=max(e.abs().max().item() for e in expected))
 
 
@@ -565,4 +556,4 @@ def test_autocast_runs_the_kernels_in_half_precision():
     assert logits.dtype == gam.dtype == torch.float16
     expected = reference.mini_decoder([f.half().double() for f in inputs[:2]], inputs[2].double(),
                                       inputs[3].double(), (64, 48))
-    _assert_matches([logits, gam], list(expected), torch.float16, 2e-3)
+    assert_each_close([logits, gam], list(expected), torch.float16, 2e-3)

@@ -32,6 +32,11 @@ class _Sm90Target:
         return GPUTarget("cuda", 90, 32)
 
 
+def jit_function(kernel: Any) -> Any:
+    """The @triton.jit function of a kernel, through its autotuner if it has one."""
+    return kernel.fn if hasattr(kernel, "configs") else kernel
+
+
 def written_arguments(kernel: Any, kwargs: dict[str, Any]) -> list[str]:
     """Names of the tensor arguments torch.compile's analysis finds `kernel` may write."""
     if hasattr(triton_kernel_wrap, "identify_mutated_tensors"):  # torch 2.11 and older
@@ -45,8 +50,7 @@ def recorded_launches(num_scales: int) -> list[tuple[Any, dict[str, Any]]]:
     launches = []
 
     def record(kernel: Any, grid: Any, *args: Any, **constexprs: Any) -> None:
-        fn = kernel.fn if hasattr(kernel, "configs") else kernel
-        launches.append((kernel, {**dict(zip(fn.arg_names, args)), **constexprs}))
+        launches.append((kernel, {**dict(zip(jit_function(kernel).arg_names, args)), **constexprs}))
 
     host.launch = record
     gen = torch.Generator().manual_seed(num_scales)
@@ -73,7 +77,7 @@ def main() -> int:
     failures = 0
     for num_scales in range(1, host.MAX_SCALES + 1):
         for kernel, kwargs in recorded_launches(num_scales):
-            name = (kernel.fn if hasattr(kernel, "configs") else kernel).__name__
+            name = jit_function(kernel).__name__
             written = written_arguments(kernel, kwargs)
             twice = {w: [n for n, a in kwargs.items() if n != w and a is kwargs[w]] for w in written}
             twice = {w: others for w, others in twice.items() if others}

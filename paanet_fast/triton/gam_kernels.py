@@ -9,9 +9,8 @@ next channel's load). The second backward kernel spreads the per-window gradient
 GAM, all scales at once. Where every window's sides are powers of two (PAANet's strides),
 `region_kernel` runs either direction instead: one window of the coarsest scale per program, with
 every scale's pixels inside it, reading its GAM once and writing P (forward), or dF and dG
-(backward, one launch instead of two), there. Plain tensors are
-contiguous, NCHW; offsets within one sample are int32 (the host checks that a sample fits), the
-sample's own offset int64.
+(backward, one launch instead of two), there. Plain tensors are contiguous, NCHW; offsets within
+one sample are int32 (the host checks that a sample fits), the sample's own offset int64.
 
 Each kernel has one configuration, not an autotuned choice: the window means and the channel sums
 are reductions whose order follows the tile layout, so a tuned choice could change the last bits
@@ -161,7 +160,7 @@ def gam_grad_kernel(gp0_ptr, h0, w0, m0, s0, gp1_ptr, h1, w1, m1, s1, gp2_ptr, h
     tl.store(out_ptr + tl.cast(row, tl.int64) * W + xs, total.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-# The one-launch region kernels: one program per region of the GAM that is one window of the
+# The region kernel: one program per region of the GAM that is one window of the
 # coarsest scale (in each axis), when every window's sides are powers of two and a region has at most
 # REGION_PIXELS pixels (32 x 32: PAANet's strides 4 to 32 at any input size). The region's GAM (and
 # dG) tiles and each scale's (channels, pixels) tile stay in registers: TILE_ELEMENTS at most.
