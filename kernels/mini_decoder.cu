@@ -450,13 +450,14 @@ __device__ __forceinline__ GatherRange gather_range(int32_t src, int32_t block_f
   return g;
 }
 
-// Calls body(P, tap of P) for the output coordinates P of the thread's range in ascending order,
-// kUnroll at a time. The block computes the taps of its range once, kThreads at a time, into
-// `table`; every thread of the block calls this (it synchronises the block).
+// Calls body(P, tap of P) for the output coordinates P = lo + lane, lo + lane + step, ... of the
+// thread's range in ascending order, kUnroll at a time. The block computes the taps of its range
+// once, kThreads at a time, into `table`; every thread of the block calls this (it synchronises the
+// block).
 template <int kUnroll, typename acc_t, typename Body>
 __device__ __forceinline__ void gather_taps(Tap<acc_t>* table, const GatherRange& g, int32_t in_size, acc_t scale,
-                                            Body&& body) {
-  int32_t P = g.lo;
+                                            int32_t lane, int32_t step, Body&& body) {
+  int32_t P = g.lo + lane;
   for (int32_t first = g.block_lo; first < g.block_hi; first += kThreads) {
     __syncthreads();  // the previous chunk is read by all
     const int32_t mine = first + static_cast<int32_t>(threadIdx.x);
@@ -468,7 +469,7 @@ __device__ __forceinline__ void gather_taps(Tap<acc_t>* table, const GatherRange
     // own loads: on an H200 the rows pass took 44.5 us, about the ~70 iterations of the coarsest
     // scale's threads times a memory round trip, however many warps were resident.
 #pragma unroll kUnroll
-    for (; P < end; ++P) body(P, table[P - first]);
+    for (; P < end; P += step) body(P, table[P - first]);
   }
 }
 
@@ -506,7 +507,7 @@ __global__ void __launch_bounds__(kThreads) rows_kernel(const __grid_constant__ 
     // dZ at rows P + 1, P and P - 1 (dy = -1, 0, 1), slid down one row per P.
     acc_t at_p = column.template dz<acc_t>(range.lo), at_prev = column.template dz<acc_t>(range.lo - 1);
     acc_t sum[3] = {}, bias_sum[1] = {static_cast<acc_t>(0)};
-    gather_taps<4>(table, range, s.h, s.scale, [&](int32_t P, const Tap<acc_t>& tap) {
+    gather_taps<4>(table, range, s.h, s.scale, 0, 1, [&](int32_t P, const Tap<acc_t>& tap) {
       const acc_t at_next = column.template dz<acc_t>(P + 1);
       const acc_t wy = linear_tap_weight(tap, i);
       if (wy != static_cast<acc_t>(0)) {
@@ -531,25 +532,42 @@ __global__ void __launch_bounds__(kThreads) rows_kernel(const __grid_constant__ 
 }
 
 // Channels and pixel segments of a columns block's share of dW: lane c of segment g sums channel
-// c0 + c over the block's pixels [g * kSegmentPixels, (g + 1) * kSegmentPixels).
+// c0 + c over the g-th of kSegments equal parts of the block's pixels.
 constexpr int kChannelLanes = 32;
 constexpr int kSegments = kThreads / kChannelLanes;
-constexpr int kSegmentPixels = kThreads / kSegments;
 // Parts into which the last block of a scale splits each dW element's sum over the blocks.
 constexpr int kBlockParts = 8;
+// The columns pass splits each pixel's gather over 2^lane_shift threads (at most 32), so that a
+// thread reads about kGatherPerLane columns. One thread a pixel, the threads of the stride-32 scale
+// looped over ~67 columns, each a memory round trip: 35 us on an H200.
+constexpr int kGatherPerLane = 8;
+constexpr int kMaxLaneShift = 5;
+constexpr int kThreadsShift = 8;
+static_assert(kThreads == 1 << kThreadsShift, "kThreadsShift");
+// The largest share of a pixel's D a thread adds up from its lanes' parts (at least 2 lanes).
+constexpr int kLaneSumsPerThread = (kTaps * kThreads / 2 + kThreads - 1) / kThreads;
 
 // One scale of the columns pass: its features F and feature gradient dF (written), the row
 // gradients V (B, 3, h, W) at rows_offset, where its blocks' shares of dW go (partials_offset: each
 // block's (C_v, 9) in turn), its blocks in the launch (over all rows of the grid) and the counter of
-// those finished, and the horizontal resize scale and inverse.
+// those finished, the lanes of a pixel's gather (log2), and the horizontal resize scale and inverse.
 template <typename scalar_t, typename acc_t>
 struct ColumnsScale {
   ScaleMap<const scalar_t> f;
   ScaleMap<scalar_t> df;
   int64_t rows_offset, partials_offset, blocks;
-  int32_t counter;
+  int32_t counter, lane_shift;
   acc_t scale, inv_scale;
 };
+
+// log2 of the lanes over which the columns pass splits a pixel's gather: the columns that read one
+// of w source columns resized to W number at most 2 ceil(W / w) + 3.
+int32_t gather_lane_shift(int64_t w, int64_t W) {
+  const int64_t span = 2 * ((W + w - 1) / w) + 3;
+  int32_t shift = 0;
+  while (shift < kMaxLaneShift && (int64_t{kGatherPerLane} << shift) < span) ++shift;
+  return shift;
+}
 
 // dW[c_v, t]: the sums of the shares of the scale's blocks, each split into kBlockParts interleaved
 // parts (blocks q, q + kBlockParts, ... in order) added in turn. Run by the scale's last block.
@@ -562,6 +580,8 @@ __device__ void sum_shares(const ColumnsScale<scalar_t, acc_t>& s, int64_t block
     const int32_t e = e0 + static_cast<int32_t>(threadIdx.x) / kBlockParts;
     acc_t sum = static_cast<acc_t>(0);
     if (e < outputs) {
+      // The loads do not depend on the sum: 8 in flight, not one round trip a share.
+#pragma unroll 8
       for (int64_t n = q; n < blocks; n += kBlockParts) sum += shares[n * outputs + e];
     }
     __syncthreads();  // the previous round's parts are read
@@ -576,16 +596,18 @@ __device__ void sum_shares(const ColumnsScale<scalar_t, acc_t>& s, int64_t block
   }
 }
 
-// Columns pass, one thread per low-res pixel (i, j) and sample:
+// Columns pass, kThreads >> lane_shift low-res pixels (i, j) a block and sample:
 //   D[b, t, i, j] = sum_{Q reading column j} wx(Q, j) V[b, dy_t + 1, i, Q - dx_t]   (V = 0 outside)
-// for the 9 taps at once, over the columns Q in ascending order; then
+// for the 9 taps at once, each lane of a pixel over every 2^lane_shift-th column Q in ascending
+// order (the lanes of a pixel are adjacent threads: their reads interleave), the lanes' parts then
+// added in lane order; then
 //   dF[b, c, i, j] = sum_t W[c_v, t] D[b, t, i, j]   for every channel c of the scale,
 // and the block's share of dW[c_v, t] = sum F[b, c] D[b, t] over its pixels and samples. The last
 // block of each scale to finish adds up the shares into dW, and the last of scale 0, given
 // bias_parts (the first launch), db = the sum of bias_parts[0..bias_count): one launch, in an
 // order fixed by the shapes alone. Threads past the end of the plane repeat its last pixel
-// without writing it. Two blocks an SM at least: the grid has little more than one an SM at the
-// model's sizes, and more registers keep the shares' loops from spilling.
+// without writing it. Two blocks an SM at least: more registers keep the shares' loops from
+// spilling.
 template <typename scalar_t, typename weight_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads, 2) columns_kernel(
     const __grid_constant__ ScaleBatch<ColumnsScale<scalar_t, acc_t>> batch, int64_t B, int32_t W,
@@ -594,7 +616,7 @@ __global__ void __launch_bounds__(kThreads, 2) columns_kernel(
     weight_t* __restrict__ dbias) {
   __shared__ Tap<acc_t> table[kThreads];
   __shared__ acc_t staged[kWeightChunk][kTaps];
-  __shared__ acc_t scratch[kTaps * kThreads];  // D of the block's pixels, then the segments' shares
+  __shared__ acc_t scratch[kTaps * kThreads];  // the lanes' parts of D, D of the block's pixels, the segments' shares
   __shared__ bool last_block;
   const int v = batch.scale_of(blockIdx.x);
   const ColumnsScale<scalar_t, acc_t>& s = batch.scale[v];
@@ -602,11 +624,21 @@ __global__ void __launch_bounds__(kThreads, 2) columns_kernel(
   const ScaleMap<const scalar_t>& f = s.f;
   const int64_t scale_blocks = batch.start[v + 1] - batch.start[v];
   const int64_t block = blockIdx.y * scale_blocks + (blockIdx.x - batch.start[v]);
-  const int32_t plane = df.h * df.w, first = static_cast<int32_t>(blockIdx.x - batch.start[v]) * kThreads;
-  const int32_t last = first + kThreads < plane ? first + kThreads - 1 : plane - 1;
-  const bool inside = first + static_cast<int32_t>(threadIdx.x) <= last;
-  const int32_t k = inside ? first + static_cast<int32_t>(threadIdx.x) : last;
+  const int32_t lanes = 1 << s.lane_shift, pixels = kThreads >> s.lane_shift;
+  const int32_t plane = df.h * df.w, first = static_cast<int32_t>(blockIdx.x - batch.start[v]) * pixels;
+  const int32_t last = first + pixels < plane ? first + pixels - 1 : plane - 1;
+  // The gather: pixel slot gather_slot, lane gather_lane of it.
+  const int32_t gather_slot = static_cast<int32_t>(threadIdx.x) >> s.lane_shift;
+  const int32_t gather_lane = static_cast<int32_t>(threadIdx.x) & (lanes - 1);
+  const int32_t k = first + gather_slot <= last ? first + gather_slot : last;
   const int32_t i = k / df.w, j = k - i * df.w;
+  // dF and the shares: pixel slot `slot`, channels group, group + lanes, ... (adjacent threads,
+  // adjacent pixels).
+  const int32_t slot = static_cast<int32_t>(threadIdx.x) & (pixels - 1);
+  const int32_t group = static_cast<int32_t>(threadIdx.x) >> (kThreadsShift - s.lane_shift);
+  const bool inside = first + slot <= last;
+  const int32_t pixel = inside ? first + slot : last;
+  const int32_t pixel_i = pixel / df.w, pixel_j = pixel - pixel_i * df.w;
   // The block's columns: from its first to its last pixel's, or all where it spans rows.
   const int32_t first_row = first / df.w, last_row = last / df.w;
   const int32_t j_first = first_row == last_row ? first - first_row * df.w : 0;
@@ -615,46 +647,75 @@ __global__ void __launch_bounds__(kThreads, 2) columns_kernel(
   const int32_t row_stride = df.h * W;
   // The pixels of this thread's segment, for the share of dW.
   const int lane = threadIdx.x % kChannelLanes, segment = threadIdx.x / kChannelLanes;
-  const int32_t segment_first = first + segment * kSegmentPixels;
-  const int32_t segment_end = segment_first + kSegmentPixels <= last + 1 ? segment_first + kSegmentPixels : last + 1;
+  const int32_t segment_pixels = pixels / kSegments;
+  const int32_t segment_first = first + segment * segment_pixels;
+  const int32_t segment_end = segment_first + segment_pixels <= last + 1 ? segment_first + segment_pixels : last + 1;
   for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
     const acc_t* vrow = rows + s.rows_offset + b * (3 * row_stride) + i * W;
-    // V of the three rows at columns Q + 1, Q and Q - 1 (dx = -1, 0, 1), slid right one column per Q.
-    acc_t at_q[3], at_prev[3], d[kTaps] = {};
-    for (int r = 0; r < 3; ++r) {
-      at_q[r] = range.lo < W ? vrow[r * row_stride + range.lo] : static_cast<acc_t>(0);
-      at_prev[r] = range.lo > 0 ? vrow[r * row_stride + range.lo - 1] : static_cast<acc_t>(0);
-    }
-    // Not unrolled: unrolled by 4 this kernel took 128 registers, its launch bounds' limit.
-    gather_taps<1>(table, range, df.w, s.scale, [&](int32_t Q, const Tap<acc_t>& tap) {
-      acc_t at_next[3];
-      for (int r = 0; r < 3; ++r) at_next[r] = Q + 1 < W ? vrow[r * row_stride + Q + 1] : static_cast<acc_t>(0);
+    acc_t d[kTaps] = {};
+    gather_taps<1>(table, range, df.w, s.scale, gather_lane, lanes, [&](int32_t Q, const Tap<acc_t>& tap) {
+      // V of the three rows at columns Q + 1, Q and Q - 1 (dx = -1, 0, 1), 0 outside the row: column
+      // Q is read in place of the outside and dropped, so that the loads have no branch around them.
+      acc_t at[kTaps];
+#pragma unroll
+      for (int r = 0; r < 3; ++r) {
+#pragma unroll
+        for (int c = 0; c < 3; ++c) {
+          const int32_t x = Q + 1 - c;
+          const bool in_row = x >= 0 && x < W;
+          const acc_t value = vrow[r * row_stride + (in_row ? x : Q)];
+          at[3 * r + c] = in_row ? value : static_cast<acc_t>(0);
+        }
+      }
       const acc_t wx = linear_tap_weight(tap, j);
       if (wx != static_cast<acc_t>(0)) {
 #pragma unroll
-        for (int r = 0; r < 3; ++r) {
-          d[3 * r] += wx * at_next[r];
-          d[3 * r + 1] += wx * at_q[r];
-          d[3 * r + 2] += wx * at_prev[r];
-        }
-      }
-#pragma unroll
-      for (int r = 0; r < 3; ++r) {
-        at_prev[r] = at_q[r];
-        at_q[r] = at_next[r];
+        for (int t = 0; t < kTaps; ++t) d[t] += wx * at[t];
       }
     });
+    __syncthreads();  // scratch is free: the previous sample's shares are read
+#pragma unroll
+    for (int t = 0; t < kTaps; ++t) scratch[t * kThreads + threadIdx.x] = d[t];
+    __syncthreads();
+    if (lanes > 1) {
+      // D[t, p] = the sum of pixel p's lanes' parts in lane order, the block's (tap, pixel) entries
+      // shared out over its threads.
+      acc_t sums[kLaneSumsPerThread];
+#pragma unroll
+      for (int n = 0; n < kLaneSumsPerThread; ++n) {
+        const int32_t e = static_cast<int32_t>(threadIdx.x) + n * kThreads;
+        sums[n] = static_cast<acc_t>(0);
+        if (e < kTaps * pixels) {
+          const int32_t t = e >> (kThreadsShift - s.lane_shift), p = e & (pixels - 1);
+          const acc_t* parts = scratch + t * kThreads + (p << s.lane_shift);
+          for (int32_t l = 0; l < lanes; ++l) sums[n] += parts[l];
+        }
+      }
+      __syncthreads();  // the parts are read
+#pragma unroll
+      for (int n = 0; n < kLaneSumsPerThread; ++n) {
+        const int32_t e = static_cast<int32_t>(threadIdx.x) + n * kThreads;
+        if (e < kTaps * pixels) {
+          const int32_t t = e >> (kThreadsShift - s.lane_shift), p = e & (pixels - 1);
+          scratch[t * kThreads + p] = sums[n];
+        }
+      }
+      __syncthreads();
+    }
+    acc_t pixel_d[kTaps];
+#pragma unroll
+    for (int t = 0; t < kTaps; ++t) pixel_d[t] = scratch[t * kThreads + slot];
     for (int32_t c0 = 0; c0 < df.channels; c0 += kWeightChunk) {
       const int32_t count = clamp_index(df.channels - c0, 0, kWeightChunk);
       __syncthreads();  // the previous chunk is read by all
       stage_weights(weight, df.channel_offset + c0, count, staged);
       __syncthreads();
       if (inside) {
-        for (int32_t c = 0; c < count; ++c) {
+        for (int32_t c = group; c < count; c += lanes) {
           acc_t sum = static_cast<acc_t>(0);
 #pragma unroll
-          for (int t = 0; t < kTaps; ++t) sum += staged[c][t] * d[t];
-          df.data[df.offset(b, c0 + c, i, j)] = static_cast<scalar_t>(sum);
+          for (int t = 0; t < kTaps; ++t) sum += staged[c][t] * pixel_d[t];
+          df.data[df.offset(b, c0 + c, pixel_i, pixel_j)] = static_cast<scalar_t>(sum);
         }
       }
     }
@@ -662,8 +723,10 @@ __global__ void __launch_bounds__(kThreads, 2) columns_kernel(
     // the segments are added in turn.
     for (int32_t c0 = 0; c0 < f.channels; c0 += kChannelLanes) {
       __syncthreads();  // scratch is free
+      if (group == 0) {
 #pragma unroll
-      for (int t = 0; t < kTaps; ++t) scratch[t * kThreads + threadIdx.x] = d[t];
+        for (int t = 0; t < kTaps; ++t) scratch[t * kThreads + slot] = pixel_d[t];
+      }
       __syncthreads();
       acc_t share[kTaps] = {};
       if (c0 + lane < f.channels && segment_first < segment_end) {
@@ -727,20 +790,21 @@ void launch_backward(const Tensor& grad_logits, const Tensor& grad_gam, const Te
   }
   std::vector<RowsScale<acc_t>> row_scales;
   std::vector<ColumnsScale<scalar_t, acc_t>> column_scales;
-  std::vector<int64_t> row_items, plane_items;
+  std::vector<int64_t> row_items, column_items;
   int64_t channel_offset = 0, rows_size = 0, partials_size = 0;
   const int64_t samples_in_grid = batch_grid(B);
   for (size_t v = 0; v < features.size(); ++v) {
     const Tensor& f = features[v];
     const int64_t h = f.size(2), w = f.size(3);
     row_scales.push_back({static_cast<int32_t>(h), resize_scale<acc_t>(h, H), resize_scale<acc_t>(H, h), rows_size});
-    const int64_t blocks = samples_in_grid * blocks_of({h * w})[0];
+    const int32_t lane_shift = gather_lane_shift(w, W);
+    const int64_t blocks = samples_in_grid * blocks_of({(h * w) << lane_shift})[0];
     column_scales.push_back({scale_map(f.const_data_ptr<scalar_t>(), f, channel_offset, 0),
                              scale_map(dfeatures[v].mutable_data_ptr<scalar_t>(), dfeatures[v], channel_offset, 0),
-                             rows_size, partials_size, blocks, static_cast<int32_t>(v), resize_scale<acc_t>(w, W),
-                             resize_scale<acc_t>(W, w)});
+                             rows_size, partials_size, blocks, static_cast<int32_t>(v), lane_shift,
+                             resize_scale<acc_t>(w, W), resize_scale<acc_t>(W, w)});
     row_items.push_back(h * W);
-    plane_items.push_back(h * w);
+    column_items.push_back((h * w) << lane_shift);
     channel_offset += f.size(1);
     rows_size += B * 3 * h * W;
     partials_size += blocks * f.size(1) * kTaps;
@@ -764,7 +828,7 @@ void launch_backward(const Tensor& grad_logits, const Tensor& grad_gam, const Te
                                              first ? counters_data : nullptr, counter_count);
     check_launch("rows_kernel");
   });
-  for_each_batch(column_scales, blocks_of(plane_items), [&](const ScaleBatch<ColumnsScale<scalar_t, acc_t>>& batch,
+  for_each_batch(column_scales, blocks_of(column_items), [&](const ScaleBatch<ColumnsScale<scalar_t, acc_t>>& batch,
                                                             bool first, bool) {
     columns_kernel<scalar_t, weight_t, acc_t><<<dim3(static_cast<unsigned int>(batch.total()), batch_grid(B)),
                                                 kThreads, 0, stream>>>(
