@@ -422,14 +422,34 @@ struct LogitGradMaps {
   }
 };
 
-// One scale of the rows pass: its height, vertical resize scale and inverse, and its row gradients
-// V (B, 3, h, W) contiguous at rows_offset of the rows buffer.
+// One scale of the rows pass: its height, the lanes of an item's gather (log2), vertical resize
+// scale and inverse, and its row gradients V (B, 3, h, W) contiguous at rows_offset of the rows
+// buffer.
 template <typename acc_t>
 struct RowsScale {
-  int32_t h;
+  int32_t h, lane_shift;
   acc_t scale, inv_scale;
   int64_t rows_offset;
 };
+
+// The backward's gathers split each output's sum over 2^lane_shift threads (at most 32), so that a
+// thread reads about `per_lane` coordinates. One thread an output, the threads of the stride-32
+// scale looped over ~67 coordinates, each a memory round trip: on an H200 the columns pass took
+// 35 us, and the rows pass 25.5 us with its loop unrolled by 4.
+constexpr int kMaxLaneShift = 5;
+constexpr int kThreadsShift = 8;
+static_assert(kThreads == 1 << kThreadsShift, "kThreadsShift");
+constexpr int kRowsPerLane = 32;    // the rows pass, unrolled by 4 (~5 rounds of loads at PAANet's strides)
+constexpr int kColumnsPerLane = 8;  // the columns pass, not unrolled
+
+// log2 of the lanes over which a gather of one of `low` source indices resized to `high` is split:
+// at most 2 ceil(high / low) + 3 coordinates read one source index.
+int32_t gather_lane_shift(int64_t low, int64_t high, int64_t per_lane) {
+  const int64_t span = 2 * ((high + low - 1) / low) + 3;
+  int32_t shift = 0;
+  while (shift < kMaxLaneShift && (per_lane << shift) < span) ++shift;
+  return shift;
+}
 
 // The output coordinates [lo, hi) that read source index `src` of an axis, for each thread, and
 // [block_lo, block_hi) for the whole block: those of its first and last source index (the ranges
@@ -473,20 +493,22 @@ __device__ __forceinline__ void gather_taps(Tap<acc_t>* table, const GatherRange
   }
 }
 
-// Rows pass, one thread per (low-res row i, full-res column X) and sample:
+// Rows pass, kThreads >> lane_shift items (low-res row i, full-res column X) a block and sample:
 //   V[b, dy + 1, i, X] = sum_{P reading row i} wy(P, i) dZ[b, P - dy, X]   (dZ = 0 outside)
-// for the three dy at once, over the rows P in ascending order. The threads of scale 0 also sum
-// dZ[b, P, X] over the rows P whose tap i0 is i, a partition of the rows; each block of scale 0
-// adds those sums up (a fixed tree) into bias_parts[b * blocks of scale 0 + block], where
-// bias_parts is given. Block 0 of the first launch zeroes the columns pass's counters.
-// Threads past the end of the scale's items repeat the last item without writing it (they take
-// part in the block's table).
+// for the three dy at once, each lane of an item over one of 2^lane_shift consecutive parts of the
+// rows P in ascending order, the lanes' sums then added in lane order (the items of a lane are
+// adjacent threads: adjacent columns X). The threads of scale 0 also sum dZ[b, P, X] over the rows
+// P of their part whose tap i0 is i, a partition of the rows; each block of scale 0 adds those sums
+// up (a fixed tree) into bias_parts[b * blocks of scale 0 + block], where bias_parts is given.
+// Block 0 of the first launch zeroes the columns pass's counters. Threads past the end of the
+// scale's items repeat the last item without writing it (they take part in the block's table).
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads) rows_kernel(const __grid_constant__ ScaleBatch<RowsScale<acc_t>> batch,
                                                         LogitGradMaps<scalar_t> maps, int64_t B, int32_t W,
                                                         acc_t* __restrict__ rows, acc_t* __restrict__ bias_parts,
                                                         unsigned int* counters, int32_t counter_count) {
   __shared__ Tap<acc_t> table[kThreads];
+  __shared__ acc_t lane_sums[3][kThreads];
   if (counters != nullptr && blockIdx.x == 0 && blockIdx.y == 0) {
     // At most one trip a thread (a counter a scale): unrolled, it was some 70 instructions of code.
 #pragma unroll 1
@@ -495,12 +517,20 @@ __global__ void __launch_bounds__(kThreads) rows_kernel(const __grid_constant__ 
   const int v = batch.scale_of(blockIdx.x);
   const RowsScale<acc_t>& s = batch.scale[v];
   const int32_t items = s.h * W, block = static_cast<int32_t>(blockIdx.x - batch.start[v]);
-  const int32_t first = block * kThreads;
-  const int32_t last = first + kThreads < items ? first + kThreads - 1 : items - 1;
-  const bool inside = first + static_cast<int32_t>(threadIdx.x) <= last;
-  const int32_t k = inside ? first + static_cast<int32_t>(threadIdx.x) : last;
+  const int32_t lanes = 1 << s.lane_shift, block_items = kThreads >> s.lane_shift;
+  const int32_t slot = static_cast<int32_t>(threadIdx.x) & (block_items - 1);
+  const int32_t lane = static_cast<int32_t>(threadIdx.x) >> (kThreadsShift - s.lane_shift);
+  const int32_t first = block * block_items;
+  const int32_t last = first + block_items < items ? first + block_items - 1 : items - 1;
+  const bool inside = first + slot <= last;
+  const int32_t k = inside ? first + slot : last;
   const int32_t i = k / W, X = k - i * W;
-  const GatherRange range = gather_range(i, first / W, last / W, s.h, maps.H, s.scale, s.inv_scale);
+  GatherRange range = gather_range(i, first / W, last / W, s.h, maps.H, s.scale, s.inv_scale);
+  {  // this lane's part of the item's rows
+    const int32_t part = (range.hi - range.lo + lanes - 1) >> s.lane_shift;
+    range.lo = range.lo + lane * part < range.hi ? range.lo + lane * part : range.hi;
+    range.hi = range.lo + part < range.hi ? range.lo + part : range.hi;
+  }
   const bool bias_block = v == 0 && bias_parts != nullptr;
   for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
     const LogitGradColumn<scalar_t> column = maps.column(b, X);
@@ -519,7 +549,20 @@ __global__ void __launch_bounds__(kThreads) rows_kernel(const __grid_constant__ 
       at_prev = at_p;
       at_p = at_next;
     });
-    if (inside) {
+    if (lanes > 1) {
+      __syncthreads();  // the previous sample's sums are read
+#pragma unroll
+      for (int r = 0; r < 3; ++r) lane_sums[r][threadIdx.x] = sum[r];
+      __syncthreads();
+      if (lane == 0) {
+#pragma unroll
+        for (int r = 0; r < 3; ++r) {
+          sum[r] = lane_sums[r][slot];
+          for (int32_t l = 1; l < lanes; ++l) sum[r] += lane_sums[r][l * block_items + slot];
+        }
+      }
+    }
+    if (inside && lane == 0) {
       acc_t* out = rows + s.rows_offset + b * (3 * items) + k;
 #pragma unroll
       for (int r = 0; r < 3; ++r) out[r * items] = sum[r];
@@ -537,13 +580,6 @@ constexpr int kChannelLanes = 32;
 constexpr int kSegments = kThreads / kChannelLanes;
 // Parts into which the last block of a scale splits each dW element's sum over the blocks.
 constexpr int kBlockParts = 8;
-// The columns pass splits each pixel's gather over 2^lane_shift threads (at most 32), so that a
-// thread reads about kGatherPerLane columns. One thread a pixel, the threads of the stride-32 scale
-// looped over ~67 columns, each a memory round trip: 35 us on an H200.
-constexpr int kGatherPerLane = 8;
-constexpr int kMaxLaneShift = 5;
-constexpr int kThreadsShift = 8;
-static_assert(kThreads == 1 << kThreadsShift, "kThreadsShift");
 // The largest share of a pixel's D a thread adds up from its lanes' parts (at least 2 lanes).
 constexpr int kLaneSumsPerThread = (kTaps * kThreads / 2 + kThreads - 1) / kThreads;
 
@@ -559,15 +595,6 @@ struct ColumnsScale {
   int32_t counter, lane_shift;
   acc_t scale, inv_scale;
 };
-
-// log2 of the lanes over which the columns pass splits a pixel's gather: the columns that read one
-// of w source columns resized to W number at most 2 ceil(W / w) + 3.
-int32_t gather_lane_shift(int64_t w, int64_t W) {
-  const int64_t span = 2 * ((W + w - 1) / w) + 3;
-  int32_t shift = 0;
-  while (shift < kMaxLaneShift && (int64_t{kGatherPerLane} << shift) < span) ++shift;
-  return shift;
-}
 
 // dW[c_v, t]: the sums of the shares of the scale's blocks, each split into kBlockParts interleaved
 // parts (blocks q, q + kBlockParts, ... in order) added in turn. Run by the scale's last block.
@@ -796,14 +823,16 @@ void launch_backward(const Tensor& grad_logits, const Tensor& grad_gam, const Te
   for (size_t v = 0; v < features.size(); ++v) {
     const Tensor& f = features[v];
     const int64_t h = f.size(2), w = f.size(3);
-    row_scales.push_back({static_cast<int32_t>(h), resize_scale<acc_t>(h, H), resize_scale<acc_t>(H, h), rows_size});
-    const int32_t lane_shift = gather_lane_shift(w, W);
+    const int32_t row_lane_shift = gather_lane_shift(h, H, kRowsPerLane);
+    row_scales.push_back({static_cast<int32_t>(h), row_lane_shift, resize_scale<acc_t>(h, H), resize_scale<acc_t>(H, h),
+                          rows_size});
+    const int32_t lane_shift = gather_lane_shift(w, W, kColumnsPerLane);
     const int64_t blocks = samples_in_grid * blocks_of({(h * w) << lane_shift})[0];
     column_scales.push_back({scale_map(f.const_data_ptr<scalar_t>(), f, channel_offset, 0),
                              scale_map(dfeatures[v].mutable_data_ptr<scalar_t>(), dfeatures[v], channel_offset, 0),
                              rows_size, partials_size, blocks, static_cast<int32_t>(v), lane_shift,
                              resize_scale<acc_t>(w, W), resize_scale<acc_t>(W, w)});
-    row_items.push_back(h * W);
+    row_items.push_back((h * W) << row_lane_shift);
     column_items.push_back((h * w) << lane_shift);
     channel_offset += f.size(1);
     rows_size += B * 3 * h * W;

@@ -93,12 +93,9 @@ def _add_scale(acc, r_ptr, h, w, H, W, batch, ys, xs):
     scale_x = resize_scale(w, W, acc)
     plane = h * w
     sample = r_ptr + tl.cast(batch, tl.int64) * 9 * plane
-    # dx a run-time loop (unrolling 4 scales x 9 taps makes compilation slow), dy unrolled: a tap row's
-    # 12 loads in flight at once. With both run-time loops each tap's loads waited for the last's:
-    # 36 round trips a tile, and on an H200 32 us a call.
-    for dx in range(0, 3):
+    for dx in range(0, 3):  # run-time loops: unrolling 4 scales x 9 taps makes compilation slow
         ix0, ix1, wx0, wx1 = linear_tap(xs + (dx - 1), w, W, scale_x)
-        for dy in tl.static_range(0, 3):
+        for dy in range(0, 3):
             iy0, iy1, wy0, wy1 = linear_tap(ys + (dy - 1), h, H, scale_y)
             tap = sample + (dy * 3 + dx) * plane
             row0 = (iy0 * w)[:, None]
