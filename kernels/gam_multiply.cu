@@ -384,6 +384,10 @@ void check_extents(const TensorList& features, const Tensor& gam, const char* op
 // buffers.
 
 constexpr int kRegionPixels = 1024;
+// Channels a region kernel's thread reads before it writes: four in the forward (its F), two in the
+// backward (its dP and F: four loads either way; four channels took the backward to 75 registers).
+template <bool kBackward>
+constexpr int kChannelGroup = kBackward ? 2 : 4;
 
 // The regions of a launch: h x w GAM pixels each, `columns` of them across a sample, `count` in a
 // sample; dividers by count, columns and w.
@@ -476,7 +480,28 @@ __global__ void __launch_bounds__(kThreads) gam_region_kernel(
         const scalar_t* f = kBackward ? s.feat.segment(b, y, x) + first * s.feat.s.c : nullptr;
         scalar_t* out = s.out.segment(b, y, x) + first * s.out.s.c;
         const acc_t factor = a[p];
-        for (int c = first; c < s.channels; c += step) {
+        // A group of channels' loads at once, then their stores: the compiler may not move a
+        // load above the store before it (`out` may alias `in`), so one channel at a time each
+        // waited for the last, 8 round trips a thread for the stride-4 scale at 32 channels (on an
+        // H200 the forward took 11.0 us, Triton's region kernel 6.8). The same order of the sums.
+        int c = first;
+        for (; c + (kChannelGroup<kBackward> - 1) * step < s.channels; c += kChannelGroup<kBackward> * step) {
+          acc_t value[kChannelGroup<kBackward>], feat[kChannelGroup<kBackward>];
+#pragma unroll
+          for (int u = 0; u < kChannelGroup<kBackward>; ++u) {
+            value[u] = static_cast<acc_t>(in[u * step * s.in.s.c]);
+            if constexpr (kBackward) feat[u] = static_cast<acc_t>(f[u * step * s.feat.s.c]);
+          }
+#pragma unroll
+          for (int u = 0; u < kChannelGroup<kBackward>; ++u) {
+            out[u * step * s.out.s.c] = static_cast<scalar_t>(value[u] * factor);
+            if constexpr (kBackward) dot += value[u] * feat[u];
+          }
+          in += kChannelGroup<kBackward> * step * s.in.s.c;
+          out += kChannelGroup<kBackward> * step * s.out.s.c;
+          if constexpr (kBackward) f += kChannelGroup<kBackward> * step * s.feat.s.c;
+        }
+        for (; c < s.channels; c += step) {
           const acc_t value = static_cast<acc_t>(*in);
           *out = static_cast<scalar_t>(value * factor);
           in += step * s.in.s.c;
