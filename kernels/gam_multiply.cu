@@ -484,32 +484,24 @@ __global__ void __launch_bounds__(kThreads) gam_region_kernel(
         // load above the store before it (`out` may alias `in`), so one channel at a time each
         // waited for the last, 8 round trips a thread for the stride-4 scale at 32 channels (on an
         // H200 the forward took 11.0 us, Triton's region kernel 6.8). The same order of the sums.
-        int c = first;
-        for (; c + (kChannelGroup<kBackward> - 1) * step < s.channels; c += kChannelGroup<kBackward> * step) {
-          acc_t value[kChannelGroup<kBackward>], feat[kChannelGroup<kBackward>];
+        constexpr int kGroup = kChannelGroup<kBackward>;
+        for (int c = first; c < s.channels; c += kGroup * step) {
+          acc_t value[kGroup], feat[kGroup];
 #pragma unroll
-          for (int u = 0; u < kChannelGroup<kBackward>; ++u) {
+          for (int u = 0; u < kGroup; ++u) {
+            if (c + u * step >= s.channels) break;
             value[u] = static_cast<acc_t>(in[u * step * s.in.s.c]);
             if constexpr (kBackward) feat[u] = static_cast<acc_t>(f[u * step * s.feat.s.c]);
           }
 #pragma unroll
-          for (int u = 0; u < kChannelGroup<kBackward>; ++u) {
+          for (int u = 0; u < kGroup; ++u) {
+            if (c + u * step >= s.channels) break;
             out[u * step * s.out.s.c] = static_cast<scalar_t>(value[u] * factor);
             if constexpr (kBackward) dot += value[u] * feat[u];
           }
-          in += kChannelGroup<kBackward> * step * s.in.s.c;
-          out += kChannelGroup<kBackward> * step * s.out.s.c;
-          if constexpr (kBackward) f += kChannelGroup<kBackward> * step * s.feat.s.c;
-        }
-        for (; c < s.channels; c += step) {
-          const acc_t value = static_cast<acc_t>(*in);
-          *out = static_cast<scalar_t>(value * factor);
-          in += step * s.in.s.c;
-          out += step * s.out.s.c;
-          if constexpr (kBackward) {
-            dot += value * static_cast<acc_t>(*f);
-            f += step * s.feat.s.c;
-          }
+          in += kGroup * step * s.in.s.c;
+          out += kGroup * step * s.out.s.c;
+          if constexpr (kBackward) f += kGroup * step * s.feat.s.c;
         }
       }
       if constexpr (kBackward) {

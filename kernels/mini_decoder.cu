@@ -827,13 +827,13 @@ void launch_backward(const Tensor& grad_logits, const Tensor& grad_gam, const Te
     row_scales.push_back({static_cast<int32_t>(h), row_lane_shift, resize_scale<acc_t>(h, H), resize_scale<acc_t>(H, h),
                           rows_size});
     const int32_t lane_shift = gather_lane_shift(w, W, kColumnsPerLane);
-    const int64_t blocks = samples_in_grid * blocks_of({(h * w) << lane_shift})[0];
+    column_items.push_back((h * w) << lane_shift);
+    const int64_t blocks = samples_in_grid * blocks_of({column_items.back()})[0];
     column_scales.push_back({scale_map(f.const_data_ptr<scalar_t>(), f, channel_offset, 0),
                              scale_map(dfeatures[v].mutable_data_ptr<scalar_t>(), dfeatures[v], channel_offset, 0),
                              rows_size, partials_size, blocks, static_cast<int32_t>(v), lane_shift,
                              resize_scale<acc_t>(w, W), resize_scale<acc_t>(W, w)});
     row_items.push_back((h * W) << row_lane_shift);
-    column_items.push_back((h * w) << lane_shift);
     channel_offset += f.size(1);
     rows_size += B * 3 * h * W;
     partials_size += blocks * f.size(1) * kTaps;
