@@ -46,6 +46,18 @@ constexpr int kColumnTaps = kTileW + 2;
 // Source rows of one scale that a forward block resizes along its columns: a tile's halo rows read
 // at most two source rows each.
 constexpr int kSourceRows = 2 * kRowTaps;
+// Scales whose resize tables a forward block holds at once (PAANet has four).
+constexpr int kTableScales = 4;
+// Buffers of resized rows in a forward block: two where a block's shared memory allows four blocks
+// an SM (float on sm_80 and newer, and in the CPU emulation), else one and a barrier more a scale.
+template <typename acc_t>
+__host__ __device__ constexpr int resized_buffers() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  return 1;
+#else
+  return sizeof(acc_t) == 4 ? 2 : 1;
+#endif
+}
 // Weights staged in shared memory per step of the channel loops.
 constexpr int kWeightChunk = 64;
 
@@ -210,16 +222,21 @@ __global__ void __launch_bounds__(kForwardThreads, sizeof(acc_t) == 4 ? 4 : 2) m
   // every source row the tile reads (`resized`, one slot a row), then the row resize of those sums
   // per pixel. The slots are the rows [first, first + count) that the tile's row taps span, or
   // where they span more (a scale resized down), the two rows of each halo row's tap in turn.
-  __shared__ Tap<acc_t> row_taps[kRowTaps];  // i0, i1: the slots of the two rows, times kTileW
-  __shared__ Tap<acc_t> column_taps[kColumnTaps];
-  __shared__ int32_t slot_rows[kSourceRows];  // each slot's row offset in a tap plane
-  __shared__ int32_t slot_count;
-  __shared__ acc_t resized[3][kSourceRows * kTileW];
+  // The tables of up to kTableScales scales are made at once, and the scales' resized rows take
+  // turns in resized_buffers() buffers, so that a scale costs one barrier: a warp may load the next
+  // scale's rows while others still read this scale's.
+  __shared__ Tap<acc_t> row_taps[kTableScales][kRowTaps];  // i0, i1: the slots of the two rows, times kTileW
+  __shared__ Tap<acc_t> column_taps[kTableScales][kColumnTaps];
+  __shared__ int32_t slot_rows[kTableScales][kSourceRows];  // each slot's row offset in a tap plane
+  __shared__ int32_t slot_count[kTableScales];
+  constexpr int kBuffers = resized_buffers<acc_t>();
+  __shared__ acc_t resized[kBuffers][3][kSourceRows * kTileW];
 
   const int tid = threadIdx.y * kTileW + threadIdx.x;
   const int32_t X0 = blockIdx.x * kTileW, Y0 = blockIdx.y * kTileH;
   const int32_t X = X0 + threadIdx.x;
   const bool col_valid[3] = {X > 0, true, X + 1 < W};
+  int phase = 0;  // scales done by this block, over all samples: picks the buffer
 
   for (int64_t b = blockIdx.z; b < B; b += gridDim.z) {
     acc_t z[kRowsPerThread];
@@ -229,68 +246,77 @@ __global__ void __launch_bounds__(kForwardThreads, sizeof(acc_t) == 4 ? 4 : 2) m
       const int64_t o = (b * H + Y) * W + X;
       z[k] = carry_in != nullptr && Y < H && X < W ? carry_in[o] : static_cast<acc_t>(bias[0]);
     }
-    for (int v = 0; v < batch.count; ++v) {
-      const ForwardScale<acc_t>& s = batch.scale[v];
+    for (int group = 0; group < batch.count; group += kTableScales) {
+      const int scales = batch.count - group < kTableScales ? batch.count - group : kTableScales;
+      if (phase > 0) __syncthreads();  // the last scale's tables are still being read
       // Taps of rows Y0 - 1 .. Y0 + kTileH and columns X0 - 1 .. X0 + kTileW, clamped to the image
       // (the taps of coordinates outside it are never used).
-      if (tid < kRowTaps) {
-        Tap<acc_t> t = resize_tap(clamp_index(Y0 - 1 + tid, 0, H - 1), s.h, s.scale_y);
-        const int32_t first = resize_tap(clamp_index(Y0 - 1, 0, H - 1), s.h, s.scale_y).i0;
-        const int32_t span = resize_tap(clamp_index(Y0 + kTileH, 0, H - 1), s.h, s.scale_y).i1 - first + 1;
-        const bool in_range = span <= kSourceRows;
-        const int32_t slot0 = in_range ? t.i0 - first : 2 * tid, slot1 = in_range ? t.i1 - first : 2 * tid + 1;
-        slot_rows[2 * tid] = (in_range ? first + 2 * tid : t.i0) * s.w;
-        slot_rows[2 * tid + 1] = (in_range ? first + 2 * tid + 1 : t.i1) * s.w;
-        if (tid == 0) slot_count = in_range ? span : kSourceRows;
-        t.i0 = slot0 * kTileW;
-        t.i1 = slot1 * kTileW;
-        row_taps[tid] = t;
-      } else if (tid < kRowTaps + kColumnTaps) {
-        column_taps[tid - kRowTaps] = resize_tap(clamp_index(X0 - 1 + tid - kRowTaps, 0, W - 1), s.w, s.scale_x);
+      for (int k = tid; k < scales * (kRowTaps + kColumnTaps); k += kForwardThreads) {
+        const int u = k / (kRowTaps + kColumnTaps), e = k - u * (kRowTaps + kColumnTaps);
+        const ForwardScale<acc_t>& s = batch.scale[group + u];
+        if (e < kRowTaps) {
+          Tap<acc_t> t = resize_tap(clamp_index(Y0 - 1 + e, 0, H - 1), s.h, s.scale_y);
+          const int32_t first = resize_tap(clamp_index(Y0 - 1, 0, H - 1), s.h, s.scale_y).i0;
+          const int32_t span = resize_tap(clamp_index(Y0 + kTileH, 0, H - 1), s.h, s.scale_y).i1 - first + 1;
+          const bool in_range = span <= kSourceRows;
+          const int32_t slot0 = in_range ? t.i0 - first : 2 * e, slot1 = in_range ? t.i1 - first : 2 * e + 1;
+          slot_rows[u][2 * e] = (in_range ? first + 2 * e : t.i0) * s.w;
+          slot_rows[u][2 * e + 1] = (in_range ? first + 2 * e + 1 : t.i1) * s.w;
+          if (e == 0) slot_count[u] = in_range ? span : kSourceRows;
+          t.i0 = slot0 * kTileW;
+          t.i1 = slot1 * kTileW;
+          row_taps[u][e] = t;
+        } else {
+          column_taps[u][e - kRowTaps] = resize_tap(clamp_index(X0 - 1 + e - kRowTaps, 0, W - 1), s.w, s.scale_x);
+        }
       }
       __syncthreads();
-      const int32_t plane = s.h * s.w;
-      const acc_t* __restrict__ planes = s.planes + b * (kTaps * plane);
-      // This thread's columns of each tap dx, as offsets from a tap row's plane of dy = 0
-      // (unsigned, so that each address is one wide multiply-add).
-      uint32_t columns[3][2];
-      acc_t weights[3][2];
+      for (int u = 0; u < scales; ++u, ++phase) {
+        const ForwardScale<acc_t>& s = batch.scale[group + u];
+        acc_t(*rows)[kSourceRows * kTileW] = resized[phase % kBuffers];
+        if (kBuffers == 1 && u > 0) __syncthreads();  // the last scale's rows are still being read
+        const int32_t plane = s.h * s.w;
+        const acc_t* __restrict__ planes = s.planes + b * (kTaps * plane);
+        // This thread's columns of each tap dx, as offsets from a tap row's plane of dy = 0
+        // (unsigned, so that each address is one wide multiply-add).
+        uint32_t columns[3][2];
+        acc_t weights[3][2];
 #pragma unroll
-      for (int kx = 0; kx < 3; ++kx) {
-        const Tap<acc_t> t = column_taps[threadIdx.x + kx];
-        columns[kx][0] = static_cast<uint32_t>(t.i0 + kx * plane);
-        columns[kx][1] = static_cast<uint32_t>(t.i1 + kx * plane);
-        weights[kx][0] = t.w0;
-        weights[kx][1] = t.w1;
-      }
-      for (int32_t slot = threadIdx.y; slot < slot_count; slot += kForwardRowStep) {
+        for (int kx = 0; kx < 3; ++kx) {
+          const Tap<acc_t> t = column_taps[u][threadIdx.x + kx];
+          columns[kx][0] = static_cast<uint32_t>(t.i0 + kx * plane);
+          columns[kx][1] = static_cast<uint32_t>(t.i1 + kx * plane);
+          weights[kx][0] = t.w0;
+          weights[kx][1] = t.w1;
+        }
+        for (int32_t slot = threadIdx.y; slot < slot_count[u]; slot += kForwardRowStep) {
 #pragma unroll
-        for (int ky = 0; ky < 3; ++ky) {
-          const acc_t* __restrict__ row = planes + (slot_rows[slot] + 3 * ky * plane);
-          acc_t sum = static_cast<acc_t>(0);
+          for (int ky = 0; ky < 3; ++ky) {
+            const acc_t* __restrict__ row = planes + (slot_rows[u][slot] + 3 * ky * plane);
+            acc_t sum = static_cast<acc_t>(0);
 #pragma unroll
-          for (int kx = 0; kx < 3; ++kx) {
-            // A tap in the padding adds nothing, even where the clamped column holds an Inf.
-            const acc_t value = weights[kx][0] * row[columns[kx][0]] + weights[kx][1] * row[columns[kx][1]];
-            sum += col_valid[kx] ? value : static_cast<acc_t>(0);
+            for (int kx = 0; kx < 3; ++kx) {
+              // A tap in the padding adds nothing, even where the clamped column holds an Inf.
+              const acc_t value = weights[kx][0] * row[columns[kx][0]] + weights[kx][1] * row[columns[kx][1]];
+              sum += col_valid[kx] ? value : static_cast<acc_t>(0);
+            }
+            rows[ky][slot * kTileW + threadIdx.x] = sum;
           }
-          resized[ky][slot * kTileW + threadIdx.x] = sum;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int k = 0; k < kRowsPerThread; ++k) {
+          const int e = threadIdx.y + k * kForwardRowStep;  // the halo row above this pixel's row
+          const int32_t Y = Y0 + e;
+          const bool row_valid[3] = {Y > 0, true, Y + 1 < H};
+#pragma unroll
+          for (int ky = 0; ky < 3; ++ky) {
+            const Tap<acc_t> ty = row_taps[u][e + ky];
+            const acc_t* column = rows[ky] + threadIdx.x;
+            if (row_valid[ky]) z[k] += ty.w0 * column[ty.i0] + ty.w1 * column[ty.i1];
+          }
         }
       }
-      __syncthreads();
-#pragma unroll
-      for (int k = 0; k < kRowsPerThread; ++k) {
-        const int e = threadIdx.y + k * kForwardRowStep;  // the halo row above this pixel's row
-        const int32_t Y = Y0 + e;
-        const bool row_valid[3] = {Y > 0, true, Y + 1 < H};
-#pragma unroll
-        for (int ky = 0; ky < 3; ++ky) {
-          const Tap<acc_t> ty = row_taps[e + ky];
-          const acc_t* column = resized[ky] + threadIdx.x;
-          if (row_valid[ky]) z[k] += ty.w0 * column[ty.i0] + ty.w1 * column[ty.i1];
-        }
-      }
-      __syncthreads();  // the next scale rewrites the tables and the resized rows
     }
 #pragma unroll
     for (int k = 0; k < kRowsPerThread; ++k) {

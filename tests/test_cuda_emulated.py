@@ -132,11 +132,12 @@ def test_mini_decoder_with_float32_parameters(emulated, dtype, batch, scales, si
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 def test_mini_decoder_with_more_samples_than_the_grid_holds(emulated, dtype):
     """The mini-decoder's kernels lay the samples out along the grid's y or z (at most 65535 on a
-    GPU, 2 here) and loop over those beyond; the blocks' shares of dW add up over them."""
+    GPU, 2 here) and loop over those beyond; the blocks' shares of dW add up over them. Three scales:
+    the forward's buffers of resized rows alternate from one sample's last scale to the next's first."""
     gen = torch.Generator().manual_seed(6)
-    scales = [(3, 9, 7), (34, 4, 5)]
+    scales = [(3, 9, 7), (34, 4, 5), (2, 3, 2)]
     features = [_random(gen, dtype, 5, c, h, w) for c, h, w in scales]
-    weight, bias = _random(gen, dtype, 1, 37, 3, 3), _random(gen, dtype, 1)
+    weight, bias = _random(gen, dtype, 1, 39, 3, 3), _random(gen, dtype, 1)
     grads = [_random(gen, dtype, 5, 1, 19, 21) for _ in range(2)]
     emulated.emulation_limit_grid(2)
     try:
