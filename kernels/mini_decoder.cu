@@ -46,16 +46,17 @@ constexpr int kColumnTaps = kTileW + 2;
 // Source rows of one scale that a forward block resizes along its columns: a tile's halo rows read
 // at most two source rows each.
 constexpr int kSourceRows = 2 * kRowTaps;
-// Scales whose resize tables a forward block holds at once (PAANet has four).
-constexpr int kTableScales = 4;
-// Buffers of resized rows in a forward block: two where a block's shared memory allows four blocks
-// an SM (float on sm_80 and newer, and in the CPU emulation), else one and a barrier more a scale.
+// Whether a forward block holds the resize tables of four scales at once (PAANet's) and two buffers
+// of resized rows, or one scale's and one buffer (a barrier more a scale): the first where a block's
+// shared memory still allows four blocks an SM (float on sm_80 and newer, and in the CPU
+// emulation); double, with two blocks an SM for its registers, gains little from it, and takes the
+// second, which is therefore what the emulation checks for sm_75.
 template <typename acc_t>
-__host__ __device__ constexpr int resized_buffers() {
+__host__ __device__ constexpr bool wide_forward() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
-  return 1;
+  return false;
 #else
-  return sizeof(acc_t) == 4 ? 2 : 1;
+  return sizeof(acc_t) == 4;
 #endif
 }
 // Weights staged in shared memory per step of the channel loops.
@@ -222,14 +223,15 @@ __global__ void __launch_bounds__(kForwardThreads, sizeof(acc_t) == 4 ? 4 : 2) m
   // every source row the tile reads (`resized`, one slot a row), then the row resize of those sums
   // per pixel. The slots are the rows [first, first + count) that the tile's row taps span, or
   // where they span more (a scale resized down), the two rows of each halo row's tap in turn.
-  // The tables of up to kTableScales scales are made at once, and the scales' resized rows take
-  // turns in resized_buffers() buffers, so that a scale costs one barrier: a warp may load the next
-  // scale's rows while others still read this scale's.
+  // Where wide_forward(), the tables of four scales are made at once and the scales' resized rows
+  // take turns in two buffers, so that a scale costs one barrier: a warp may load the next scale's
+  // rows while others still read this scale's.
+  constexpr int kTableScales = wide_forward<acc_t>() ? 4 : 1;
+  constexpr int kBuffers = wide_forward<acc_t>() ? 2 : 1;
   __shared__ Tap<acc_t> row_taps[kTableScales][kRowTaps];  // i0, i1: the slots of the two rows, times kTileW
   __shared__ Tap<acc_t> column_taps[kTableScales][kColumnTaps];
   __shared__ int32_t slot_rows[kTableScales][kSourceRows];  // each slot's row offset in a tap plane
   __shared__ int32_t slot_count[kTableScales];
-  constexpr int kBuffers = resized_buffers<acc_t>();
   __shared__ acc_t resized[kBuffers][3][kSourceRows * kTileW];
 
   const int tid = threadIdx.y * kTileW + threadIdx.x;
