@@ -238,7 +238,6 @@ __global__ void __launch_bounds__(kForwardThreads, sizeof(acc_t) == 4 ? 4 : 2) m
   const int32_t X0 = blockIdx.x * kTileW, Y0 = blockIdx.y * kTileH;
   const int32_t X = X0 + threadIdx.x;
   const bool col_valid[3] = {X > 0, true, X + 1 < W};
-  int phase = 0;  // scales done by this block, over all samples: picks the buffer
 
   for (int64_t b = blockIdx.z; b < B; b += gridDim.z) {
     acc_t z[kRowsPerThread];
@@ -250,7 +249,8 @@ __global__ void __launch_bounds__(kForwardThreads, sizeof(acc_t) == 4 ? 4 : 2) m
     }
     for (int group = 0; group < batch.count; group += kTableScales) {
       const int scales = batch.count - group < kTableScales ? batch.count - group : kTableScales;
-      if (phase > 0) __syncthreads();  // the last scale's tables are still being read
+      // The last group's (or sample's) tables and rows are still being read.
+      if (group > 0 || b != blockIdx.z) __syncthreads();
       // Taps of rows Y0 - 1 .. Y0 + kTileH and columns X0 - 1 .. X0 + kTileW, clamped to the image
       // (the taps of coordinates outside it are never used).
       for (int k = tid; k < scales * (kRowTaps + kColumnTaps); k += kForwardThreads) {
@@ -273,9 +273,9 @@ __global__ void __launch_bounds__(kForwardThreads, sizeof(acc_t) == 4 ? 4 : 2) m
         }
       }
       __syncthreads();
-      for (int u = 0; u < scales; ++u, ++phase) {
+      for (int u = 0; u < scales; ++u) {
         const ForwardScale<acc_t>& s = batch.scale[group + u];
-        acc_t(*rows)[kSourceRows * kTileW] = resized[phase % kBuffers];
+        acc_t(*rows)[kSourceRows * kTileW] = resized[u % kBuffers];
         if (kBuffers == 1 && u > 0) __syncthreads();  // the last scale's rows are still being read
         const int32_t plane = s.h * s.w;
         const acc_t* __restrict__ planes = s.planes + b * (kTaps * plane);

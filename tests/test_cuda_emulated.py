@@ -133,7 +133,7 @@ def test_mini_decoder_with_float32_parameters(emulated, dtype, batch, scales, si
 def test_mini_decoder_with_more_samples_than_the_grid_holds(emulated, dtype):
     """The mini-decoder's kernels lay the samples out along the grid's y or z (at most 65535 on a
     GPU, 2 here) and loop over those beyond; the blocks' shares of dW add up over them. Three scales:
-    the forward's buffers of resized rows alternate from one sample's last scale to the next's first."""
+    a sample's last scale and the next's first use the same buffer of the forward's resized rows."""
     gen = torch.Generator().manual_seed(6)
     scales = [(3, 9, 7), (34, 4, 5), (2, 3, 2)]
     features = [_random(gen, dtype, 5, c, h, w) for c, h, w in scales]

@@ -101,19 +101,18 @@ def test_higher_derivatives_of_a_paad_layer_match_the_reference(backend, device,
 
 def gradgradcheck_both_operators(backend: str, device: str, md: MiniDecoderCase, gm: GamMultiplyCase) -> None:
     n = len(md.features)
-    gradgradcheck = torch.autograd.gradgradcheck
 
     def mini_decoder(*args):
         return ops.mini_decoder(list(args[:n]), args[n], args[n + 1], md.size, backend=backend)
 
     inputs = [t.requires_grad_() for t in on(device, [*md.features, md.weight, md.bias])]
-    assert gradgradcheck(mini_decoder, inputs)
+    assert torch.autograd.gradgradcheck(mini_decoder, inputs)
     for reverse in (False, True):
         def gam_multiply(*args):
             return tuple(ops.gam_multiply(list(args[:-1]), args[-1], reverse, backend=backend))
 
         inputs = [t.requires_grad_() for t in on(device, [*gm.features, gm.gam])]
-        assert gradgradcheck(gam_multiply, inputs)
+        assert torch.autograd.gradgradcheck(gam_multiply, inputs)
 
 
 # Not the Triton interpreter: there a gradgradcheck, even of random projections of the Jacobians, took
