@@ -532,10 +532,11 @@ def test_kernels_compile_for_cuda():
     """Every kernel in every dtype compiles to a CUDA binary (the interpreter would not notice if not)."""
     result = _run_without_interpreter("triton_compile_check.py")
     assert result.returncode == 0, result.stdout + result.stderr
-    # 15 kernel variants (gam_multiply's forward and backward kernels and the region kernel's two
-    # directions, each with and without REVERSE; gam_grad_kernel with an int32 and an int64 divider)
-    # in 4 dtypes, again with ones in float32, and with one scale in float32
-    assert result.stdout.count("ok ") == 90
+    # 16 kernel variants (mini_decoder's forward kernel separable and per pixel; gam_multiply's forward
+    # and backward kernels and the region kernel's two directions, each with and without REVERSE;
+    # gam_grad_kernel with an int32 and an int64 divider) in 4 dtypes, again with ones in float32, and
+    # with one scale in float32
+    assert result.stdout.count("ok ") == 96
 
 
 def test_no_launch_passes_a_written_tensor_twice():

@@ -45,8 +45,11 @@ def compile_all(target: GPUTarget, dtype: str, acc: str, num_scales: int, ones: 
                                               **{f"r{v}_ptr": acc for v in scales}},
                    {"NUM_SCALES": num_scales, **md.REDUCE_CONFIG.kwargs}, ones)
     outputs = {"bias_ptr": dtype, "logits_ptr": dtype, "gam_ptr": dtype}
-    compile_kernel(md.forward_kernel, target, {**{f"r{v}_ptr": acc for v in scales}, **outputs},
-                   {"NUM_SCALES": num_scales, "BLOCK_H": 16, "BLOCK_W": 32}, ones)
+    # Separable with PAANet's windows (strides 4 to 32 of a 256-row map, host._source_rows), and per pixel.
+    for spans in ([host._source_rows(256 // stride, 256, 16) for stride in (4, 8, 16, 32)], [0] * 4):
+        compile_kernel(md.forward_kernel, target, {**{f"r{v}_ptr": acc for v in scales}, **outputs},
+                       {"NUM_SCALES": num_scales, **{f"SPAN{v}": span for v, span in enumerate(spans)},
+                        **md._TILE_CONFIGS[0].kwargs}, ones)
     compile_kernel(md.rows_kernel, target, {"grad_logits_ptr": dtype, "grad_gam_ptr": dtype, "gam_ptr": dtype,
                                             **{f"out{v}_ptr": acc for v in scales}},
                    {"NUM_SCALES": num_scales, "BLOCK_I": 8, "BLOCK_M": 32}, ones)

@@ -66,11 +66,12 @@ def tuned(configs: Sequence[triton.Config], key: list[str], interpreter: dict[st
 
 
 def block_sizes(kernel: Any) -> dict[str, Any]:
-    """The constexprs a kernel with a single configuration runs with (its host sizes buffers by them)."""
+    """The constexprs that a kernel runs with whatever its configuration (its host sizes buffers or
+    windows by them): every one under the interpreter, those that all its configs share on a GPU."""
     if INTERPRET:
         return dict(_interpreter_meta[id(kernel)])
-    (config,) = kernel.configs
-    return dict(config.kwargs)
+    first, *others = kernel.configs
+    return {k: v for k, v in first.kwargs.items() if all(c.kwargs.get(k) == v for c in others)}
 
 
 def launch(kernel: Any, grid: Callable[[dict[str, Any]], tuple[int, ...]], *args: Any, **constexprs: Any) -> None:

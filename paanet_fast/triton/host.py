@@ -99,9 +99,22 @@ def mini_decoder_forward(features: list[torch.Tensor], weight: torch.Tensor, bia
     def grid(meta: dict) -> tuple[int, int]:
         return triton.cdiv(W, meta["BLOCK_W"]), _grid_y(B * triton.cdiv(H, meta["BLOCK_H"]))
 
+    rows = block_sizes(mini_decoder_kernels.forward_kernel)["BLOCK_H"]
+    spans = [_source_rows(f.shape[2], H, rows) for f in features] + [0] * (MAX_SCALES - len(features))
     launch(mini_decoder_kernels.forward_kernel, grid, *scale_args, bias, logits, gam, B, H, W, size_class(H * W),
-           NUM_SCALES=len(reduced))
+           NUM_SCALES=len(reduced), **{f"SPAN{v}": span for v, span in enumerate(spans)})
     return logits, gam
+
+
+def _source_rows(h: int, H: int, rows: int) -> int:
+    """The source rows (a power of two, at most 64) of the window in which a tile of `rows` output rows
+    resizes a scale of height h to H separably, or 0 where it takes per-pixel samples (a scale resized
+    down). The tile and its halo, rows + 2 rows, read the rows from the first one's tap i0 to the last
+    one's tap i1: at most floor((rows + 1) h / H) + 3, one more for rounding of the float32 scale.
+    Comparisons, not arithmetic, as size_class: under torch.compile h and H may be symbolic."""
+    if h > H:
+        return 0
+    return next((span for span in (4, 8, 16, 32, 64) if (rows + 1) * h < (span - 3) * H), 0)
 
 
 def mini_decoder_backward(grad_logits: torch.Tensor, grad_gam: torch.Tensor, gam: torch.Tensor,

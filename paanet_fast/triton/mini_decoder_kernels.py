@@ -2,7 +2,8 @@
 
 Forward, two launches: `reduce_kernel` computes r_v (B, 9, h_v, w_v) = W_v . F_v for every scale,
 then `forward_kernel` makes Z = b + sum_v sum_t bilinear(r_v[t])(P + d_t) and G = sigmoid(Z) in one
-full-resolution pass over all scales.
+full-resolution pass over all scales, separably (the column resize of a tile's source rows, then a
+gather across them) where a scale is resized up.
 
 Backward, three launches. The transposed resize D_v[t] = upsample^T(shift_t(dZ)) is separable like
 the resize, and each axis is a gather in which every low-resolution index sums the coordinates that
@@ -25,11 +26,13 @@ from ._math import (linear_tap, pick, plane_block, plane_program, program_scale,
                     tap_weight, upcast)
 from ._runtime import tuned
 
-_TILE_CONFIGS = [  # (rows, columns) of a 2-D tile; none spills on sm_80 in any dtype (8 warps did in float64)
+# (rows, columns) of a 2-D tile of the forward, 16 rows in every config: the host sizes the source-row
+# windows of the separable resize by them (_add_scale_separable).
+_TILE_CONFIGS = [
     triton.Config({"BLOCK_H": 16, "BLOCK_W": 32}, num_warps=4),
-    triton.Config({"BLOCK_H": 8, "BLOCK_W": 64}, num_warps=4),
-    triton.Config({"BLOCK_H": 32, "BLOCK_W": 32}, num_warps=4),
-    triton.Config({"BLOCK_H": 8, "BLOCK_W": 32}, num_warps=2),
+    triton.Config({"BLOCK_H": 16, "BLOCK_W": 64}, num_warps=4),
+    triton.Config({"BLOCK_H": 16, "BLOCK_W": 32}, num_warps=2),
+    triton.Config({"BLOCK_H": 16, "BLOCK_W": 64}, num_warps=8),
 ]
 _GATHER_CONFIGS = [  # (low-resolution index, full-resolution column) tiles; each element loops over its window
     triton.Config({"BLOCK_I": 8, "BLOCK_M": 32}, num_warps=4),
@@ -85,10 +88,11 @@ def reduce_kernel(weight_ptr, f0_ptr, r0_ptr, c0, p0, f1_ptr, r1_ptr, c1, p1, f2
 
 
 @triton.jit
-def _add_scale(acc, r_ptr, h, w, H, W, batch, ys, xs):
+def _add_scale_per_pixel(acc, r_ptr, h, w, H, W, batch, ys, xs):
     """acc (BLOCK_H, BLOCK_W) + sum over the 9 taps of bilinear samples of r (B, 9, h, w) at
-    (ys + dy, xs + dx) of sample `batch`; ys index the tile's rows, xs its columns. Each column's taps
-    are computed once per dx, each row's once per tap (the tiles are wider than tall)."""
+    (ys + dy, xs + dx) of sample `batch`; ys index the tile's rows, xs its columns: one bilinear
+    sample per tap and pixel, for scales resized down (more source rows than a tile's window holds).
+    Each column's taps are computed once per dx, each row's once per tap."""
     scale_y = resize_scale(h, H, acc)
     scale_x = resize_scale(w, W, acc)
     plane = h * w
@@ -108,29 +112,77 @@ def _add_scale(acc, r_ptr, h, w, H, W, batch, ys, xs):
     return acc
 
 
+@triton.jit
+def _add_scale_separable(acc, r_ptr, h, w, H, W, batch, y0, ys, xs, SPAN: tl.constexpr, BLOCK_H: tl.constexpr,
+                         BLOCK_W: tl.constexpr):
+    """What _add_scale_per_pixel adds, separably as the CUDA kernel: for each tap row dy, the SPAN
+    source rows from the one that row y0 - 1 reads (all that rows y0 - 1 to y0 + BLOCK_H read, the
+    host guarantees) resized along the columns with their three taps dx summed, then each pixel's two
+    rows of those picked (a gather across the tile's rows) and weighted. One sample per tap and pixel
+    took 36 gathers a pixel and scale, ~1,000 SASS instructions a pixel on sm_90 and 32 us on an H200
+    at the benchmark shapes. Taps in the zero padding add nothing, rather than 0 times a value that
+    may be an Inf."""
+    scale_y = resize_scale(h, H, acc)
+    scale_x = resize_scale(w, W, acc)
+    plane = h * w
+    sample = r_ptr + tl.cast(batch, tl.int64) * 9 * plane
+    first = linear_tap(y0 - 1, h, H, scale_y)[0]
+    rows = tl.minimum(first + tl.arange(0, SPAN), h - 1)  # the rows past the plane's last are never picked
+    for dy in range(0, 3):
+        tap_row = sample + 3 * dy * plane + (rows * w)[:, None]
+        resized = tl.zeros((SPAN, BLOCK_W), acc.dtype)
+        for dx in range(0, 3):
+            x = xs + (dx - 1)
+            i0, i1, w0, w1 = linear_tap(x, w, W, scale_x)
+            tap = tap_row + dx * plane
+            value = w0[None, :] * tl.load(tap + i0[None, :]) + w1[None, :] * tl.load(tap + i1[None, :])
+            resized += tl.where(((x >= 0) & (x < W))[None, :], value, 0.0)
+        y = ys + (dy - 1)
+        i0, i1, w0, w1 = linear_tap(y, h, H, scale_y)
+        top = tl.gather(resized, tl.broadcast_to((i0 - first)[:, None], (BLOCK_H, BLOCK_W)), axis=0)
+        bottom = tl.gather(resized, tl.broadcast_to((i1 - first)[:, None], (BLOCK_H, BLOCK_W)), axis=0)
+        acc += tl.where(((y >= 0) & (y < H))[:, None], w0[:, None] * top + w1[:, None] * bottom, 0.0)
+    return acc
+
+
+@triton.jit
+def _add_scale(acc, r_ptr, h, w, H, W, batch, y0, ys, xs, SPAN: tl.constexpr, BLOCK_H: tl.constexpr,
+               BLOCK_W: tl.constexpr):
+    """acc + the bilinear samples of a scale's 9 tap planes: separably where the host sized a window
+    of SPAN source rows for the scale, else per pixel (SPAN = 0)."""
+    if SPAN == 0:
+        acc = _add_scale_per_pixel(acc, r_ptr, h, w, H, W, batch, ys, xs)
+    else:
+        acc = _add_scale_separable(acc, r_ptr, h, w, H, W, batch, y0, ys, xs, SPAN, BLOCK_H, BLOCK_W)
+    return acc
+
+
 @tuned(_TILE_CONFIGS, key=["size_class", "NUM_SCALES"], interpreter={"BLOCK_H": 32, "BLOCK_W": 32})
 def forward_kernel(r0_ptr, h0, w0, r1_ptr, h1, w1, r2_ptr, h2, w2, r3_ptr, h3, w3,
                    bias_ptr, logits_ptr, gam_ptr, B, H, W, size_class,
-                   NUM_SCALES: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+                   NUM_SCALES: tl.constexpr, SPAN0: tl.constexpr, SPAN1: tl.constexpr, SPAN2: tl.constexpr,
+                   SPAN3: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
     """Logits and GAM (B, 1, H, W), in (BLOCK_H, BLOCK_W) tiles of one sample; grid (W tiles, n), each
     program of the second axis taking every n-th of the B * cdiv(H, BLOCK_H) row tiles (n is capped by
     the grid's size limit). `size_class` is the autotuning key only.
 
-    r*_ptr: reduced features (B, 9, h, w) in the accumulation type, scales beyond NUM_SCALES unused.
+    r*_ptr: reduced features (B, 9, h, w) in the accumulation type, scales beyond NUM_SCALES unused;
+    SPAN*: the source rows of each scale's window (_add_scale_separable), 0 for per-pixel samples.
     """
     xs = tl.program_id(0) * BLOCK_W + tl.arange(0, BLOCK_W)
     tiles_per_sample = tl.cdiv(H, BLOCK_H)
     for tile in range(tl.program_id(1), B * tiles_per_sample, tl.num_programs(1)):
         batch = tile // tiles_per_sample
-        ys = (tile % tiles_per_sample) * BLOCK_H + tl.arange(0, BLOCK_H)
+        y0 = (tile % tiles_per_sample) * BLOCK_H
+        ys = y0 + tl.arange(0, BLOCK_H)
         acc = tl.zeros((BLOCK_H, BLOCK_W), r0_ptr.dtype.element_ty) + tl.load(bias_ptr).to(r0_ptr.dtype.element_ty)
-        acc = _add_scale(acc, r0_ptr, h0, w0, H, W, batch, ys, xs)
+        acc = _add_scale(acc, r0_ptr, h0, w0, H, W, batch, y0, ys, xs, SPAN0, BLOCK_H, BLOCK_W)
         if NUM_SCALES > 1:
-            acc = _add_scale(acc, r1_ptr, h1, w1, H, W, batch, ys, xs)
+            acc = _add_scale(acc, r1_ptr, h1, w1, H, W, batch, y0, ys, xs, SPAN1, BLOCK_H, BLOCK_W)
         if NUM_SCALES > 2:
-            acc = _add_scale(acc, r2_ptr, h2, w2, H, W, batch, ys, xs)
+            acc = _add_scale(acc, r2_ptr, h2, w2, H, W, batch, y0, ys, xs, SPAN2, BLOCK_H, BLOCK_W)
         if NUM_SCALES > 3:
-            acc = _add_scale(acc, r3_ptr, h3, w3, H, W, batch, ys, xs)
+            acc = _add_scale(acc, r3_ptr, h3, w3, H, W, batch, y0, ys, xs, SPAN3, BLOCK_H, BLOCK_W)
         offsets = tl.cast(batch, tl.int64) * H * W + (ys * W)[:, None] + xs[None, :]
         inside = (ys < H)[:, None] & (xs < W)[None, :]
         tl.store(logits_ptr + offsets, acc.to(logits_ptr.dtype.element_ty), mask=inside)
