@@ -1,10 +1,16 @@
-"""The sanitized runs of the emulated kernel tests (tests/test_cuda_sanitized.py) as background work of
-the whole session: started when the session's tests start, waited for by their tests, which run last.
+"""The sanitized runs of the emulated kernel tests (tests/test_cuda_sanitized.py): child processes,
+each mostly one busy core for about three minutes (its build, then pytest on
+tests/test_cuda_emulated.py), that their waiting tests check.
 
-Each run is a child process that is mostly one busy core for about three minutes (its build, then
-pytest on tests/test_cuda_emulated.py), while the rest of the suite keeps about one of this machine's
-two cores busy on average; started first and waited for last, the children take the idle core instead
-of holding up the suite. conftest.py installs the hooks and the fixture.
+In one process (plain `pytest`), the rest of the suite keeps about one of this machine's two cores
+busy on average: the runs start with the session's tests, at the lowest priority, and are waited for
+by their tests, which run last, so that they take the idle core instead of holding up the suite.
+Under pytest-xdist (`-n 2 --dist loadgroup`, as .ci/run) a worker cannot tell which tests it will
+get, but the waiting tests are one group, which one worker runs: the first of them starts every
+selected run, also at the lowest priority (at normal priority, the runs' hundreds of emulated GPU
+threads took most of both cores from the workers), and each waits for its own; they come first, so
+that the other worker goes on meanwhile and no run is left for the end. conftest.py installs the
+hooks and the fixture.
 """
 from __future__ import annotations
 
@@ -75,15 +81,28 @@ def _waiting(item: pytest.Item) -> bool:
     return getattr(item, "originalname", "") == WAITING_TEST
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    items.sort(key=_waiting)  # stable: the waiting tests last, all else in its order
+def _xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The waiting tests last in one process, first in a pytest-xdist worker; all else in its order
+    (a stable sort: every worker collects the same order, as xdist requires)."""
+    first = _xdist_worker(config)
+    items.sort(key=lambda item: _waiting(item) != first)
+
+
+def _start_runs(session: pytest.Session) -> dict[str, subprocess.Popen]:
+    """Starts, in the background, the runs that the selected tests wait for."""
+    wanted = sorted({item.callspec.params["sanitizer"] for item in session.items if _waiting(item)})
+    return {s: start_sanitized(s, emulated_tests_args(s), background=True) for s in wanted}
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtestloop(session: pytest.Session) -> None:
-    """Starts the runs that the selected tests wait for, before the first test runs."""
-    wanted = sorted({item.callspec.params["sanitizer"] for item in session.items if _waiting(item)})
-    session.stash[_RUNS] = {s: start_sanitized(s, emulated_tests_args(s), background=True) for s in wanted}
+    """In one process, starts the runs before the first test runs."""
+    if not _xdist_worker(session.config):
+        session.stash[_RUNS] = _start_runs(session)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -95,5 +114,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 @pytest.fixture(scope="session")
 def sanitized_runs(request: pytest.FixtureRequest) -> dict[str, subprocess.Popen]:
-    """The started runs, by sanitizer."""
+    """The started runs, by sanitizer: started with the session, or now (pytest-xdist)."""
+    if _RUNS not in request.session.stash:
+        request.session.stash[_RUNS] = _start_runs(request.session)
     return request.session.stash[_RUNS]

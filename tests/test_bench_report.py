@@ -57,7 +57,10 @@ BENCH_FILE = textwrap.dedent("""
 
 
 @pytest.fixture
-def bench_folder(pytester):
+def bench_folder(pytester, monkeypatch):
+    # Run from a pytest-xdist worker (.ci/run), the inner pytest would take itself for one too, and
+    # pytest-benchmark turns itself off in a worker.
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     for name in ("conftest.py", "report.py"):
         shutil.copy(BENCHMARKS / name, pytester.path / name)
     pytester.makepyfile(bench_tiny=BENCH_FILE)

@@ -4,8 +4,8 @@ the CPU.
 
 tests/test_cuda_emulated.py runs again in a child process whose emulated kernels are built with
 `-fsanitize=thread`, or `-fsanitize=address,undefined` (tests/cuda_emulation/build.py, SANITIZERS),
-and whose sanitizer runtime is preloaded; the children start with the session and their tests run
-last (tests/sanitized_runs.py). The emulation runs the threads of a block as concurrent
+and whose sanitizer runtime is preloaded; when the children start and when their tests run:
+tests/sanitized_runs.py. The emulation runs the threads of a block as concurrent
 threads with a real barrier for __syncthreads, so ThreadSanitizer reports any access of one thread
 that another thread's write is not ordered with by a barrier (a missing or misplaced __syncthreads),
 whatever the interleaving of the run. AddressSanitizer reports a read or write past the end of a
@@ -29,6 +29,7 @@ REPORTS = ("WARNING: ThreadSanitizer", "ERROR: AddressSanitizer", "runtime error
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("sanitized_runs")  # one worker starts both runs (tests/sanitized_runs.py)
 @pytest.mark.parametrize("sanitizer", list(SANITIZERS))
 def test_the_emulated_kernel_tests_pass_with_no_sanitizer_report(sanitizer, sanitized_runs):
     returncode, stdout, stderr = finish(sanitized_runs[sanitizer], timeout=1200)
