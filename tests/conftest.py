@@ -20,4 +20,4 @@ if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
 
 # The sanitized runs' hooks and fixture (tests/sanitized_runs.py), imported after TRITON_INTERPRET is set.
 from sanitized_runs import (pytest_collection_modifyitems, pytest_runtestloop, pytest_sessionfinish,  # noqa: E402,F401
-                            sanitized_runs)
+                            sanitized_run)

@@ -5,12 +5,12 @@ tests/test_cuda_emulated.py), that their waiting tests check.
 In one process (plain `pytest`), the rest of the suite keeps about one of this machine's two cores
 busy on average: the runs start with the session's tests, at the lowest priority, and are waited for
 by their tests, which run last, so that they take the idle core instead of holding up the suite.
-Under pytest-xdist (`-n 2 --dist loadgroup`, as .ci/run) a worker cannot tell which tests it will
-get, but the waiting tests are one group, which one worker runs: the first of them starts every
-selected run, also at the lowest priority (at normal priority, the runs' hundreds of emulated GPU
-threads took most of both cores from the workers), and each waits for its own; they come first, so
-that the other worker goes on meanwhile and no run is left for the end. conftest.py installs the
-hooks and the fixture.
+Under pytest-xdist (`-n 2`, as .ci/run) a worker cannot tell which tests it will get: each waiting
+test starts its own run, also at the lowest priority (at normal priority, the run's hundreds of
+emulated GPU threads took most of both cores from the workers), and waits for it; the waiting tests
+come first, so that the other worker goes on meanwhile and no run is left for the end. (A worker
+that started every run for the first waiting test it got would start them twice when the other
+worker got the other.) conftest.py installs the hooks and the fixture.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -92,17 +93,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: _waiting(item) != first)
 
 
-def _start_runs(session: pytest.Session) -> dict[str, subprocess.Popen]:
-    """Starts, in the background, the runs that the selected tests wait for."""
-    wanted = sorted({item.callspec.params["sanitizer"] for item in session.items if _waiting(item)})
-    return {s: start_sanitized(s, emulated_tests_args(s), background=True) for s in wanted}
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtestloop(session: pytest.Session) -> None:
-    """In one process, starts the runs before the first test runs."""
-    if not _xdist_worker(session.config):
-        session.stash[_RUNS] = _start_runs(session)
+    """In one process, starts the runs that the selected tests wait for, before the first test runs."""
+    if _xdist_worker(session.config):
+        return
+    wanted = sorted({item.callspec.params["sanitizer"] for item in session.items if _waiting(item)})
+    session.stash[_RUNS] = {s: start_sanitized(s, emulated_tests_args(s), background=True) for s in wanted}
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -113,8 +110,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 @pytest.fixture(scope="session")
-def sanitized_runs(request: pytest.FixtureRequest) -> dict[str, subprocess.Popen]:
-    """The started runs, by sanitizer: started with the session, or now (pytest-xdist)."""
-    if _RUNS not in request.session.stash:
-        request.session.stash[_RUNS] = _start_runs(request.session)
-    return request.session.stash[_RUNS]
+def sanitized_run(request: pytest.FixtureRequest) -> Callable[[str], subprocess.Popen]:
+    """The run of a sanitizer: the one started with the session, or one started now (pytest-xdist)."""
+    started = request.session.stash.setdefault(_RUNS, {})
+
+    def run(sanitizer: str) -> subprocess.Popen:
+        if sanitizer not in started:
+            started[sanitizer] = start_sanitized(sanitizer, emulated_tests_args(sanitizer), background=True)
+        return started[sanitizer]
+    return run

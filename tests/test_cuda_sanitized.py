@@ -29,10 +29,9 @@ REPORTS = ("WARNING: ThreadSanitizer", "ERROR: AddressSanitizer", "runtime error
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("sanitized_runs")  # one worker starts both runs (tests/sanitized_runs.py)
 @pytest.mark.parametrize("sanitizer", list(SANITIZERS))
-def test_the_emulated_kernel_tests_pass_with_no_sanitizer_report(sanitizer, sanitized_runs):
-    returncode, stdout, stderr = finish(sanitized_runs[sanitizer], timeout=1200)
+def test_the_emulated_kernel_tests_pass_with_no_sanitizer_report(sanitizer, sanitized_run):
+    returncode, stdout, stderr = finish(sanitized_run(sanitizer), timeout=1200)
     output = stdout + stderr
     first = min((output.index(marker) for marker in REPORTS if marker in output), default=None)
     assert first is None, f"{sanitizer} sanitizer:\n{output[first:first + 6000]}"
