@@ -78,6 +78,11 @@ def emulated_tests_args(sanitizer: str) -> list[str]:
     return ["-m", "pytest", "-q", "-p", "no:cacheprovider", "--capture=sys", "test_cuda_emulated.py", "-k", selection]
 
 
+def start_emulated_run(sanitizer: str) -> subprocess.Popen:
+    """The sanitized run of the emulated kernel tests, in the background."""
+    return start_sanitized(sanitizer, emulated_tests_args(sanitizer), background=True)
+
+
 def _waiting(item: pytest.Item) -> bool:
     return getattr(item, "originalname", "") == WAITING_TEST
 
@@ -99,7 +104,7 @@ def pytest_runtestloop(session: pytest.Session) -> None:
     if _xdist_worker(session.config):
         return
     wanted = sorted({item.callspec.params["sanitizer"] for item in session.items if _waiting(item)})
-    session.stash[_RUNS] = {s: start_sanitized(s, emulated_tests_args(s), background=True) for s in wanted}
+    session.stash[_RUNS] = {s: start_emulated_run(s) for s in wanted}
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -116,6 +121,6 @@ def sanitized_run(request: pytest.FixtureRequest) -> Callable[[str], subprocess.
 
     def run(sanitizer: str) -> subprocess.Popen:
         if sanitizer not in started:
-            started[sanitizer] = start_sanitized(sanitizer, emulated_tests_args(sanitizer), background=True)
+            started[sanitizer] = start_emulated_run(sanitizer)
         return started[sanitizer]
     return run

@@ -196,7 +196,7 @@ def small_tiles(monkeypatch):
              mini_decoder_kernels.forward_kernel: {"BLOCK_H": 8, "BLOCK_W": 8},
              mini_decoder_kernels.rows_kernel: {"BLOCK_I": 4, "BLOCK_M": 8},
              mini_decoder_kernels.columns_kernel: {"BLOCK_P": 8, "BLOCK_C": 2},
-             mini_decoder_kernels.sum_kernel: {"BLOCK_R": 4},
+             mini_decoder_kernels.sum_kernel: {"BLOCK_R": 2},
              gam_kernels.forward_kernel: {"BLOCK": 16}, gam_kernels.backward_kernel: {"BLOCK": 16},
              gam_kernels.gam_grad_kernel: {"BLOCK": 8}}
     for kernel, meta in small.items():
@@ -205,8 +205,10 @@ def small_tiles(monkeypatch):
 
 @interpreted
 def test_small_tiles_in_the_interpreter(small_tiles):
-    """Many programs, partial tiles at every edge, GAM blocks that do not divide a scale's pixels."""
-    inputs, grads = _mini_decoder_problem(2, [(3, 5, 7), (2, 3, 4), (1, 9, 2)], (13, 17), "cpu", torch.float64, seed=9)
+    """Many programs, partial tiles at every edge, GAM blocks that do not divide a scale's pixels, a
+    channel reduction and a sum of shares that loop more than once over their unrolled steps."""
+    inputs, grads = _mini_decoder_problem(2, [(11, 5, 7), (2, 3, 4), (1, 9, 2)], (13, 17), "cpu", torch.float64,
+                                          seed=9)
     actual = _outputs_and_grads(_mini_decoder_fn(3, (13, 17), "triton"), inputs, grads)
     expected = _outputs_and_grads(_mini_decoder_fn(3, (13, 17), "reference"), inputs, grads)
     assert_each_close(actual, expected, torch.float64, 1e-10)

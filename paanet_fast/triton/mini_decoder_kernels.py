@@ -56,6 +56,11 @@ SHARE = tl.constexpr(12)
 # each waited for the last: a tile of the stride-32 scale sums ~67 coordinates, and on an H200 the rows
 # pass took 23 us and the columns pass 35 us. Past the end of a window the loads are masked off.
 GATHER_UNROLL = tl.constexpr(4)
+# Channels of reduce_kernel, and BLOCK_R steps of sum_kernel, whose loads are issued together: one at a
+# time, a thread of the channel reduction waited on 32 round trips (8.0 us on an H200, 4.1 for the CUDA
+# kernel, which keeps eight channels in flight), and one of the sum on up to 8 (9.9 us for 129 programs).
+CHANNEL_UNROLL = tl.constexpr(8)
+SUM_UNROLL = tl.constexpr(4)
 
 
 @triton.jit
@@ -67,9 +72,11 @@ def _reduce_segment(block, weight_ptr, channel_offset, f_ptr, r_ptr, C, plane, B
     acc = tl.zeros((TAPS, BLOCK), r_ptr.dtype.element_ty)
     f_row = f_ptr + tl.cast(batch, tl.int64) * C * plane + pixel
     w_row = weight_ptr + channel_offset * 9 + taps
-    for c in range(0, C):
-        weights = upcast(tl.load(w_row + c * 9, mask=taps < 9, other=0.0))
-        acc += weights[:, None] * upcast(tl.load(f_row + c * plane, mask=mask, other=0.0))[None, :]
+    for c0 in range(0, C, CHANNEL_UNROLL):
+        for u in tl.static_range(0, CHANNEL_UNROLL):
+            c = c0 + u
+            weights = upcast(tl.load(w_row + c * 9, mask=(taps < 9) & (c < C), other=0.0))
+            acc += weights[:, None] * upcast(tl.load(f_row + c * plane, mask=mask & (c < C), other=0.0))[None, :]
     r = r_ptr + tl.cast(batch, tl.int64) * 9 * plane + (taps * plane)[:, None] + pixel[None, :]
     tl.store(r, acc, mask=(taps < 9)[:, None] & mask[None, :])
 
@@ -88,15 +95,11 @@ def reduce_kernel(weight_ptr, f0_ptr, r0_ptr, c0, p0, f1_ptr, r1_ptr, c1, p1, f2
 
 
 @triton.jit
-def _add_scale_per_pixel(acc, r_ptr, h, w, H, W, batch, ys, xs):
-    """acc (BLOCK_H, BLOCK_W) + sum over the 9 taps of bilinear samples of r (B, 9, h, w) at
-    (ys + dy, xs + dx) of sample `batch`; ys index the tile's rows, xs its columns: one bilinear
-    sample per tap and pixel, for scales resized down (more source rows than a tile's window holds).
-    Each column's taps are computed once per dx, each row's once per tap."""
-    scale_y = resize_scale(h, H, acc)
-    scale_x = resize_scale(w, W, acc)
-    plane = h * w
-    sample = r_ptr + tl.cast(batch, tl.int64) * 9 * plane
+def _add_scale_per_pixel(acc, sample, plane, h, w, H, W, scale_y, scale_x, ys, xs):
+    """acc (BLOCK_H, BLOCK_W) + sum over the 9 taps of bilinear samples of one sample's tap planes
+    (9, h, w) at (ys + dy, xs + dx); ys index the tile's rows, xs its columns: one bilinear sample per
+    tap and pixel, for scales resized down (more source rows than a tile's window holds). Each
+    column's taps are computed once per dx, each row's once per tap."""
     for dx in range(0, 3):  # run-time loops: unrolling 4 scales x 9 taps makes compilation slow
         ix0, ix1, wx0, wx1 = linear_tap(xs + (dx - 1), w, W, scale_x)
         for dy in range(0, 3):
@@ -113,8 +116,8 @@ def _add_scale_per_pixel(acc, r_ptr, h, w, H, W, batch, ys, xs):
 
 
 @triton.jit
-def _add_scale_separable(acc, r_ptr, h, w, H, W, batch, y0, ys, xs, SPAN: tl.constexpr, BLOCK_H: tl.constexpr,
-                         BLOCK_W: tl.constexpr):
+def _add_scale_separable(acc, sample, plane, h, w, H, W, scale_y, scale_x, y0, ys, xs, SPAN: tl.constexpr,
+                         BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
     """What _add_scale_per_pixel adds, separably as the CUDA kernel: for each tap row dy, the SPAN
     source rows from the one that row y0 - 1 reads (all that rows y0 - 1 to y0 + BLOCK_H read, the
     host guarantees) resized along the columns with their three taps dx summed, then each pixel's two
@@ -122,10 +125,6 @@ def _add_scale_separable(acc, r_ptr, h, w, H, W, batch, y0, ys, xs, SPAN: tl.con
     took 36 gathers a pixel and scale, ~1,000 SASS instructions a pixel on sm_90 and 32 us on an H200
     at the benchmark shapes. Taps in the zero padding add nothing, rather than 0 times a value that
     may be an Inf."""
-    scale_y = resize_scale(h, H, acc)
-    scale_x = resize_scale(w, W, acc)
-    plane = h * w
-    sample = r_ptr + tl.cast(batch, tl.int64) * 9 * plane
     first = linear_tap(y0 - 1, h, H, scale_y)[0]
     rows = tl.minimum(first + tl.arange(0, SPAN), h - 1)  # the rows past the plane's last are never picked
     for dy in range(0, 3):
@@ -150,10 +149,15 @@ def _add_scale(acc, r_ptr, h, w, H, W, batch, y0, ys, xs, SPAN: tl.constexpr, BL
                BLOCK_W: tl.constexpr):
     """acc + the bilinear samples of a scale's 9 tap planes: separably where the host sized a window
     of SPAN source rows for the scale, else per pixel (SPAN = 0)."""
+    scale_y = resize_scale(h, H, acc)
+    scale_x = resize_scale(w, W, acc)
+    plane = h * w
+    sample = r_ptr + tl.cast(batch, tl.int64) * 9 * plane
     if SPAN == 0:
-        acc = _add_scale_per_pixel(acc, r_ptr, h, w, H, W, batch, ys, xs)
+        acc = _add_scale_per_pixel(acc, sample, plane, h, w, H, W, scale_y, scale_x, ys, xs)
     else:
-        acc = _add_scale_separable(acc, r_ptr, h, w, H, W, batch, y0, ys, xs, SPAN, BLOCK_H, BLOCK_W)
+        acc = _add_scale_separable(acc, sample, plane, h, w, H, W, scale_y, scale_x, y0, ys, xs, SPAN, BLOCK_H,
+                                   BLOCK_W)
     return acc
 
 
@@ -343,10 +347,11 @@ def _sum_shares(share_ptr, c, C, programs, grad_weight_ptr, channel, BLOCK_R: tl
     """dW[channel, t] = the sum over `programs` shares of channel c (of C) of one scale."""
     slots = tl.arange(0, 16)
     total = tl.zeros((BLOCK_R, 16), share_ptr.dtype.element_ty)
-    for r0 in range(0, programs, BLOCK_R):
-        r = r0 + tl.arange(0, BLOCK_R)
-        offsets = ((r * C + c) * SHARE)[:, None] + slots[None, :]
-        total += tl.load(share_ptr + offsets, mask=(r < programs)[:, None] & (slots < SHARE)[None, :], other=0.0)
+    for r0 in range(0, programs, SUM_UNROLL * BLOCK_R):
+        for u in tl.static_range(0, SUM_UNROLL):
+            r = r0 + u * BLOCK_R + tl.arange(0, BLOCK_R)
+            offsets = ((r * C + c) * SHARE)[:, None] + slots[None, :]
+            total += tl.load(share_ptr + offsets, mask=(r < programs)[:, None] & (slots < SHARE)[None, :], other=0.0)
     dx = slots // SHIFTS
     dy = slots % SHIFTS
     tl.store(grad_weight_ptr + channel * 9 + dy * 3 + dx, tl.sum(total, axis=0).to(grad_weight_ptr.dtype.element_ty),
@@ -370,7 +375,8 @@ def sum_kernel(share0_ptr, c0, n0, share1_ptr, c1, n1, share2_ptr, c2, n2, share
                     BLOCK_R)
     if pid == end3:
         total = tl.zeros((BLOCK_R,), bias_share_ptr.dtype.element_ty)
-        for r0 in range(0, n0, BLOCK_R):
-            r = r0 + tl.arange(0, BLOCK_R)
-            total += tl.load(bias_share_ptr + r, mask=r < n0, other=0.0)
+        for r0 in range(0, n0, SUM_UNROLL * BLOCK_R):
+            for u in tl.static_range(0, SUM_UNROLL):
+                r = r0 + u * BLOCK_R + tl.arange(0, BLOCK_R)
+                total += tl.load(bias_share_ptr + r, mask=r < n0, other=0.0)
         tl.store(grad_bias_ptr, tl.sum(total, axis=0).to(grad_bias_ptr.dtype.element_ty))
