@@ -54,14 +54,18 @@ TAPS = tl.constexpr(16)
 # The shifts dy of a tap row in a 4-column tile (column 3 masked), and its (dx, dy) shares in 12 slots.
 SHIFTS = tl.constexpr(4)
 SHARE = tl.constexpr(12)
-# Coordinates of a gather (rows_kernel, columns_kernel) whose loads are issued together. One at a time,
+# Coordinates of a gather whose loads are issued together (rows_kernel, columns_kernel). One at a time,
 # each waited for the last: a tile of the stride-32 scale sums ~67 coordinates, and on an H200 the rows
 # pass took 23 us and the columns pass 35 us. Past the end of a window the loads are masked off.
-GATHER_UNROLL = tl.constexpr(4)
+ROWS_UNROLL = tl.constexpr(4)
 # Parts of a rows-pass gather, each summed by its own threads: the rounds of the longest threads (the
 # stride-32 scale's, ~67 coordinates) a quarter, with the tile's elements a thread as before (its
 # configs' BLOCK_I are a quarter of the tile's rows).
 GATHER_PARTS = tl.constexpr(4)
+# The columns pass has two elements a thread, and no parts (its gather's per-pixel values would be
+# converted between layouts at every step, at 168 registers): twice the rows pass's loads in flight
+# instead (72 registers, the grid still one wave on an H200).
+COLUMNS_UNROLL = tl.constexpr(8)
 # Channels of reduce_kernel, and BLOCK_R steps of sum_kernel, whose loads are issued together: one at a
 # time, a thread of the channel reduction waited on 32 round trips (8.0 us on an H200, 4.1 for the CUDA
 # kernel, which keeps eight channels in flight), and one of the sum on up to 8 (9.9 us for 129 programs).
@@ -256,8 +260,8 @@ def _rows_segment(block, grad_logits_ptr, gl_sb, gl_sy, gl_sx, grad_gam_ptr, gg_
     scale = resize_scale(h, H, acc0)
     # The weights of the three shifted coordinates p - 1, p, p + 1 slide along with p.
     first, weight_before, weight_at = _gather_start(i, skip, h, H, scale)
-    for k0 in range(0, part, GATHER_UNROLL):
-        for u in tl.static_range(0, GATHER_UNROLL):
+    for k0 in range(0, part, ROWS_UNROLL):
+        for u in tl.static_range(0, ROWS_UNROLL):
             p = first + (k0 + u)
             weight_after = tap_weight(p + 1, i, h, H, scale)
             inside = (p >= 0) & (p < H) & (k0 + u < part) & (skip + k0 + u < span) & columns_inside
@@ -314,8 +318,8 @@ def _columns_segment(block, rows_ptr, f_ptr, grad_f_ptr, share_ptr, bias_share_p
     acc2 = acc0
     scale = resize_scale(w, W, acc0)
     first, weight_before, weight_at = _gather_start(ix, 0, w, W, scale)
-    for k0 in range(0, span, GATHER_UNROLL):
-        for u in tl.static_range(0, GATHER_UNROLL):
+    for k0 in range(0, span, COLUMNS_UNROLL):
+        for u in tl.static_range(0, COLUMNS_UNROLL):
             q = first + (k0 + u)
             weight_after = tap_weight(q + 1, ix, w, W, scale)
             value = tl.load(row + q, mask=row_inside & (q >= 0) & (q < W) & (k0 + u < span), other=0.0)
