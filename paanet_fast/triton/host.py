@@ -134,8 +134,8 @@ def mini_decoder_backward(grad_logits: torch.Tensor, grad_gam: torch.Tensor, gam
     device = gam.device
     heights = [f.shape[2] for f in features]
     rows = [new_tensor((B, 3, h, W), acc, device) for h in heights]  # [b, dy, iy, X]
-    # The shortest scales first in the grid: their programs loop longest (a window of about 2 H / h rows),
-    # and at the benchmark shapes the rows pass has over three waves of programs.
+    # The shortest scales first in the grid: their programs loop longest (a window of about 2 H / h rows), so
+    # where the grid is more than one wave of programs (the smaller tiles' configs) they do not trail.
     shortest_first = sorted(range(len(heights)), key=heights.__getitem__)
     rows_args = _pad_scales([[rows[v], heights[v], _window(heights[v], H)] for v in shortest_first], [rows[0], 1, 1])
 

@@ -34,13 +34,11 @@ _TILE_CONFIGS = [
     triton.Config({"BLOCK_H": 16, "BLOCK_W": 32}, num_warps=2),
     triton.Config({"BLOCK_H": 16, "BLOCK_W": 64}, num_warps=8),
 ]
-# (low-resolution index, full-resolution column) tiles of the rows pass, of GATHER_PARTS rows an index;
-# each element loops over its part of the window.
-_GATHER_CONFIGS = [
-    triton.Config({"BLOCK_I": 2, "BLOCK_M": 32}, num_warps=4),
-    triton.Config({"BLOCK_I": 1, "BLOCK_M": 64}, num_warps=4),
-    triton.Config({"BLOCK_I": 4, "BLOCK_M": 32}, num_warps=8),
-    triton.Config({"BLOCK_I": 2, "BLOCK_M": 16}, num_warps=2),
+_GATHER_CONFIGS = [  # (low-resolution index, full-resolution column) tiles; each element loops over its window
+    triton.Config({"BLOCK_I": 8, "BLOCK_M": 32}, num_warps=4),
+    triton.Config({"BLOCK_I": 4, "BLOCK_M": 64}, num_warps=4),
+    triton.Config({"BLOCK_I": 16, "BLOCK_M": 32}, num_warps=8),
+    triton.Config({"BLOCK_I": 8, "BLOCK_M": 16}, num_warps=2),
 ]
 REDUCE_CONFIG = triton.Config({"BLOCK": 128}, num_warps=4)  # low-resolution pixels per program
 # Pixels and channels per tile. 64 pixels: 680 programs at the model's shapes (five an SM of a 132-SM
@@ -56,15 +54,10 @@ SHIFTS = tl.constexpr(4)
 SHARE = tl.constexpr(12)
 # Coordinates of a gather whose loads are issued together (rows_kernel, columns_kernel). One at a time,
 # each waited for the last: a tile of the stride-32 scale sums ~67 coordinates, and on an H200 the rows
-# pass took 23 us and the columns pass 35 us. Past the end of a window the loads are masked off.
+# pass took 23 us and the columns pass 35 us. Past the end of a window the loads are masked off. Eight
+# in the columns pass (72-79 registers, its grid still one wave on an H200); the rows pass, with three
+# loads a coordinate, would take about 100 registers for eight and two waves.
 ROWS_UNROLL = tl.constexpr(4)
-# Parts of a rows-pass gather, each summed by its own threads: the rounds of the longest threads (the
-# stride-32 scale's, ~67 coordinates) a quarter, with the tile's elements a thread as before (its
-# configs' BLOCK_I are a quarter of the tile's rows).
-GATHER_PARTS = tl.constexpr(4)
-# The columns pass has two elements a thread, and no parts (its gather's per-pixel values would be
-# converted between layouts at every step, at 168 registers): twice the rows pass's loads in flight
-# instead (72 registers, the grid still one wave on an H200).
 COLUMNS_UNROLL = tl.constexpr(8)
 # Channels of reduce_kernel, and BLOCK_R steps of sum_kernel, whose loads are issued together: one at a
 # time, a thread of the channel reduction waited on 32 round trips (8.0 us on an H200, 4.1 for the CUDA
@@ -204,25 +197,12 @@ def forward_kernel(r0_ptr, h0, w0, r1_ptr, h1, w1, r2_ptr, h2, w2, r3_ptr, h3, w
 
 
 @triton.jit
-def _gather_start(i, skip, low, high, scale):
-    """Where the transposed resize of low-resolution indices i starts, `skip` coordinates on: the first
-    coordinate P whose shifted coordinates may read i (conservative by one, so an approximate division
-    is fine, and one more for the shift; tap_weight decides exactly), plus skip, and the weights with
-    which P - 1 and P read i."""
-    first = tl.maximum(tl.floor((i.to(tl.float32) - 0.5) * (high / low) - 0.5).to(tl.int32) - 1, 0) - 1 + skip
+def _gather_start(i, low, high, scale):
+    """Where the transposed resize of low-resolution indices i starts: the first coordinate P whose
+    shifted coordinates may read i (conservative by one, so an approximate division is fine, and one
+    more for the shift; tap_weight decides exactly), and the weights with which P - 1 and P read i."""
+    first = tl.maximum(tl.floor((i.to(tl.float32) - 0.5) * (high / low) - 0.5).to(tl.int32) - 1, 0) - 1
     return first, tap_weight(first - 1, i, low, high, scale), tap_weight(first, i, low, high, scale)
-
-
-@triton.jit
-def _sum_parts(x, ROWS: tl.constexpr, COLUMNS: tl.constexpr):
-    """(ROWS, COLUMNS) sums of the GATHER_PARTS = 4 parts of each row of x (ROWS * 4, COLUMNS), whose row
-    4 r + j holds part j of row r: (part 0 + part 1) + (part 2 + part 3), the same bits whatever the
-    tile's layout (a tl.sum over the parts would follow it)."""
-    x = tl.reshape(tl.permute(tl.reshape(x, (ROWS, 4, COLUMNS)), (0, 2, 1)), (ROWS, COLUMNS, 2, 2))
-    even, odd = tl.split(x)  # parts 0 and 2, 1 and 3
-    part0, part2 = tl.split(even)
-    part1, part3 = tl.split(odd)
-    return (part0 + part1) + (part2 + part3)
 
 
 @triton.jit
@@ -238,45 +218,39 @@ def _rows_segment(block, grad_logits_ptr, gl_sb, gl_sy, gl_sx, grad_gam_ptr, gg_
     """out[b, d, i, X] = sum_P weight(P + d - 1 -> i) dZ[b, P, X] (d = 0, 1, 2) for one tile of (i, X) of
     one sample, where weight(Q -> i) is the weight with which full-resolution row Q (of H) reads row i
     (of h) in the forward resize, 0 for Q outside [0, H); each i sums `span` rows P from a little
-    before i * H / h, in GATHER_PARTS consecutive parts that are summed apart (by other threads) and
-    then added. dZ = dlogits + dG * G * (1 - G), read through the gradients' strides."""
+    before i * H / h. dZ = dlogits + dG * G * (1 - G), read through the gradients' strides."""
     column_tiles = tl.cdiv(W, BLOCK_M)
     tiles = column_tiles * tl.cdiv(h, BLOCK_I)
     batch = tl.cast(block // tiles, tl.int64)
     xs = (block % tiles % column_tiles) * BLOCK_M + tl.arange(0, BLOCK_M)
-    first_i = (block % tiles // column_tiles) * BLOCK_I
-    # The tile's rows: part j of index i in row GATHER_PARTS * (i - first_i) + j.
-    slots = tl.arange(0, GATHER_PARTS * BLOCK_I)[:, None]  # a column, as every per-row value of the loop
-    i = first_i + slots // GATHER_PARTS
-    part = tl.cdiv(span, GATHER_PARTS)
-    skip = (slots % GATHER_PARTS) * part
+    # A column, as every per-row value of the loop (a vector would be converted to the tile's layout at each step).
+    i = ((block % tiles // column_tiles) * BLOCK_I + tl.arange(0, BLOCK_I))[:, None]
     columns_inside = (xs < W)[None, :]
     gl = grad_logits_ptr + batch * gl_sb + (xs * gl_sx)[None, :]
     gg = grad_gam_ptr + batch * gg_sb + (xs * gg_sx)[None, :]
     g_row = gam_ptr + batch * H * W + xs[None, :]
-    acc0 = tl.zeros((GATHER_PARTS * BLOCK_I, BLOCK_M), out_ptr.dtype.element_ty)
+    acc0 = tl.zeros((BLOCK_I, BLOCK_M), out_ptr.dtype.element_ty)
     acc1 = acc0
     acc2 = acc0
     scale = resize_scale(h, H, acc0)
     # The weights of the three shifted coordinates p - 1, p, p + 1 slide along with p.
-    first, weight_before, weight_at = _gather_start(i, skip, h, H, scale)
-    for k0 in range(0, part, ROWS_UNROLL):
+    first, weight_before, weight_at = _gather_start(i, h, H, scale)
+    for k0 in range(0, span, ROWS_UNROLL):
         for u in tl.static_range(0, ROWS_UNROLL):
             p = first + (k0 + u)
             weight_after = tap_weight(p + 1, i, h, H, scale)
-            inside = (p >= 0) & (p < H) & (k0 + u < part) & (skip + k0 + u < span) & columns_inside
+            inside = (p >= 0) & (p < H) & (k0 + u < span) & columns_inside
             g = upcast(tl.load(g_row + p * W, mask=inside, other=0.0))
             dz = upcast(tl.load(gl + p * gl_sy, mask=inside, other=0.0)) \
                 + upcast(tl.load(gg + p * gg_sy, mask=inside, other=0.0)) * g * (1.0 - g)
             acc0, acc1, acc2 = _gather_shifts(acc0, acc1, acc2, weight_before, weight_at, weight_after, dz)
             weight_before = weight_at
             weight_at = weight_after
-    i = first_i + tl.arange(0, BLOCK_I)
-    out = out_ptr + batch * 3 * h * W + (i * W)[:, None] + xs[None, :]
-    inside = (i < h)[:, None] & columns_inside
-    tl.store(out, _sum_parts(acc0, BLOCK_I, BLOCK_M), mask=inside)
-    tl.store(out + h * W, _sum_parts(acc1, BLOCK_I, BLOCK_M), mask=inside)
-    tl.store(out + 2 * h * W, _sum_parts(acc2, BLOCK_I, BLOCK_M), mask=inside)
+    out = out_ptr + batch * 3 * h * W + i * W + xs[None, :]
+    inside = (i < h) & columns_inside
+    tl.store(out, acc0, mask=inside)
+    tl.store(out + h * W, acc1, mask=inside)
+    tl.store(out + 2 * h * W, acc2, mask=inside)
 
 
 @triton.jit
@@ -284,7 +258,7 @@ def _rows_programs(B, h, W, BLOCK_I: tl.constexpr, BLOCK_M: tl.constexpr):
     return B * tl.cdiv(W, BLOCK_M) * tl.cdiv(h, BLOCK_I)
 
 
-@tuned(_GATHER_CONFIGS, key=["size_class", "NUM_SCALES"], interpreter={"BLOCK_I": 8, "BLOCK_M": 256})
+@tuned(_GATHER_CONFIGS, key=["size_class", "NUM_SCALES"], interpreter={"BLOCK_I": 32, "BLOCK_M": 256})
 def rows_kernel(grad_logits_ptr, gl_sb, gl_sy, gl_sx, grad_gam_ptr, gg_sb, gg_sy, gg_sx, gam_ptr,
                 out0_ptr, h0, span0, out1_ptr, h1, span1, out2_ptr, h2, span2, out3_ptr, h3, span3,
                 B, H, W, size_class, NUM_SCALES: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_M: tl.constexpr):
@@ -317,7 +291,7 @@ def _columns_segment(block, rows_ptr, f_ptr, grad_f_ptr, share_ptr, bias_share_p
     acc1 = acc0
     acc2 = acc0
     scale = resize_scale(w, W, acc0)
-    first, weight_before, weight_at = _gather_start(ix, 0, w, W, scale)
+    first, weight_before, weight_at = _gather_start(ix, w, W, scale)
     for k0 in range(0, span, COLUMNS_UNROLL):
         for u in tl.static_range(0, COLUMNS_UNROLL):
             q = first + (k0 + u)
