@@ -223,7 +223,7 @@ def _rows_segment(block, grad_logits_ptr, gl_sb, gl_sy, gl_sx, grad_gam_ptr, gg_
     tiles = column_tiles * tl.cdiv(h, BLOCK_I)
     batch = tl.cast(block // tiles, tl.int64)
     xs = (block % tiles % column_tiles) * BLOCK_M + tl.arange(0, BLOCK_M)
-    # A column, as every per-row value of the loop (a vector would be converted to the tile's layout at each step).
+    # A column of the tile, as every per-row value of the loop (the columns pass's per-pixel values alike).
     i = ((block % tiles // column_tiles) * BLOCK_I + tl.arange(0, BLOCK_I))[:, None]
     columns_inside = (xs < W)[None, :]
     gl = grad_logits_ptr + batch * gl_sb + (xs * gl_sx)[None, :]
