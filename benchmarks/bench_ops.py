@@ -3,6 +3,9 @@
 Providers side by side: the reference backend, torch.compile of it, the portable backend (plain
 PyTorch, low-resolution formulation) and the compiled CPU kernels ("cpp"). Sizes of issue 3: B=8,
 four scales of 32 channels at strides 4/8/16/32 of a 256x256 output, float32, on the CPU.
+`test_host_overhead`: forward+backward at B=1, 2 channels a scale, 32x32, where the kernels'
+arithmetic is negligible and what is timed is the host's work a call (validation, dispatch,
+autograd), which a GPU step pays on every call too.
 
     pytest benchmarks/bench_ops.py --benchmark-only
     pytest benchmarks/ --benchmark-only --benchmark-json=bench.json && python benchmarks/report.py bench.json
@@ -25,16 +28,20 @@ from paanet_fast import ops
 from paanet_fast.backends import available_backends
 
 PROVIDERS = ["reference", "compile-reference", "portable", "cpp"]
-BATCH, CHANNELS, SIZE, STRIDES = 8, 32, 256, (4, 8, 16, 32)
+STRIDES = (4, 8, 16, 32)
+BENCHMARK_SHAPE = (8, 32, 256)  # batch, channels a scale, output side
+HOST_OVERHEAD_SHAPE = (1, 2, 32)
 CPU = torch.device("cpu")
 
 
-def _inputs(requires_grad: bool) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
+def _inputs(shape: tuple[int, int, int], requires_grad: bool
+            ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
+    batch, channels, size = shape
     gen = torch.Generator().manual_seed(0)
-    features = [torch.randn(BATCH, CHANNELS, SIZE // s, SIZE // s, generator=gen) for s in STRIDES]
-    weight = torch.randn(1, CHANNELS * len(STRIDES), 3, 3, generator=gen) / (CHANNELS * len(STRIDES)) ** 0.5
+    features = [torch.randn(batch, channels, size // s, size // s, generator=gen) for s in STRIDES]
+    weight = torch.randn(1, channels * len(STRIDES), 3, 3, generator=gen) / (channels * len(STRIDES)) ** 0.5
     bias = torch.zeros(1)
-    gam = torch.rand(BATCH, 1, SIZE, SIZE, generator=gen)
+    gam = torch.rand(batch, 1, size, size, generator=gen)
     for t in [*features, weight, bias, gam]:
         t.requires_grad_(requires_grad)
     return features, weight, bias, gam
@@ -46,12 +53,12 @@ def _operator(name: str, provider: str) -> Callable:
     return torch.compile(fn) if provider.startswith("compile") else fn
 
 
-def _step(op_name: str, provider: str, backward: bool) -> Callable[[], None]:
+def _step(op_name: str, provider: str, backward: bool, shape: tuple[int, int, int]) -> Callable[[], None]:
     """One call of the operator (and its backward), on fixed inputs and output gradients."""
-    features, weight, bias, gam = _inputs(requires_grad=backward)
+    features, weight, bias, gam = _inputs(shape, requires_grad=backward)
     op = _operator(op_name, provider)
     if op_name == "mini_decoder":
-        call = functools.partial(op, features, weight, bias, (SIZE, SIZE))
+        call = functools.partial(op, features, weight, bias, (shape[2], shape[2]))
         leaves = [*features, weight, bias]
     else:
         call = functools.partial(op, features, gam, True)
@@ -70,15 +77,16 @@ def _step(op_name: str, provider: str, backward: bool) -> Callable[[], None]:
     return forward_backward
 
 
-def _run(benchmark, op_name: str, mode: str, provider: str) -> None:
+def _run(benchmark, op_name: str, mode: str, provider: str, shape: tuple[int, int, int] = BENCHMARK_SHAPE,
+         group: str = "") -> None:
     if provider not in ("reference", "compile-reference") and provider not in available_backends():
         pytest.skip(f"the {provider} backend is not available here")
-    step = _step(op_name, provider, backward=mode == "forward+backward")
+    step = _step(op_name, provider, mode == "forward+backward", shape)
     step()  # warm-up: compilation, allocator, thread pool
     benchmark.extra_info["peak_memory_mib"] = round(peak_memory_bytes(step, CPU) / 2**20, 1)
     benchmark.extra_info.update(threads=torch.get_num_threads(), load_average_1min=os.getloadavg()[0],
-                                batch=BATCH, size=SIZE, channels=CHANNELS, strides=list(STRIDES))
-    benchmark.group = f"{op_name} {mode}"
+                                batch=shape[0], size=shape[2], channels=shape[1], strides=list(STRIDES))
+    benchmark.group = group or f"{op_name} {mode}"
     benchmark(step)
 
 
@@ -92,3 +100,9 @@ def test_mini_decoder(benchmark, mode, provider):
 @pytest.mark.parametrize("mode", ["forward", "forward+backward"])
 def test_gam_multiply(benchmark, mode, provider):
     _run(benchmark, "gam_multiply", mode, provider)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("op", ["mini_decoder", "gam_multiply"])
+def test_host_overhead(benchmark, op, provider):
+    _run(benchmark, op, "forward+backward", provider, HOST_OVERHEAD_SHAPE, f"{op} forward+backward, host overhead")

@@ -21,6 +21,7 @@ from .backends import Backend, mark_unavailable, register
 from .checks import (check_gam_multiply_args, check_gam_multiply_backward_args, check_kernel_dtype,
                      check_mini_decoder_args, check_mini_decoder_backward_args)
 from .double_backward import register_backward_autograd
+from .op_autograd import register_autograd
 
 _ops = torch.ops.paanet_fast
 
@@ -93,10 +94,8 @@ def _gam_multiply_backward(ctx, grad_outputs: Sequence[torch.Tensor | None]):
     return list(grad_features), grad_gam, None
 
 
-torch.library.register_autograd("paanet_fast::mini_decoder", _mini_decoder_backward,
-                                setup_context=_mini_decoder_setup)
-torch.library.register_autograd("paanet_fast::gam_multiply", _gam_multiply_backward,
-                                setup_context=_gam_multiply_setup)
+register_autograd("paanet_fast::mini_decoder", _mini_decoder_backward, setup_context=_mini_decoder_setup)
+register_autograd("paanet_fast::gam_multiply", _gam_multiply_backward, setup_context=_gam_multiply_setup)
 # Second and higher derivatives: the backward operators differentiated through their portable twins.
 register_backward_autograd("paanet_fast::mini_decoder_backward", portable.mini_decoder_backward)
 register_backward_autograd("paanet_fast::gam_multiply_backward", portable.gam_multiply_backward)

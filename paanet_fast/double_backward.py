@@ -11,50 +11,11 @@ formulation only runs when a backward operator itself is differentiated.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import torch
-from torch import Tensor
 
-
-@dataclass(frozen=True)
-class _Constant:
-    value: Any
-
-
-Structure = list  # per argument: None (a tensor), an int (a list of that many tensors) or a _Constant
-
-
-def _flatten(values: Sequence[Any]) -> tuple[list[Any], Structure]:
-    """The tensors of an argument tuple whose entries are tensors, lists of tensors or constants,
-    in order, and the structure that _unflatten rebuilds the tuple from."""
-    flat, structure = [], []
-    for value in values:
-        if isinstance(value, (list, tuple)):
-            flat.extend(value)
-            structure.append(len(value))
-        elif isinstance(value, Tensor):
-            flat.append(value)
-            structure.append(None)
-        else:
-            structure.append(_Constant(value))
-    return flat, structure
-
-
-def _unflatten(flat: list[Any], structure: Structure, constants: bool = True) -> list[Any]:
-    """The arguments that _flatten took apart (or their gradients: None for constants)."""
-    values, position = [], 0
-    for entry in structure:
-        if isinstance(entry, _Constant):
-            values.append(entry.value if constants else None)
-        elif entry is None:
-            values.append(flat[position])
-            position += 1
-        else:
-            values.append(flat[position:position + entry])
-            position += entry
-    return values
+from .op_autograd import flatten, register_autograd, unflatten
 
 
 def register_backward_autograd(qualname: str, first_backward: Callable[..., Any]) -> None:
@@ -62,11 +23,11 @@ def register_backward_autograd(qualname: str, first_backward: Callable[..., Any]
     `first_backward`, the plain-PyTorch function with the same arguments and results."""
 
     def setup_context(ctx: Any, inputs: tuple, output: Any) -> None:
-        tensors, ctx.structure = _flatten(inputs)
+        tensors, ctx.structure = flatten(inputs)
         ctx.save_for_backward(*tensors)
 
     def backward(ctx: Any, *grads: Any) -> tuple:
-        cotangents, _ = _flatten(grads)
+        cotangents, _ = flatten(grads)
         inputs = list(ctx.saved_tensors)
         create_graph = torch.is_grad_enabled()  # the engine enables grad exactly when create_graph is set
         with torch.enable_grad():
@@ -76,9 +37,9 @@ def register_backward_autograd(qualname: str, first_backward: Callable[..., Any]
             # result connected to the caller's graph so that a further derivative reaches it.
             leaves = [t.view_as(t) if create_graph and t.requires_grad else t.detach().requires_grad_()
                       for t in inputs]
-            outputs, _ = _flatten(first_backward(*_unflatten(leaves, ctx.structure)))
+            outputs, _ = flatten(first_backward(*unflatten(leaves, ctx.structure)))
             # torch.library hands every output a gradient (zeros where unused), never None.
             input_grads = torch.autograd.grad(outputs, leaves, cotangents, allow_unused=True, create_graph=create_graph)
-        return tuple(_unflatten(list(input_grads), ctx.structure, constants=False))
+        return tuple(unflatten(list(input_grads), ctx.structure, constants=False))
 
-    torch.library.register_autograd(qualname, backward, setup_context=setup_context)
+    register_autograd(qualname, backward, setup_context=setup_context)

@@ -137,6 +137,33 @@ def test_gradients_when_only_one_output_is_used(used):
         assert_close(a, e, torch.float64, f"gradient {i} with only output {used} used")
 
 
+# Which of mini_decoder's inputs (features 0..n-1, then weight, bias) require gradients.
+SOME_INPUTS = {"one feature": {1}, "weight and bias": {"weight", "bias"}, "features": {0, 1, 2}}
+
+
+@pytest.mark.parametrize("which", list(SOME_INPUTS))
+def test_gradients_when_only_some_inputs_require_them(which):
+    """The autograd kernels (paanet_fast.op_autograd) hand each input that requires a gradient its own,
+    through lists of tensors: against the reference, both operators in turn, float64."""
+    wanted = SOME_INPUTS[which]
+    case = mini_decoder_case(303, torch.float64, strides=(1, 2, 4))
+
+    def grads(backend):
+        features = [f.detach().clone().requires_grad_(i in wanted) for i, f in enumerate(case.features)]
+        weight = case.weight.detach().clone().requires_grad_("weight" in wanted)
+        bias = case.bias.detach().clone().requires_grad_("bias" in wanted)
+        logits, gam = ops.mini_decoder(features, weight, bias, case.size, backend=backend)
+        products = ops.gam_multiply(features, gam, reverse=False, backend=backend)
+        (logits.sin().sum() + sum((p * p.detach().cos()).sum() for p in products)).backward()
+        leaves = [*features, weight, bias]
+        assert [t.grad is not None for t in leaves] == [t.requires_grad for t in leaves]
+        return [t.grad for t in leaves if t.grad is not None]
+
+    expected = grads("reference")
+    for i, (a, e) in enumerate(zip(grads("cpp"), expected, strict=True)):
+        assert_close(a, e, torch.float64, f"gradient {i} with {which} requiring gradients")
+
+
 def test_the_compiled_extension_is_built():
     """Every other test here exercises the cpp backend: without the extension they must fail, not skip."""
     from paanet_fast.backends import unavailable_reason
