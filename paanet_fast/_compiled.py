@@ -72,11 +72,9 @@ def _mini_decoder_setup(ctx, inputs, output) -> None:
     ctx.save_for_backward(gam, weight, *features)
 
 
-def _mini_decoder_backward(ctx, grad_logits: torch.Tensor | None, grad_gam: torch.Tensor | None):
+def _mini_decoder_backward(ctx, grad_logits: torch.Tensor, grad_gam: torch.Tensor):
+    # An output that did not reach the loss has a zero gradient here (autograd materializes it).
     gam, weight, *features = ctx.saved_tensors
-    # A None gradient means that output did not reach the loss: it contributes zero.
-    grad_logits = torch.zeros_like(gam) if grad_logits is None else grad_logits
-    grad_gam = torch.zeros_like(gam) if grad_gam is None else grad_gam
     grad_features, grad_weight, grad_bias = _ops.mini_decoder_backward(grad_logits, grad_gam, gam, features, weight)
     return list(grad_features), grad_weight, grad_bias, None
 
@@ -87,9 +85,8 @@ def _gam_multiply_setup(ctx, inputs, output) -> None:
     ctx.save_for_backward(gam, *features)
 
 
-def _gam_multiply_backward(ctx, grad_outputs: Sequence[torch.Tensor | None]):
+def _gam_multiply_backward(ctx, grad_outputs: Sequence[torch.Tensor]):
     gam, *features = ctx.saved_tensors
-    grad_outputs = [torch.zeros_like(f) if g is None else g for g, f in zip(grad_outputs, features)]
     grad_features, grad_gam = _ops.gam_multiply_backward(grad_outputs, features, gam, ctx.reverse)
     return list(grad_features), grad_gam, None
 
