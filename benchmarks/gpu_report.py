@@ -251,6 +251,14 @@ def graph_ms(fn: Callable[[], object], calls: int = 20, repeats: int = 10) -> fl
     return median_ms(graph.replay, "cuda", warmup=2, repeats=repeats) / calls
 
 
+def kernel_boundary_us(elements: int, launches: int = 200) -> float:
+    """Device time one kernel adds in a CUDA graph of back-to-back elementwise kernels on `elements`
+    float32 values: at one block, the boundary between two kernels alone (launch latency, drain and
+    fill), which benchmarks/gpu_static.py charges every launch at an assumed 2 us (static_gpu/cards.py)."""
+    t = torch.zeros(elements, device="cuda")
+    return graph_ms(lambda: t.add_(1.0), calls=launches) * 1e3
+
+
 def gpu_activities_per_call(fn: Callable[[], object]) -> int:
     """GPU activities (kernels, memsets, copies) of one fn(), counted by the profiler after a warm-up."""
     fn()
@@ -351,7 +359,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda":
         lines += table("peak memory (MiB)", results, names, memory=True) + [""]
         copy_gbs = copy_bandwidth_gbs(args.device)
-        lines += [f"Device-to-device copy: {copy_gbs:.0f} GB/s (bytes read + written, 1 GiB copy).", "",
+        boundaries = {elements: kernel_boundary_us(elements) for elements in (1, 1 << 18)}
+        lines += [f"Device-to-device copy: {copy_gbs:.0f} GB/s (bytes read + written, 1 GiB copy).",
+                  "Kernel boundary (200 back-to-back `add_` kernels replayed from a CUDA graph, device time a "
+                  f"kernel): {boundaries[1]:.2f} us at 1 element (one block), {boundaries[1 << 18]:.2f} us at "
+                  "2^18 (1024 blocks, 1 MiB read and 1 MiB written); gpu_static.py's model assumes 2 us.", "",
                   "| graph replay | provider | device time (us) | GPU activities a call | bandwidth |",
                   "|---|---|---|---|---|", *graph_rows(problem, names, copy_gbs), ""]
     report = "\n".join(lines)
