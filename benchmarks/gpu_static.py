@@ -275,7 +275,7 @@ def render(args, archs, step_counts, cuda_kernels, triton_kernels, launches_by_k
     md += _table(["card", "backend", "dtype", "operator call", "launches", "kernel issue", "ATen ops", "modelled",
                   "floor", "x floor"], rows)
     md += ["", "## Kernels", "",
-           "Spill B: spill stores (CUDA, ptxas) or local memory a thread (Triton). Triton kernels: the "
+           "Spill B: spill stores (CUDA, ptxas) or stack frame and local memory a thread (Triton, cuobjdump). Triton kernels: the "
            "argument types, the config and the compile's hash (one row per specialisation the host's "
            "launches make); their shared memory is all dynamic. Occupancy and launch "
            "configuration: as the host launches the kernel for one operator call at the benchmark shapes "
