@@ -74,6 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 class Measurement:
     ms: float | None = None      # median time of one call
     peak_mib: float | None = None  # peak memory allocated during one call (GPU only)
+    host_ms: float | None = None  # median host time to issue one call on an idle stream (GPU only)
     error: str | None = None
 
     def cell(self, baseline: "Measurement | None") -> str:
@@ -122,10 +123,26 @@ def peak_mib(fn: Callable[[], object], device: str) -> float | None:
     return torch.cuda.max_memory_allocated() / MIB
 
 
+def host_ms(fn: Callable[[], object], device: str, repeats: int) -> float | None:
+    """Median host time of fn() in milliseconds, from an idle stream to the call's return: the Python
+    and C++ layers and the launches, without waiting for the device (what an eager step pays where
+    the device is faster than the host)."""
+    if device != "cuda":
+        return None
+    times = []
+    for _ in range(repeats):
+        synchronize(device)
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    synchronize(device)
+    return statistics.median(times)
+
+
 def measure(fn: Callable[[], object], args: argparse.Namespace) -> Measurement:
     try:
         ms = median_ms(fn, args.device, args.warmup, args.repeats)
-        return Measurement(ms=ms, peak_mib=peak_mib(fn, args.device))
+        return Measurement(ms=ms, peak_mib=peak_mib(fn, args.device), host_ms=host_ms(fn, args.device, args.repeats))
     except Exception as exc:  # one provider failing must not lose the others' numbers
         traceback.print_exc()
         return Measurement(error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
@@ -309,12 +326,15 @@ def machine_line(device: str) -> str:
     return ", ".join(parts)
 
 
-def table(title: str, results: dict[str, dict[str, Measurement]], names: list[str], memory: bool) -> list[str]:
+def table(title: str, results: dict[str, dict[str, Measurement]], names: list[str], memory: bool,
+          host: bool = False) -> list[str]:
     lines = [f"| {title} | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for case, row in results.items():
         base = row.get("reference")
         if memory:
             cells = [f"{row[n].peak_mib:.0f}" if n in row and row[n].peak_mib is not None else "-" for n in names]
+        elif host:
+            cells = [f"{row[n].host_ms:.3f}" if n in row and row[n].host_ms is not None else "-" for n in names]
         else:
             cells = [row[n].cell(base) if n in row else "-" for n in names]
         lines.append(f"| {case} | " + " | ".join(cells) + " |")
@@ -358,6 +378,9 @@ def main(argv: list[str] | None = None) -> int:
     lines += table("time (ms)", results, names, memory=False) + [""]
     if args.device == "cuda":
         lines += table("peak memory (MiB)", results, names, memory=True) + [""]
+        lines += ["Host time to issue one call from an idle stream (Python, C++ and launches; not waiting for "
+                  "the device):", ""]
+        lines += table("host time (ms)", results, names, memory=False, host=True) + [""]
         copy_gbs = copy_bandwidth_gbs(args.device)
         boundaries = {elements: kernel_boundary_us(elements) for elements in (1, 1 << 18)}
         lines += [f"Device-to-device copy: {copy_gbs:.0f} GB/s (bytes read + written, 1 GiB copy).",
