@@ -606,8 +606,10 @@ __global__ void __launch_bounds__(kThreads) rows_kernel(const __grid_constant__ 
 // c0 + c over the g-th of kSegments equal parts of the block's pixels.
 constexpr int kChannelLanes = 32;
 constexpr int kSegments = kThreads / kChannelLanes;
-// Parts into which the last block of a scale splits each dW element's sum over the blocks.
+// Parts into which the last block of a scale splits each dW element's sum over the blocks, and the
+// shares of a part loaded at once.
 constexpr int kBlockParts = 8;
+constexpr int kSharesInFlight = 32;
 // The largest share of a pixel's D a thread adds up from its lanes' parts (at least 2 lanes).
 constexpr int kLaneSumsPerThread = (kTaps * kThreads / 2 + kThreads - 1) / kThreads;
 
@@ -635,9 +637,21 @@ __device__ void sum_shares(const ColumnsScale<scalar_t, acc_t>& s, int64_t block
     const int32_t e = e0 + static_cast<int32_t>(threadIdx.x) / kBlockParts;
     acc_t sum = static_cast<acc_t>(0);
     if (e < outputs) {
-      // The loads do not depend on the sum: 8 in flight, not one round trip a share.
-#pragma unroll 8
-      for (int64_t n = q; n < blocks; n += kBlockParts) sum += shares[n * outputs + e];
+      // kSharesInFlight loads, then their adds in order: one round trip for up to 8 x 32 blocks. The
+      // shares past the scale's last block read as +0, which leaves a sum begun at +0 unchanged. With
+      // `#pragma unroll 8` the compiler added the trip count's remainder first, one round trip a share
+      // (the coarsest scale's 4 shares a part: 4 round trips, as many as the finest scale's 32 in
+      // batches of 8).
+      for (int64_t n0 = q; n0 < blocks; n0 += kSharesInFlight * kBlockParts) {
+        acc_t part[kSharesInFlight];
+#pragma unroll
+        for (int k = 0; k < kSharesInFlight; ++k) {
+          const int64_t n = n0 + k * kBlockParts;
+          part[k] = n < blocks ? shares[n * outputs + e] : static_cast<acc_t>(0);
+        }
+#pragma unroll
+        for (int k = 0; k < kSharesInFlight; ++k) sum += part[k];
+      }
     }
     __syncthreads();  // the previous round's parts are read
     scratch[threadIdx.x] = sum;

@@ -89,6 +89,8 @@ MINI_DECODER_CASES = [
     pytest.param(1, [(1, 2, 2)] * 18, (9, 11), id="18-scales"),
     # More channels than one staged chunk of weights; blocks whose gather spans over 256 rows or columns.
     pytest.param(1, [(70, 2, 3), (3, 5, 4)], (260, 300), id="chunked-weights-and-gathers"),
+    # 268 columns blocks in one scale: the last block sums each part's shares in two loads of up to 32.
+    pytest.param(4, [(2, 130, 130)], (130, 130), id="shares-in-two-batches"),
     # PAANet's strides 4 to 32: the columns pass splits a pixel's gather over 2, 4, 8 and 16 threads.
     pytest.param(2, [(3, 16, 16), (2, 8, 8), (4, 4, 4), (2, 2, 2)], (64, 64), id="paanet-strides"),
 ]
