@@ -275,9 +275,9 @@ def render(args, archs, step_counts, cuda_kernels, triton_kernels, launches_by_k
     md += _table(["card", "backend", "dtype", "operator call", "launches", "kernel issue", "ATen ops", "modelled",
                   "floor", "x floor"], rows)
     md += ["", "## Kernels", "",
-           "Spill B: spill stores (CUDA, ptxas) or stack frame and local memory a thread (Triton, cuobjdump). Triton kernels: the "
-           "argument types, the config and the compile's hash (one row per specialisation the host's "
-           "launches make); their shared memory is all dynamic. Occupancy and launch "
+           "Spill B: spill stores (CUDA, ptxas) or stack frame and local memory a thread (Triton, "
+           "cuobjdump). Triton kernels: the argument types, the config and the compile's hash (one row "
+           "per specialisation the host's launches make); their shared memory is all dynamic. Occupancy and launch "
            "configuration: as the host launches the kernel for one operator call at the benchmark shapes "
            "(the lowest occupancy if several); '-': not launched at those shapes in float32 or bf16. "
            "FP64: DADD/DMUL/DFMA/DSETP/DMNMX, MUFU.*64H, FRND.F64, conversions from or to F64. "
