@@ -27,23 +27,28 @@ def check_features(features: Sequence[torch.Tensor], op: str) -> list[torch.Tens
     features = list(features)
     if not features:
         raise ValueError(f"{op}: `features` must be a non-empty list of tensors")
-    first = features[0]
+    # One pass with each attribute read once: these checks run on every call of an eager step.
+    dtype = device = batch = None
     for i, f in enumerate(features):
         if not isinstance(f, torch.Tensor):
             raise TypeError(f"{op}: features[{i}] must be a tensor, got {type(f).__name__}")
-        if f.dim() != 4:
-            raise ValueError(f"{op}: features[{i}] must be 4-D (B, C, h, w), got shape {tuple(f.shape)}")
-        if not f.is_floating_point():
-            raise ValueError(f"{op}: features[{i}] must be floating point, got {f.dtype}")
-        if f.dtype != first.dtype:
-            raise ValueError(f"{op}: features[{i}] has dtype {f.dtype} but features[0] has {first.dtype}")
-        if f.device != first.device:
-            raise ValueError(f"{op}: features[{i}] is on {f.device} but features[0] is on {first.device}")
-        if f.shape[0] != first.shape[0]:
-            raise ValueError(f"{op}: features[{i}] has batch {f.shape[0]} but features[0] has batch {first.shape[0]}")
-        if any(side == 0 for side in f.shape[1:]):  # not min(): comparing sizes would guard on their order
+        shape = f.shape
+        if len(shape) != 4:
+            raise ValueError(f"{op}: features[{i}] must be 4-D (B, C, h, w), got shape {tuple(shape)}")
+        if f.dtype is not dtype:
+            if not f.dtype.is_floating_point:
+                raise ValueError(f"{op}: features[{i}] must be floating point, got {f.dtype}")
+            if dtype is not None:
+                raise ValueError(f"{op}: features[{i}] has dtype {f.dtype} but features[0] has {dtype}")
+            dtype, device, batch = f.dtype, f.device, shape[0]
+        elif f.device != device:
+            raise ValueError(f"{op}: features[{i}] is on {f.device} but features[0] is on {device}")
+        elif shape[0] != batch:
+            raise ValueError(f"{op}: features[{i}] has batch {shape[0]} but features[0] has batch {batch}")
+        # `or`, not min(): comparing sizes would guard on their order
+        if shape[1] == 0 or shape[2] == 0 or shape[3] == 0:
             raise ValueError(f"{op}: features[{i}] must have non-zero channels, height and width, "
-                             f"got shape {tuple(f.shape)}")
+                             f"got shape {tuple(shape)}")
     return features
 
 
@@ -56,14 +61,15 @@ def check_like(t: torch.Tensor, arg: str, ref: torch.Tensor, op: str, *, under_a
     no cast is needed; their gradients come back in float32."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{op}: `{arg}` must be a tensor, got {type(t).__name__}")
-    device_type = ref.device.type
-    computed = dtype_under_autocast(ref.dtype, device_type) if under_autocast else ref.dtype
-    own = dtype_under_autocast(t.dtype, device_type) if under_autocast else t.dtype
-    if own != computed and not (parameter and t.dtype == torch.float32 and computed in HALF_DTYPES):
-        raise ValueError(f"{op}: `{arg}` has dtype {t.dtype} but the features have {ref.dtype}"
-                         + (" (autocast leaves float64 as it is)"
-                            if under_autocast and autocast_dtype(device_type) else "")
-                         + (" (parameters may be float32 beside float16 or bfloat16 features)" if parameter else ""))
+    if t.dtype is not ref.dtype:  # equal dtypes pass whatever autocast does: it maps a dtype to one dtype
+        device_type = ref.device.type
+        computed = dtype_under_autocast(ref.dtype, device_type) if under_autocast else ref.dtype
+        own = dtype_under_autocast(t.dtype, device_type) if under_autocast else t.dtype
+        if own != computed and not (parameter and t.dtype == torch.float32 and computed in HALF_DTYPES):
+            raise ValueError(f"{op}: `{arg}` has dtype {t.dtype} but the features have {ref.dtype}"
+                             + (" (autocast leaves float64 as it is)"
+                                if under_autocast and autocast_dtype(device_type) else "")
+                             + (" (parameters may be float32 beside float16 or bfloat16 features)" if parameter else ""))
     if t.device != ref.device:
         raise ValueError(f"{op}: `{arg}` is on {t.device} but the features are on {ref.device}")
 
@@ -78,7 +84,7 @@ def check_kernel_dtype(features: list[torch.Tensor], op: str) -> None:
 
 def _check_weight(features: list[torch.Tensor], weight: torch.Tensor, op: str) -> None:
     channels = sum(f.shape[1] for f in features)
-    if tuple(weight.shape) != (1, channels, 3, 3):
+    if weight.shape != (1, channels, 3, 3):
         raise ValueError(f"{op}: `weight` must have shape (1, {channels}, 3, 3) for features with {channels} "
                          f"channels in total, got {tuple(weight.shape)}")
 
@@ -96,7 +102,7 @@ def check_mini_decoder_args(features: Sequence[torch.Tensor], weight: torch.Tens
     check_like(weight, "weight", features[0], op, under_autocast=under_autocast, parameter=True)
     check_like(bias, "bias", features[0], op, under_autocast=under_autocast, parameter=True)
     _check_weight(features, weight, op)
-    if tuple(bias.shape) != (1,):
+    if bias.shape != (1,):
         raise ValueError(f"{op}: `bias` must have shape (1,), got {tuple(bias.shape)}")
     if len(size) != 2 or not all(isinstance(s, (int, torch.SymInt)) and s > 0 for s in size):
         raise ValueError(f"{op}: `size` must be two positive integers (H, W), got {size!r}")
@@ -108,14 +114,16 @@ def check_gam_multiply_args(features: Sequence[torch.Tensor], gam: torch.Tensor,
     """Arguments of gam_multiply (shapes in its docstring); returns the features as a list."""
     features = check_features(features, op)
     check_like(gam, "gam", features[0], op, under_autocast=under_autocast)
-    if gam.dim() != 4 or gam.shape[1] != 1:
-        raise ValueError(f"{op}: `gam` must have shape (B, 1, H, W), got {tuple(gam.shape)}")
+    shape = gam.shape
+    if len(shape) != 4 or shape[1] != 1:
+        raise ValueError(f"{op}: `gam` must have shape (B, 1, H, W), got {tuple(shape)}")
     _check_gam_extent(gam, op)
-    if gam.shape[0] != features[0].shape[0]:
-        raise ValueError(f"{op}: `gam` has batch {gam.shape[0]} but the features have batch {features[0].shape[0]}")
+    if shape[0] != features[0].shape[0]:
+        raise ValueError(f"{op}: `gam` has batch {shape[0]} but the features have batch {features[0].shape[0]}")
+    H, W = shape[2], shape[3]
     for i, f in enumerate(features):
-        if gam.shape[2] % f.shape[2] != 0 or gam.shape[3] % f.shape[3] != 0:
-            raise ValueError(f"{op}: the GAM size {tuple(gam.shape[2:])} must be an integer multiple of "
+        if H % f.shape[2] != 0 or W % f.shape[3] != 0:
+            raise ValueError(f"{op}: the GAM size {(H, W)} must be an integer multiple of "
                              f"features[{i}]'s size {tuple(f.shape[2:])}")
     if not isinstance(reverse, bool):
         raise TypeError(f"{op}: `reverse` must be a bool, got {type(reverse).__name__}")

@@ -37,6 +37,8 @@ BAD_MINI_DECODER = [
      r"features\[0\] must be floating point"),
     ("mixed feature dtypes", [features()[0], features(torch.float64)[1]], weight(), bias(), (8, 8), ValueError,
      r"features\[1\] has dtype"),
+    ("integer second feature", [features()[0], features()[1].long()], weight(), bias(), (8, 8), ValueError,
+     r"features\[1\] must be floating point"),
     ("weight dtype", features(), weight(dtype=torch.float64), bias(), (8, 8), ValueError, r"`weight` has dtype"),
     ("bias dtype", features(), weight(), bias(torch.float64), (8, 8), ValueError, r"`bias` has dtype"),
     ("weight channels", features(), weight(channels=4), bias(), (8, 8), ValueError,
@@ -57,6 +59,8 @@ BAD_MINI_DECODER = [
 
 BAD_GAM_MULTIPLY = [
     ("integer features", [f.long() for f in features()], gam(), ValueError, r"features\[0\] must be floating point"),
+    ("integer second feature", [features()[0], features()[1].long()], gam(), ValueError,
+     r"features\[1\] must be floating point"),
     ("mixed feature dtypes", [features()[0], features(torch.float64)[1]], gam(), ValueError,
      r"features\[1\] has dtype"),
     ("gam dtype", features(), gam(dtype=torch.float64), ValueError, r"`gam` has dtype"),
