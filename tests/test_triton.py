@@ -333,19 +333,6 @@ def test_launches_per_call_and_per_training_step(dtype, monkeypatch):
     assert counts["gam_multiply_backward"] == 2
 
 
-@interpreted
-def test_more_tiles_than_the_grid_limit_in_the_interpreter(small_tiles, monkeypatch):
-    """A grid axis holds at most 65535 programs on CUDA (the forward's B * H rows pass it from about
-    half a million rows): with the limit lowered to 2, each program of that axis loops over 2 tiles."""
-    monkeypatch.setattr(host, "MAX_GRID_Y", 2)
-    # 2 x 13 rows: 2 row tiles of 8 per sample, 4 in all, in the forward.
-    inputs, grads = _mini_decoder_problem(2, [(3, 5, 7), (2, 9, 4), (1, 2, 3)], (13, 17), "cpu", torch.float64,
-                                          seed=11)
-    actual = _outputs_and_grads(_mini_decoder_fn(3, (13, 17), "triton"), inputs, grads)
-    expected = _outputs_and_grads(_mini_decoder_fn(3, (13, 17), "reference"), inputs, grads)
-    assert_each_close(actual, expected, torch.float64, 1e-10)
-
-
 @pytest.mark.parametrize("device", DEVICES)
 def test_any_layout_and_unused_outputs(device):
     """channels_last and transposed inputs; gradients reaching only one output of each op."""

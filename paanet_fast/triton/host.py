@@ -18,13 +18,6 @@ from . import gam_kernels, mini_decoder_kernels
 from ._runtime import accumulation_dtype, block_sizes, launch, size_class
 
 MAX_SCALES = 4  # the kernels take the scales as separate arguments
-# CUDA's limit on a grid's y size. Kernels with a y axis launch at most this many programs along it
-# and loop over the tiles beyond (a module constant so that tests can lower it).
-MAX_GRID_Y = 65535
-
-
-def _grid_y(tiles: int) -> int:
-    return min(tiles, MAX_GRID_Y)
 
 
 def new_tensor(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -96,8 +89,8 @@ def mini_decoder_forward(features: list[torch.Tensor], weight: torch.Tensor, bia
     gam = new_tensor((B, 1, H, W), features[0].dtype, device)
     scale_args = _pad_scales([[r, r.shape[2], r.shape[3]] for r in reduced], [reduced[0], 1, 1])
 
-    def grid(meta: dict) -> tuple[int, int]:
-        return triton.cdiv(W, meta["BLOCK_W"]), _grid_y(B * triton.cdiv(H, meta["BLOCK_H"]))
+    def grid(meta: dict) -> tuple[int]:
+        return (B * triton.cdiv(H, meta["BLOCK_H"]) * triton.cdiv(W, meta["BLOCK_W"]),)
 
     rows = block_sizes(mini_decoder_kernels.forward_kernel)["BLOCK_H"]
     spans = [_source_rows(f.shape[2], H, rows) for f in features] + [0] * (MAX_SCALES - len(features))

@@ -169,31 +169,35 @@ def forward_kernel(r0_ptr, h0, w0, r1_ptr, h1, w1, r2_ptr, h2, w2, r3_ptr, h3, w
                    bias_ptr, logits_ptr, gam_ptr, B, H, W, size_class,
                    NUM_SCALES: tl.constexpr, SPAN0: tl.constexpr, SPAN1: tl.constexpr, SPAN2: tl.constexpr,
                    SPAN3: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
-    """Logits and GAM (B, 1, H, W), in (BLOCK_H, BLOCK_W) tiles of one sample; grid (W tiles, n), each
-    program of the second axis taking every n-th of the B * cdiv(H, BLOCK_H) row tiles (n is capped by
-    the grid's size limit). `size_class` is the autotuning key only.
+    """Logits and GAM (B, 1, H, W), in (BLOCK_H, BLOCK_W) tiles of one sample, a program a tile; grid:
+    the B * cdiv(H, BLOCK_H) rows of tiles, cdiv(W, BLOCK_W) tiles a row, along one axis (2^31 - 1
+    programs: the outputs of that many tiles would not fit in memory). `size_class` is the autotuning
+    key only. A grid of rows along its second axis (at most 65535 programs) had each program loop over
+    rows of tiles, and ptxas held every scale's column taps across that loop in registers (140-202
+    a thread, not 72-96) for a loop that ran once at any realistic size.
 
     r*_ptr: reduced features (B, 9, h, w) in the accumulation type, scales beyond NUM_SCALES unused;
     SPAN*: the source rows of each scale's window (_add_scale_separable), 0 for per-pixel samples.
     """
-    xs = tl.program_id(0) * BLOCK_W + tl.arange(0, BLOCK_W)
+    column_tiles = tl.cdiv(W, BLOCK_W)
     tiles_per_sample = tl.cdiv(H, BLOCK_H)
-    for tile in range(tl.program_id(1), B * tiles_per_sample, tl.num_programs(1)):
-        batch = tile // tiles_per_sample
-        y0 = (tile % tiles_per_sample) * BLOCK_H
-        ys = y0 + tl.arange(0, BLOCK_H)
-        acc = tl.zeros((BLOCK_H, BLOCK_W), r0_ptr.dtype.element_ty) + tl.load(bias_ptr).to(r0_ptr.dtype.element_ty)
-        acc = _add_scale(acc, r0_ptr, h0, w0, H, W, batch, y0, ys, xs, SPAN0, BLOCK_H, BLOCK_W)
-        if NUM_SCALES > 1:
-            acc = _add_scale(acc, r1_ptr, h1, w1, H, W, batch, y0, ys, xs, SPAN1, BLOCK_H, BLOCK_W)
-        if NUM_SCALES > 2:
-            acc = _add_scale(acc, r2_ptr, h2, w2, H, W, batch, y0, ys, xs, SPAN2, BLOCK_H, BLOCK_W)
-        if NUM_SCALES > 3:
-            acc = _add_scale(acc, r3_ptr, h3, w3, H, W, batch, y0, ys, xs, SPAN3, BLOCK_H, BLOCK_W)
-        offsets = tl.cast(batch, tl.int64) * H * W + (ys * W)[:, None] + xs[None, :]
-        inside = (ys < H)[:, None] & (xs < W)[None, :]
-        tl.store(logits_ptr + offsets, acc.to(logits_ptr.dtype.element_ty), mask=inside)
-        tl.store(gam_ptr + offsets, stable_sigmoid(acc).to(gam_ptr.dtype.element_ty), mask=inside)
+    row_tile = tl.program_id(0) // column_tiles
+    batch = row_tile // tiles_per_sample
+    xs = (tl.program_id(0) - row_tile * column_tiles) * BLOCK_W + tl.arange(0, BLOCK_W)
+    y0 = (row_tile - batch * tiles_per_sample) * BLOCK_H
+    ys = y0 + tl.arange(0, BLOCK_H)
+    acc = tl.zeros((BLOCK_H, BLOCK_W), r0_ptr.dtype.element_ty) + tl.load(bias_ptr).to(r0_ptr.dtype.element_ty)
+    acc = _add_scale(acc, r0_ptr, h0, w0, H, W, batch, y0, ys, xs, SPAN0, BLOCK_H, BLOCK_W)
+    if NUM_SCALES > 1:
+        acc = _add_scale(acc, r1_ptr, h1, w1, H, W, batch, y0, ys, xs, SPAN1, BLOCK_H, BLOCK_W)
+    if NUM_SCALES > 2:
+        acc = _add_scale(acc, r2_ptr, h2, w2, H, W, batch, y0, ys, xs, SPAN2, BLOCK_H, BLOCK_W)
+    if NUM_SCALES > 3:
+        acc = _add_scale(acc, r3_ptr, h3, w3, H, W, batch, y0, ys, xs, SPAN3, BLOCK_H, BLOCK_W)
+    offsets = tl.cast(batch, tl.int64) * H * W + (ys * W)[:, None] + xs[None, :]
+    inside = (ys < H)[:, None] & (xs < W)[None, :]
+    tl.store(logits_ptr + offsets, acc.to(logits_ptr.dtype.element_ty), mask=inside)
+    tl.store(gam_ptr + offsets, stable_sigmoid(acc).to(gam_ptr.dtype.element_ty), mask=inside)
 
 
 @triton.jit
