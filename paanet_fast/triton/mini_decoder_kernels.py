@@ -173,8 +173,8 @@ def forward_kernel(r0_ptr, h0, w0, r1_ptr, h1, w1, r2_ptr, h2, w2, r3_ptr, h3, w
     the B * cdiv(H, BLOCK_H) rows of tiles, cdiv(W, BLOCK_W) tiles a row, along one axis (2^31 - 1
     programs: the outputs of that many tiles would not fit in memory). `size_class` is the autotuning
     key only. A grid of rows along its second axis (at most 65535 programs) had each program loop over
-    rows of tiles, and ptxas held every scale's column taps across that loop in registers (140-202
-    a thread, not 72-96) for a loop that ran once at any realistic size.
+    rows of tiles, and ptxas held every scale's column taps across that loop in registers (128-202
+    a thread, not 59-96) for a loop that ran once at any realistic size.
 
     r*_ptr: reduced features (B, 9, h, w) in the accumulation type, scales beyond NUM_SCALES unused;
     SPAN*: the source rows of each scale's window (_add_scale_separable), 0 for per-pixel samples.
