@@ -9,7 +9,9 @@ Each cell is the median of --repeats timed calls after --warmup calls (CUDA even
 with the peak memory allocated during one call. On a GPU it also measures the card's copy
 bandwidth (a large device-to-device copy), and each operator case's device time replayed from a
 CUDA graph (without host overhead, as benchmarks/gpu_static.py models it) with the kernels it
-launches, and gam_multiply's achieved bandwidth as a fraction of the copy's.
+launches, and gam_multiply's achieved bandwidth as a fraction of the copy's. For each compiled
+backend, a profile of the training step says where its time goes: the device's busy time against
+the wall time, the operators' share of it, and the costliest kernels.
 
     python benchmarks/gpu_report.py                  # on a GPU machine (benchmarks/gpu_check.sh runs it)
     python benchmarks/gpu_report.py --device cpu --batch 1 --size 64 --encoder resnet18 --repeats 1
@@ -311,6 +313,61 @@ def graph_rows(p: OpProblem, names: list[str], copy_gbs: float) -> list[str]:
     return rows
 
 
+def outermost(events: list, prefix: str) -> list:
+    """The profiler events named `prefix`... that run inside no other such event."""
+    def nested(e) -> bool:
+        parent = e.cpu_parent
+        while parent is not None:
+            if parent.name.startswith(prefix):
+                return True
+            parent = parent.cpu_parent
+        return False
+    return [e for e in events if e.name.startswith(prefix) and not nested(e)]
+
+
+def step_breakdown(step: Callable[[], object], device: str, steps: int = 3, top: int = 8) -> list[str]:
+    """Where a training step's time goes, from torch.profiler over `steps` steps after one: its wall
+    time, the device's busy time (kernels, copies and memsets; on the CPU, the wall time), the part
+    of it in paanet_fast's operators (their kernels on a GPU, their CPU time on the CPU), and the
+    costliest kernels (ATen ops on the CPU) by total time: whether the operators still matter to a
+    step, and whether the step waits on the host or on the device."""
+    cuda = device == "cuda"
+    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
+    step()
+    synchronize(device)
+    with torch.profiler.profile(activities=activities) as prof:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        synchronize(device)
+        wall_ms = (time.perf_counter() - t0) * 1e3 / steps
+    events = prof.events()
+    ours = outermost(events, "paanet_fast::")
+    if cuda:
+        work = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+        busy_ms = sum(e.device_time_total for e in work) / 1e3 / steps
+        ours_ms = sum(e.device_time_total for e in ours) / 1e3 / steps
+        what = "kernel"
+    else:
+        work = [e for e in events if e.device_type == torch.autograd.DeviceType.CPU and e.name.startswith("aten::")]
+        busy_ms = wall_ms
+        ours_ms = sum(e.cpu_time_total for e in ours) / 1e3 / steps
+        what = "ATen op (self CPU time)"
+    totals: dict[str, float] = {}
+    for e in work:
+        duration = e.device_time_total if cuda else e.self_cpu_time_total
+        totals[e.name] = totals.get(e.name, 0.0) + duration / 1e3 / steps
+    lines = [f"A training step, profiled ({steps} steps after one): {wall_ms:.1f} ms of wall time a step; "
+             f"{'the device busy' if cuda else 'the host busy (no device)'} {busy_ms:.1f} ms "
+             f"({100 * busy_ms / wall_ms:.0f}% of it), paanet_fast's operators {ours_ms:.2f} ms "
+             f"({100 * ours_ms / busy_ms:.1f}% of the busy time; {len(ours) // steps} calls a step).", "",
+             f"| {what} | ms a step | share of busy |", "|---|---:|---:|"]
+    for name, ms in sorted(totals.items(), key=lambda kv: -kv[1])[:top]:
+        short = name if len(name) <= 90 else name[:87] + "..."
+        lines.append(f"| `{short.replace('|', '/')}` | {ms:.2f} | {100 * ms / busy_ms:.1f}% |")
+    return lines
+
+
 # ---------------------------------------------------------------------------------------------
 # Report
 
@@ -354,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         for case, fn in operator_cases(problem, name).items():
             results.setdefault(case, {})[name] = measure(fn, args)
             print(f"{case:32s} {name:10s} {results[case][name].cell(None)} ms", file=sys.stderr)
+    breakdowns: dict[str, list[str]] = {}
     if not args.skip_model:
         case = f"training step {args.encoder}"
         for name in names:
@@ -367,6 +425,12 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             results.setdefault(case, {})[name] = measure(step, args)
             print(f"{case:32s} {name:10s} {results[case][name].cell(None)} ms", file=sys.stderr)
+            if name not in ("reference", "compile"):
+                try:
+                    breakdowns[name] = step_breakdown(step, args.device)
+                except Exception as exc:  # the timings above are kept
+                    traceback.print_exc()
+                    breakdowns[name] = [f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"]
             del step
             if args.device == "cuda":
                 torch.cuda.empty_cache()
@@ -389,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:
                   "2^18 (1024 blocks, 1 MiB read and 1 MiB written); gpu_static.py's model assumes 2 us.", "",
                   "| graph replay | provider | device time (us) | GPU activities a call | bandwidth |",
                   "|---|---|---|---|---|", *graph_rows(problem, names, copy_gbs), ""]
+    for name, breakdown in breakdowns.items():
+        lines += [f"### Where a {args.encoder} training step's time goes, {name}", "", *breakdown, ""]
     report = "\n".join(lines)
     print(report)
     if args.out is not None:
