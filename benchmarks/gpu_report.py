@@ -9,7 +9,8 @@ Each cell is the median of --repeats timed calls after --warmup calls (CUDA even
 with the peak memory allocated during one call. On a GPU it also measures the card's copy
 bandwidth (a large device-to-device copy), and each operator case's device time replayed from a
 CUDA graph (without host overhead, as benchmarks/gpu_static.py models it) with the kernels it
-launches, and gam_multiply's achieved bandwidth as a fraction of the copy's. For each compiled
+launches and each one's device time (profiled), and gam_multiply's achieved bandwidth as a fraction
+of the copy's. For each compiled
 backend, a profile of the training step says where its time goes: the device's busy time against
 the wall time, the operators' share of it, and the costliest kernels.
 
@@ -278,20 +279,42 @@ def kernel_boundary_us(elements: int, launches: int = 200) -> float:
     return graph_ms(lambda: t.add_(1.0), calls=launches) * 1e3
 
 
-def gpu_activities_per_call(fn: Callable[[], object]) -> int:
-    """GPU activities (kernels, memsets, copies) of one fn(), counted by the profiler after a warm-up."""
+def short_kernel_name(name: str) -> str:
+    """A profiled kernel's name without its return type, namespaces and parameters:
+    `void paanet::cuda::(anonymous namespace)::rows_kernel<float, float>(...)` -> `rows_kernel<float, float>`."""
+    head = name.removeprefix("void ").replace("(anonymous namespace)::", "").split(" (", 1)[0].split("(", 1)[0]
+    depth, start = 0, 0
+    for i, char in enumerate(head):
+        depth += {"<": 1, ">": -1}.get(char, 0)
+        if depth == 0 and head.startswith("::", i):
+            start = i + 2
+    return head[start:].strip() or name
+
+
+def gpu_activities(fn: Callable[[], object], calls: int = 5) -> tuple[int, dict[str, float]]:
+    """GPU activities (kernels, memsets, copies) of one fn(), profiled over `calls` calls after a
+    warm-up: how many a call, and each activity's mean device time a call in us, by short name, in
+    the order of their first launch."""
     fn()
     torch.cuda.synchronize()
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        fn()
+        for _ in range(calls):
+            fn()
         torch.cuda.synchronize()
-    return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
+    work = sorted((e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA),
+                  key=lambda e: e.time_range.start)
+    times: dict[str, float] = {}
+    for e in work:
+        name = short_kernel_name(e.name)
+        times[name] = times.get(name, 0.0) + e.device_time_total / calls
+    return len(work) // calls, times
 
 
 def graph_rows(p: OpProblem, names: list[str], copy_gbs: float) -> list[str]:
     """Each operator case's device time replayed from a CUDA graph (what benchmarks/gpu_static.py
-    models: no host overhead) and its GPU activities a call; gam_multiply forward's minimal bytes (read F,
-    write P, read G once) over its time, against the copy bandwidth."""
+    models: no host overhead), its GPU activities a call and each one's device time (the profiler's,
+    from eager calls: what to set beside each kernel's modelled time); gam_multiply forward's minimal
+    bytes (read F, write P, read G once) over its time, against the copy bandwidth."""
     moved = sum(2 * f.numel() * f.element_size() for f in p.features) + p.gam.numel() * p.gam.element_size()
     rows = []
     for name in names:
@@ -300,7 +323,9 @@ def graph_rows(p: OpProblem, names: list[str], copy_gbs: float) -> list[str]:
         for case, fn in operator_cases(p, name).items():
             try:
                 ms = graph_ms(fn)
-                cell = f"| {case} | {name} | {ms * 1e3:.1f} | {gpu_activities_per_call(fn)} |"
+                count, kernels = gpu_activities(fn)
+                each = ", ".join(f"{kernel} {us:.1f}" for kernel, us in kernels.items())
+                cell = f"| {case} | {name} | {ms * 1e3:.1f} | {count} | {each} |"
                 if case == "gam_multiply forward":
                     gbs = moved / (ms * 1e-3) / 1e9
                     cell += f" {gbs:.0f} GB/s, {100 * gbs / copy_gbs:.0f}% of copy |"
@@ -309,7 +334,7 @@ def graph_rows(p: OpProblem, names: list[str], copy_gbs: float) -> list[str]:
                 rows.append(cell)
             except Exception as exc:
                 traceback.print_exc()
-                rows.append(f"| {case} | {name} | error: {type(exc).__name__} | | |")
+                rows.append(f"| {case} | {name} | error: {type(exc).__name__} | | | |")
     return rows
 
 
@@ -356,7 +381,8 @@ def step_breakdown(step: Callable[[], object], device: str, steps: int = 3, top:
     totals: dict[str, float] = {}
     for e in work:
         duration = e.device_time_total if cuda else e.self_cpu_time_total
-        totals[e.name] = totals.get(e.name, 0.0) + duration / 1e3 / steps
+        name = short_kernel_name(e.name) if cuda else e.name
+        totals[name] = totals.get(name, 0.0) + duration / 1e3 / steps
     lines = [f"A training step, profiled ({steps} steps after one): {wall_ms:.1f} ms of wall time a step; "
              f"{'the device busy' if cuda else 'the host busy (no device)'} {busy_ms:.1f} ms "
              f"({100 * busy_ms / wall_ms:.0f}% of it), paanet_fast's operators {ours_ms:.2f} ms "
@@ -451,8 +477,8 @@ def main(argv: list[str] | None = None) -> int:
                   "Kernel boundary (200 back-to-back `add_` kernels replayed from a CUDA graph, device time a "
                   f"kernel): {boundaries[1]:.2f} us at 1 element (one block), {boundaries[1 << 18]:.2f} us at "
                   "2^18 (1024 blocks, 1 MiB read and 1 MiB written); gpu_static.py's model assumes 2 us.", "",
-                  "| graph replay | provider | device time (us) | GPU activities a call | bandwidth |",
-                  "|---|---|---|---|---|", *graph_rows(problem, names, copy_gbs), ""]
+                  "| graph replay | provider | device time (us) | GPU activities a call | each, profiled eager (us a call) "
+                  "| bandwidth |", "|---|---|---|---|---|---|", *graph_rows(problem, names, copy_gbs), ""]
     for name, breakdown in breakdowns.items():
         lines += [f"### Where a {args.encoder} training step's time goes, {name}", "", *breakdown, ""]
     report = "\n".join(lines)

@@ -54,3 +54,15 @@ def test_outermost_keeps_only_the_calls_no_other_call_of_the_prefix_contains():
     other = Event("aten::add")
     backward = Event("paanet_fast::mini_decoder_backward", Event("autograd::engine"))
     assert gpu_report.outermost([outer, inner, other, backward], "paanet_fast::") == [outer, backward]
+
+
+@pytest.mark.parametrize("profiled, short", [
+    ("void paanet::cuda::(anonymous namespace)::rows_kernel<float, float>(paanet::cuda::RowsArgs<float>)",
+     "rows_kernel<float, float>"),
+    ("void paanet::cuda::(anonymous namespace)::gam_region_kernel<true, c10::BFloat16>(paanet::cuda::X<c10::BFloat16>)",
+     "gam_region_kernel<true, c10::BFloat16>"),
+    ("forward_kernel", "forward_kernel"),  # Triton's kernels go by their function's name
+    ("Memcpy DtoD (Device -> Device)", "Memcpy DtoD"),
+])
+def test_short_kernel_name_keeps_the_kernel_and_its_template_arguments(profiled, short):
+    assert gpu_report.short_kernel_name(profiled) == short
