@@ -129,9 +129,11 @@ def peak_mib(fn: Callable[[], object], device: str) -> float | None:
 def host_ms(fn: Callable[[], object], device: str, repeats: int) -> float | None:
     """Median host time of fn() in milliseconds, from an idle stream to the call's return: the Python
     and C++ layers and the launches, without waiting for the device (what an eager step pays where
-    the device is faster than the host)."""
-    if device != "cuda":
-        return None
+    the device is faster than the host). None on the CPU, where it is the wall time."""
+    return issue_ms(fn, device, repeats) if device == "cuda" else None
+
+
+def issue_ms(fn: Callable[[], object], device: str, repeats: int) -> float:
     times = []
     for _ in range(repeats):
         synchronize(device)
@@ -338,6 +340,25 @@ def graph_rows(p: OpProblem, names: list[str], copy_gbs: float) -> list[str]:
     return rows
 
 
+def triton_host_without_launches(p: OpProblem, args: argparse.Namespace) -> list[str]:
+    """The triton backend's host time a call with its launches recorded, not run (what
+    benchmarks/gpu_static.py counts launches with): its Python layers alone, so that the host time
+    above splits into these and Triton's launcher. The kernels' outputs are left unwritten."""
+    from static_gpu.launches import recorded_triton_launches
+
+    cells = []
+    with recorded_triton_launches() as recorded:
+        for case, fn in operator_cases(p, "triton").items():
+            try:
+                ms = issue_ms(lambda: (fn(), recorded.clear()), args.device, args.repeats)
+                cells.append(f"{case} {ms:.3f}")
+            except Exception as exc:
+                traceback.print_exc()
+                cells.append(f"{case} error: {type(exc).__name__}")
+    return ["triton's host time with its launches recorded, not run (ms a call; the rest of the host time "
+            "above is Triton's launcher): " + ", ".join(cells) + "."]
+
+
 def outermost(events: list, prefix: str) -> list:
     """The profiler events named `prefix`... that run inside no other such event."""
     def nested(e) -> bool:
@@ -471,6 +492,8 @@ def main(argv: list[str] | None = None) -> int:
         lines += ["Host time to issue one call from an idle stream (Python, C++ and launches; not waiting for "
                   "the device):", ""]
         lines += table("host time (ms)", results, names, memory=False, host=True) + [""]
+        if "triton" in names:
+            lines += triton_host_without_launches(problem, args) + [""]
         copy_gbs = copy_bandwidth_gbs(args.device)
         boundaries = {elements: kernel_boundary_us(elements) for elements in (1, 1 << 18)}
         lines += [f"Device-to-device copy: {copy_gbs:.0f} GB/s (bytes read + written, 1 GiB copy).",

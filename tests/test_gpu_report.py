@@ -3,7 +3,9 @@ on the CPU, so that a mistake in the script shows here and not on a card's short
 profile's attribution of time to paanet_fast's operators."""
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -66,3 +68,26 @@ def test_outermost_keeps_only_the_calls_no_other_call_of_the_prefix_contains():
 ])
 def test_short_kernel_name_keeps_the_kernel_and_its_template_arguments(profiled, short):
     assert gpu_report.short_kernel_name(profiled) == short
+
+
+def test_triton_host_time_without_launches_runs_the_host_code_alone():
+    # Under the interpreter the triton backend takes CPU tensors; with its launches recorded nothing is
+    # interpreted, so this is the host code's own time, as on a card.
+    code = """
+import sys
+sys.path.insert(0, "benchmarks")
+import gpu_report
+args = gpu_report.parse_args(["--device", "cpu", "--batch", "1", "--size", "64", "--repeats", "3"])
+line, = gpu_report.triton_host_without_launches(gpu_report.op_problem(args), args)
+print(line)
+"""
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    run = subprocess.run([sys.executable, "-c", code], cwd=BENCHMARKS.parent, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    cells = dict(re.findall(r"(mini_decoder forward\+backward|mini_decoder forward|gam_multiply forward\+backward"
+                            r"|gam_multiply forward) (\S+?)[,.](?: |$)", run.stdout.strip()))
+    assert len(cells) == 4, run.stdout
+    times = {case: float(ms) for case, ms in cells.items()}  # a number each, no error
+    assert all(0 < ms < 1000 for ms in times.values())
+    assert times["mini_decoder forward+backward"] > times["mini_decoder forward"]
