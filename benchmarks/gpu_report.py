@@ -10,9 +10,9 @@ with the peak memory allocated during one call. On a GPU it also measures the ca
 bandwidth (a large device-to-device copy), and each operator case's device time replayed from a
 CUDA graph (without host overhead, as benchmarks/gpu_static.py models it) with the kernels it
 launches and each one's device time (profiled), and gam_multiply's achieved bandwidth as a fraction
-of the copy's. For each compiled
-backend, a profile of the training step says where its time goes: the device's busy time against
-the wall time, the operators' share of it, and the costliest kernels.
+of the copy's; triton's host time with its launches skipped (its Python layers alone); and for each
+compiled backend, a profile of the training step: the device's busy time against the wall time, the
+operators' share of it, and the costliest kernels.
 
     python benchmarks/gpu_report.py                  # on a GPU machine (benchmarks/gpu_check.sh runs it)
     python benchmarks/gpu_report.py --device cpu --batch 1 --size 64 --encoder resnet18 --repeats 1
