@@ -44,10 +44,16 @@ def _pad_scales(per_scale: list[list], filler: list) -> list:
     return [arg for args in per_scale + padding for arg in args]
 
 
+def _cdiv(a: int, b: int) -> int:
+    """triton.cdiv's arithmetic without its wrapper (a constexpr function: 1.5 us a call on the host
+    here, against 0.05), for the grids that Triton's launcher evaluates on every launch."""
+    return (a + b - 1) // b
+
+
 def _window(low: int, high: int) -> int:
     """Coordinates P a low-resolution index gathers over: the at most 2 * high / low + 4 that read
     it, one more for rounding, two for the +-1 shifts of a 3x3 tap; never more than the axis + 2."""
-    return min((2 * high + low - 1) // low + 7, high + 2)
+    return min(_cdiv(2 * high, low) + 7, high + 2)
 
 
 def divider(d: int) -> tuple[int, int]:
@@ -56,12 +62,6 @@ def divider(d: int) -> tuple[int, int]:
     kernels/common.cuh's Divider): shift = ceil(log2 d), magic = floor(2^32 (2^shift - d) / d) + 1."""
     shift = (d - 1).bit_length()
     return (((1 << shift) - d) << 32) // d + 1, shift
-
-
-def _cdiv(a: int, b: int) -> int:
-    """triton.cdiv's arithmetic without its wrapper (a constexpr function: 1.5 us a call on the host
-    here, against 0.05), for the grids that Triton's launcher evaluates on every launch."""
-    return (a + b - 1) // b
 
 
 def _plane(f: torch.Tensor) -> int:
